@@ -1,0 +1,90 @@
+/*
+ * tvm-deeploy kernel library: the C functions that generated code calls.
+ *
+ * Every kernel is plain C99 with no allocation, no I/O and no host-only
+ * assumption, so the same source builds for this host and for bare-metal RV32.
+ * All matrices are row-major and contiguous unless strides are given.
+ * The integer semantics are defined once by tvm_deeploy/reference.py; these
+ * kernels are bit-exact against it.
+ */
+#ifndef DPL_KERNELS_H
+#define DPL_KERNELS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* How an int8 GEMM turns its int32 accumulator into the stored output. */
+enum dpl_requant_mode {
+  /* store acc (+ bias) as int32 */
+  DPL_REQUANT_NONE = 0,
+  /* QDQ graphs: y = clamp((((int64)acc * mul[n] + 2^(shift[n]-1)) >> shift[n]) + out_zp, lo, hi)
+     with 1 <= shift[n] <= 62, all in int64 (round half up, arithmetic shift) */
+  DPL_REQUANT_FIXED = 1,
+  /* integer graphs, TVM's int32 op semantics (wrap-around on overflow):
+     t = acc * mul[n]; t = t + add[n]; t = t >> shift[n]; t = t + out_zp; y = clamp(t, lo, hi).
+     A NULL mul/add/shift skips that step. 0 <= shift[n] <= 31 (arithmetic shift). */
+  DPL_REQUANT_INT_OPS = 2
+};
+
+typedef struct dpl_requant {
+  int32_t mode;          /* enum dpl_requant_mode */
+  const int32_t *bias;   /* [n] added to the accumulator first (int32 add, wraps), or NULL */
+  const int32_t *mul;    /* [n] */
+  const int32_t *add;    /* [n], DPL_REQUANT_INT_OPS only, or NULL */
+  const int32_t *shift;  /* [n] */
+  int32_t out_zp;
+  int32_t lo, hi;        /* clamp bounds, within [-128, 127] for int8 output */
+} dpl_requant_t;
+
+/* y[m][n] = sum_k a[m][k] * B(k, n) + (bias ? bias[n] : 0)
+   with B(k, n) = b_transposed ? b[n * k_dim + k] : b[k * n_dim + n]. */
+void dpl_gemm_f32(const float *a, const float *b, const float *bias, float *y,
+                  int32_t m_dim, int32_t n_dim, int32_t k_dim, int32_t b_transposed);
+
+/* acc[m][n] = sum_k (a[m][k] - a_zp) * (B(k, n) - b_zp)   (int32, B as above)
+   then rq->bias and the requantization of rq->mode.
+   y is int8_t[m][n] for FIXED and INT_OPS, int32_t[m][n] for NONE.
+   Requires k_dim * 65025 < 2^31 so the accumulator cannot overflow. */
+void dpl_gemm_s8(const int8_t *a, const int8_t *b, void *y,
+                 int32_t m_dim, int32_t n_dim, int32_t k_dim, int32_t b_transposed,
+                 int32_t a_zp, int32_t b_zp, const dpl_requant_t *rq);
+
+/* Row-wise softmax over the last axis: y = exp(x - max) / sum(exp(x - max)). */
+void dpl_softmax_f32(const float *x, float *y, int32_t rows, int32_t cols);
+
+/* Element strides of a 4-D (batch, head, sequence, feature) view of a tensor;
+   a stride of 0 broadcasts that axis. */
+typedef struct dpl_strides {
+  int32_t batch, head, seq, feat;
+} dpl_strides_t;
+
+enum dpl_causal {
+  DPL_CAUSAL_NONE = 0,
+  DPL_CAUSAL_TOP_LEFT = 1,     /* query i sees keys j <= i */
+  DPL_CAUSAL_BOTTOM_RIGHT = 2  /* query i sees keys j <= i + (kv_len - q_len) */
+};
+
+typedef struct dpl_attention_shape {
+  int32_t batch, heads, kv_heads;   /* query head h reads K/V head h / (heads / kv_heads) */
+  int32_t q_len, kv_len, qk_dim, v_dim;
+  int32_t causal;                   /* enum dpl_causal */
+  float scale;                      /* scores = (q . k) * scale */
+} dpl_attention_shape_t;
+
+/* o = softmax(q k^T * scale + mask [causal]) v, per batch and head.
+   mask is additive (NULL for none) in a (batch, head, q, kv) view given by ms.
+   Masked-out causal positions get weight 0; a row with every key masked gives 0.
+   scratch holds kv_len floats. */
+void dpl_attention_f32(const float *q, const float *k, const float *v, const float *mask,
+                       float *o, const dpl_attention_shape_t *shape,
+                       const dpl_strides_t *qs, const dpl_strides_t *ks, const dpl_strides_t *vs,
+                       const dpl_strides_t *ms, const dpl_strides_t *os, float *scratch);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DPL_KERNELS_H */

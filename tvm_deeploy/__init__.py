@@ -1,0 +1,17 @@
+"""tvm-deeploy: offload attention, GEMM and matmul from TVM Relax to C for RISC-V microcontrollers.
+
+    import tvm, tvm_deeploy
+    ex = tvm.relax.build(mod, target="deeploy")
+"""
+
+from . import patterns as _patterns
+from . import pipeline as _pipeline
+from . import target as _target
+from .partition import partition_for_deeploy
+
+__version__ = "0.1.0"
+__all__ = ["partition_for_deeploy"]
+
+_target.register()
+_patterns.register()
+_pipeline.install()

@@ -1,0 +1,95 @@
+"""The external codegen `relax.ext.deeploy`: offloaded Relax functions -> one C source module.
+
+RunCodegen hands over every function with Codegen="deeploy"; each becomes a plain C entry
+(raw pointers, callable from a standalone program) plus the tvm-ffi wrapper the VM calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+
+import tvm
+import tvm_ffi
+from tvm import relax
+
+from .describe import CallTree, describe, static_type
+from .emit import Function, Tensor, emit_module
+from .patterns import FAMILY
+from .specs import Operand
+
+# Names of constants the C embeds during the current `run_codegen`, so the VM need not store them.
+_embedded_constants: list[set[str]] = []
+
+
+class CodegenError(RuntimeError):
+    """An offloaded function the codegen cannot lower (a pattern check should have refused it)."""
+
+
+def lower_function(func: relax.Function) -> Function:
+    """An offloaded function (one composite call) -> the emitter's plain description."""
+    symbol = str(func.attrs["global_symbol"])
+    # The body binds the composite function to a local var, then calls it once.
+    local = {b.var: b.value for block in func.body.blocks for b in block.bindings}
+    calls = [v for v in local.values() if isinstance(v, relax.Call)]
+    if len(calls) != 1:
+        raise CodegenError(f"{symbol}: expected a single composite call, found {len(calls)} calls")
+    call = calls[0]
+    composite = local.get(call.op, call.op)
+    if not isinstance(composite, relax.Function) or "Composite" not in (composite.attrs or {}):
+        raise CodegenError(f"{symbol}: the call is not to a composite function")
+    pattern = str(composite.attrs["Composite"])
+    # Composite parameters map to the offloaded function's parameters through the call's arguments.
+    order = []
+    for arg in call.args:
+        position = [i for i, p in enumerate(func.params) if p.same_as(arg)]
+        if not position:
+            raise CodegenError(f"{symbol}: composite argument {arg} is not a function parameter")
+        order.append(position[0])
+    inner = {b.var: b.value for block in composite.body.blocks for b in block.bindings}
+    root = inner[composite.body.body]
+    spec = describe(FAMILY[pattern], CallTree(inner, composite.params), root)
+    spec = _remap_params(spec, order)
+    inputs = tuple(Tensor(*static_type(p)) for p in func.params)
+    return Function(symbol, spec, inputs, Tensor(*static_type(func.body.body)))
+
+
+def _remap_params(spec, order):
+    """Rewrite operand parameter indexes from composite to offloaded-function numbering."""
+    changes = {}
+    for field in dataclasses.fields(spec):
+        value = getattr(spec, field.name)
+        if isinstance(value, Operand) and value.param is not None:
+            changes[field.name] = dataclasses.replace(value, param=order[value.param])
+    return dataclasses.replace(spec, **changes)
+
+
+@tvm_ffi.register_global_func("relax.ext.deeploy", override=True)
+def _deeploy_codegen(functions, options, constant_names):  # noqa: ARG001 - the ABI RunCodegen calls
+    lowered = sorted((lower_function(f) for f in functions), key=lambda fn: fn.symbol)
+    if _embedded_constants:
+        _embedded_constants[-1].update(str(name) for name in constant_names.values())
+    source = emit_module(lowered)
+    create = tvm.get_global_func("runtime.CSourceModuleCreate")
+    return [create(source, "c", [fn.symbol for fn in lowered], [])]
+
+
+@contextlib.contextmanager
+def _collect_embedded_constants() -> Iterator[set[str]]:
+    _embedded_constants.append(set())
+    try:
+        yield _embedded_constants[-1]
+    finally:
+        _embedded_constants.pop()
+
+
+def run_codegen(mod: tvm.IRModule) -> tvm.IRModule:
+    """RunCodegen, then drop the constants our C already carries so the library stores them once."""
+    with _collect_embedded_constants() as embedded:
+        mod = relax.transform.RunCodegen()(mod)
+    attrs = mod.attrs
+    if attrs is None or "const_name_to_constant" not in attrs or not embedded:
+        return mod
+    kept = {name: value for name, value in attrs["const_name_to_constant"].items() if name not in embedded}
+    return mod.with_attr("const_name_to_constant", kept)

@@ -1,0 +1,216 @@
+"""Op specs -> C source, by filling the templates in `codegen/`.
+
+Output is deterministic (same specs, same bytes) and C99 that also compiles as C++ (TVM's
+`export_library` compiles "c" modules with g++). The MCU part (kernels, constants, entries) has no
+host dependency; the tvm-ffi wrappers the Relax VM calls are a separate, host-only section.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from string import Template
+
+import numpy as np
+
+from .resources import kernel_sources, template
+from .specs import AttentionSpec, GemmSpec, Operand, OpSpec, SoftmaxSpec, Strides
+
+C_TYPES = {"float32": "float", "int8": "int8_t", "int32": "int32_t"}
+DL_TYPES = {"float32": ("kDLFloat", 32), "int8": ("kDLInt", 8), "int32": ("kDLInt", 32)}
+REQUANT_MODES = {"none": "DPL_REQUANT_NONE", "fixed": "DPL_REQUANT_FIXED", "int_ops": "DPL_REQUANT_INT_OPS"}
+CAUSAL = {"none": "DPL_CAUSAL_NONE", "top_left": "DPL_CAUSAL_TOP_LEFT", "bottom_right": "DPL_CAUSAL_BOTTOM_RIGHT"}
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A parameter of an offloaded function's C entry (inputs first, the output last)."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Function:
+    """One offloaded function: its C symbol, its op, and its signature."""
+
+    symbol: str
+    spec: OpSpec
+    inputs: tuple[Tensor, ...]
+    output: Tensor
+
+
+def c_float(value) -> str:
+    """An exact C literal for a float32 value."""
+    value = float(np.float32(value))
+    if math.isnan(value):
+        return "NAN"
+    if math.isinf(value):
+        return "INFINITY" if value > 0 else "-INFINITY"
+    return f"{value.hex()}f"
+
+
+def _c_array(name: str, values: np.ndarray, dtype: str) -> str:
+    flat = values.reshape(-1)
+    if dtype == "float32":
+        items = [c_float(v) for v in flat]
+    else:
+        items = [str(int(v)) for v in flat]
+    per_line = 8 if dtype == "float32" else 16
+    lines = ["  " + ", ".join(items[i:i + per_line]) + "," for i in range(0, len(items), per_line)]
+    body = "\n".join(lines)
+    return f"static const {C_TYPES[dtype]} {name}[{len(items)}] = {{\n{body}\n}};"
+
+
+class _Body:
+    """Collects the constants and statements of one entry function."""
+
+    def __init__(self, fn: Function):
+        self.fn = fn
+        self.constants: list[str] = []
+        self.lines: list[str] = []
+
+    def constant(self, name: str, values: np.ndarray, dtype: str) -> str:
+        symbol = f"{self.fn.symbol}_{name}"
+        self.constants.append(_c_array(symbol, np.asarray(values), dtype))
+        return symbol
+
+    def declare(self, text: str) -> None:
+        self.constants.append(text)
+
+    def operand(self, name: str, op: Operand | None) -> str:
+        """A C expression for the operand's data pointer."""
+        if op is None:
+            return "NULL"
+        if op.is_const:
+            return self.constant(name, op.const, op.dtype)
+        return f"in{op.param}"
+
+
+def _strides(s: Strides | None) -> str:
+    return "{0, 0, 0, 0}" if s is None else f"{{{s.batch}, {s.head}, {s.seq}, {s.feat}}}"
+
+
+def _emit_gemm(body: _Body, spec: GemmSpec) -> None:
+    a = body.operand("a", spec.a)
+    b = body.operand("b", spec.b)
+    y_type = C_TYPES[spec.out_dtype]
+    if spec.dtype == "float32":
+        bias = body.operand("bias", spec.bias)
+        call = "dpl_gemm_f32({a}, {b}, %s, {y}, %d, %d, %d, %d);" % (
+            bias, spec.m, spec.n, spec.k, int(spec.b_transposed))
+    else:
+        rq = spec.requant
+        vectors = {}
+        for field in ("bias", "mul", "add", "shift"):
+            values = getattr(rq, field)
+            vectors[field] = "NULL" if values is None else body.constant(f"rq_{field}", values, "int32")
+        body.declare(
+            f"static const dpl_requant_t {body.fn.symbol}_rq = {{{REQUANT_MODES[rq.mode]}, "
+            f"{vectors['bias']}, {vectors['mul']}, {vectors['add']}, {vectors['shift']}, "
+            f"{rq.out_zp}, {rq.lo}, {rq.hi}}};")
+        call = "dpl_gemm_s8({a}, {b}, {y}, %d, %d, %d, %d, %d, %d, &%s_rq);" % (
+            spec.m, spec.n, spec.k, int(spec.b_transposed), spec.a_zp, spec.b_zp, body.fn.symbol)
+    y = "out"
+    if not spec.batch:
+        body.lines.append("  " + call.format(a=a, b=b, y=y))
+        return
+    # One kernel call per batch index; broadcast operands have stride 0 on that dim.
+    a_type, b_type = C_TYPES[spec.a.dtype], C_TYPES[spec.b.dtype]
+    indent = "  "
+    a_offset, b_offset = [], []
+    for dim, (size, a_stride, b_stride) in enumerate(zip(spec.batch, spec.a_batch_strides, spec.b_batch_strides)):
+        body.lines.append(f"{indent}for (int32_t i{dim} = 0; i{dim} < {size}; ++i{dim}) {{")
+        indent += "  "
+        if a_stride:
+            a_offset.append(f"i{dim} * {a_stride}")
+        if b_stride:
+            b_offset.append(f"i{dim} * {b_stride}")
+    body.lines.append(f"{indent}const {a_type} *a = {a} + {' + '.join(a_offset) or '0'};")
+    body.lines.append(f"{indent}const {b_type} *b = {b} + {' + '.join(b_offset) or '0'};")
+    body.lines.append(f"{indent}{call.format(a='a', b='b', y='y')}")
+    body.lines.append(f"{indent}y += {spec.m * spec.n};")
+    for _ in spec.batch:
+        indent = indent[:-2]
+        body.lines.append(f"{indent}}}")
+    body.lines.insert(0, f"  {y_type} *y = out;")
+
+
+def _emit_softmax(body: _Body, spec: SoftmaxSpec) -> None:
+    x = body.operand("x", spec.x)
+    body.lines.append(f"  dpl_softmax_f32({x}, out, {spec.rows}, {spec.cols});")
+
+
+def _emit_attention(body: _Body, spec: AttentionSpec) -> None:
+    sym = body.fn.symbol
+    q, k, v = body.operand("q", spec.q), body.operand("k", spec.k), body.operand("v", spec.v)
+    mask = body.operand("mask", spec.mask)
+    body.declare(
+        f"static const dpl_attention_shape_t {sym}_shape = {{{spec.batch}, {spec.heads}, {spec.kv_heads}, "
+        f"{spec.q_len}, {spec.kv_len}, {spec.qk_dim}, {spec.v_dim}, {CAUSAL[spec.causal]}, "
+        f"{c_float(spec.scale)}}};")
+    names = ("q", "k", "v", "mask", "out")
+    strides = (spec.q_strides, spec.k_strides, spec.v_strides, spec.mask_strides, spec.out_strides)
+    body.declare(f"static const dpl_strides_t {sym}_strides[5] = {{"
+                 + ", ".join(_strides(s) for s in strides) + f"}}; /* {', '.join(names)} */")
+    body.declare(f"static float {sym}_scratch[{spec.kv_len}];")
+    body.lines.append(
+        f"  dpl_attention_f32({q}, {k}, {v}, {mask}, out, &{sym}_shape, &{sym}_strides[0], "
+        f"&{sym}_strides[1], &{sym}_strides[2], &{sym}_strides[3], &{sym}_strides[4], {sym}_scratch);")
+
+
+EMITTERS = {"gemm": _emit_gemm, "softmax": _emit_softmax, "attention": _emit_attention}
+
+
+def summary(spec: OpSpec) -> str:
+    """A one-line description of an op, for comments and reports."""
+    if isinstance(spec, GemmSpec):
+        batch = "x".join(map(str, spec.batch))
+        quant = "" if spec.requant is None else f", requant {spec.requant.mode}"
+        return (f"gemm {spec.dtype}->{spec.out_dtype} {batch + ' x ' if batch else ''}"
+                f"m={spec.m} n={spec.n} k={spec.k}{', B^T' if spec.b_transposed else ''}{quant}")
+    if isinstance(spec, SoftmaxSpec):
+        return f"softmax float32 rows={spec.rows} cols={spec.cols}"
+    return (f"attention float32 batch={spec.batch} heads={spec.heads}/{spec.kv_heads} q={spec.q_len} "
+            f"kv={spec.kv_len} d={spec.qk_dim}/{spec.v_dim} causal={spec.causal}")
+
+
+def emit_function(fn: Function) -> str:
+    """The C entry of one offloaded function, with its constants, as plain C99 for the MCU."""
+    body = _Body(fn)
+    EMITTERS[fn.spec.kind](body, fn.spec)
+    params = [f"const {C_TYPES[t.dtype]} *in{i}" for i, t in enumerate(fn.inputs)]
+    params.append(f"{C_TYPES[fn.output.dtype]} *out")
+    used = "\n".join(body.lines)
+    unused = [f"  (void)in{i};" for i in range(len(fn.inputs)) if f"in{i}" not in used]
+    return Template(template("function.c.tmpl")).substitute(
+        symbol=fn.symbol, summary=summary(fn.spec), constants="\n".join(body.constants),
+        params=", ".join(params), body="\n".join(unused + body.lines))
+
+
+def emit_ffi_wrapper(fn: Function) -> str:
+    """The host-only tvm-ffi wrapper that unpacks the VM's tensors and calls the entry."""
+    tensors = list(fn.inputs) + [fn.output]
+    shapes, args, call_args = [], [], []
+    for i, tensor in enumerate(tensors):
+        dims = ", ".join(str(d) for d in tensor.shape)
+        shapes.append(f"static const int64_t {fn.symbol}_shape{i}[{len(tensor.shape)}] = {{{dims}}};")
+        code, bits = DL_TYPES[tensor.dtype]
+        args.append(f"{{{len(tensor.shape)}, {fn.symbol}_shape{i}, {code}, {bits}}}")
+        qualifier = "const " if i < len(fn.inputs) else ""
+        call_args.append(f"({qualifier}{C_TYPES[tensor.dtype]} *)data[{i}]")
+    return Template(template("ffi_wrapper.c.tmpl")).substitute(
+        symbol=fn.symbol, count=len(tensors), shapes="\n".join(shapes), args=", ".join(args),
+        call_args=", ".join(call_args))
+
+
+def emit_module(functions: list[Function], ffi_wrappers: bool = True) -> str:
+    """One self-contained C source: the kernel library, every entry, and (host) the VM wrappers."""
+    wrappers = ""
+    host_includes = ""
+    if ffi_wrappers:
+        host_includes = "#include <stdio.h>\n#include <tvm/ffi/c_api.h>\n"
+        wrappers = template("ffi_prelude.c.tmpl") + "".join(emit_ffi_wrapper(f) for f in functions)
+    return Template(template("module.c.tmpl")).substitute(
+        host_includes=host_includes, kernels=kernel_sources(),
+        functions="".join(emit_function(f) for f in functions), wrappers=wrappers)

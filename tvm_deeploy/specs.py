@@ -1,0 +1,110 @@
+"""Plain-data descriptions of the ops the deeploy codegen runs.
+
+`describe` turns a matched Relax call tree into one of these; `emit` turns them into C.
+Nothing here refers to TVM objects, so later stages (tiling, memory planning) take them as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .reference import Requant
+
+
+@dataclass(frozen=True)
+class Operand:
+    """A tensor an op reads: a parameter of the offloaded function, or a constant baked into the C."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    param: int | None = None
+    const: np.ndarray | None = field(default=None, compare=False)
+
+    @property
+    def is_const(self) -> bool:
+        return self.const is not None
+
+
+@dataclass(frozen=True)
+class GemmSpec:
+    """y[batch..., m, n] = A[batch..., m, k] x B[batch..., k, n] (+ bias), fp32 or int8.
+
+    Batch dims follow NumPy broadcasting; `a_batch_strides` and `b_batch_strides` give, per output
+    batch dim, the element stride into A and B (0 where that operand is broadcast).
+    For int8, `requant` says how the int32 accumulator becomes the output (see reference.Requant).
+    """
+
+    dtype: str  # "float32" or "int8" (operand type)
+    out_dtype: str  # "float32", "int32" or "int8"
+    batch: tuple[int, ...]
+    m: int
+    n: int
+    k: int
+    a: Operand
+    b: Operand
+    b_transposed: bool
+    a_batch_strides: tuple[int, ...]
+    b_batch_strides: tuple[int, ...]
+    bias: np.ndarray | None = field(default=None, compare=False)  # fp32 only: [n]
+    a_zp: int = 0
+    b_zp: int = 0
+    requant: Requant | None = field(default=None, compare=False)
+
+    kind = "gemm"
+
+    @property
+    def macs(self) -> int:
+        return int(np.prod(self.batch, dtype=np.int64)) * self.m * self.n * self.k
+
+
+@dataclass(frozen=True)
+class SoftmaxSpec:
+    """Softmax over the last axis of a float32 tensor viewed as rows x cols."""
+
+    x: Operand
+    rows: int
+    cols: int
+
+    kind = "softmax"
+
+
+@dataclass(frozen=True)
+class Strides:
+    """Element strides of a (batch, head, seq, feature) view; 0 broadcasts that axis."""
+
+    batch: int
+    head: int
+    seq: int
+    feat: int
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """softmax(Q K^T * scale + mask [causal]) V per batch and head, fp32, strided operands."""
+
+    q: Operand
+    k: Operand
+    v: Operand
+    mask: Operand | None
+    q_strides: Strides
+    k_strides: Strides
+    v_strides: Strides
+    mask_strides: Strides | None
+    out_strides: Strides
+    out_shape: tuple[int, ...]
+    batch: int
+    heads: int
+    kv_heads: int
+    q_len: int
+    kv_len: int
+    qk_dim: int
+    v_dim: int
+    scale: float
+    causal: str  # "none", "top_left" or "bottom_right"
+
+    kind = "attention"
+
+
+OpSpec = GemmSpec | SoftmaxSpec | AttentionSpec
