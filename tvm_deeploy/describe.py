@@ -42,7 +42,7 @@ class CallTree:
     def operand(self, expr) -> Operand:
         shape, dtype = static_type(expr)
         if isinstance(expr, tvm.ir.expr.Constant):
-            return Operand(shape, dtype, const=expr.data.numpy())
+            return Operand(shape, dtype, const=expr.value.numpy())
         param = None
         if self._params is not None:
             matches = [i for i, p in enumerate(self._params) if p.same_as(expr)]
@@ -65,7 +65,7 @@ def static_type(expr) -> tuple[tuple[int, ...], str]:
 def const_array(expr, what: str) -> np.ndarray:
     if not isinstance(expr, tvm.ir.expr.Constant):
         raise Unsupported(f"{what} must be a constant")
-    return expr.data.numpy()
+    return expr.value.numpy()
 
 
 def _other_arg(call, known):

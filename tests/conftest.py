@@ -1,0 +1,47 @@
+"""Shared helpers: build a Relax module for a target, run it in the VM on this host, compare."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+import tvm_deeploy
+from tvm_deeploy.patterns import PREFIX
+
+
+def build_and_run(mod: tvm.IRModule, target: str, inputs, tmp_path, name: str = "lib"):
+    """`tvm.relax.build(mod, target)`, export_library, load, run `main` on numpy inputs."""
+    ex = tvm.relax.build(mod, target=target)
+    path = tmp_path / f"{target}_{name}.so"
+    ex.export_library(str(path))
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
+    out = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x)) for x in inputs])
+    if isinstance(out, tvm.runtime.Tensor):
+        return out.numpy()
+    return [o.numpy() for o in out]
+
+
+def offloaded(mod: tvm.IRModule) -> list[str]:
+    """Composite pattern names of the functions `partition_for_deeploy` offloads, sorted."""
+    names = []
+    for gvar, func in tvm_deeploy.partition_for_deeploy(mod).functions.items():
+        if isinstance(func, relax.Function) and func.attrs and func.attrs.get("Codegen") == "deeploy":
+            for block in func.body.blocks:
+                for binding in block.bindings:
+                    value = binding.value
+                    if isinstance(value, relax.Function) and "Composite" in value.attrs:
+                        names.append(str(value.attrs["Composite"])[len(PREFIX) + 1:])
+    return sorted(names)
+
+
+def assert_close_f32(actual, expected, rtol=1e-5):
+    """fp32 policy: within rtol relative to the output's magnitude (absolute floor rtol * max|expected|)."""
+    expected = np.asarray(expected)
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * float(np.abs(expected).max() or 1.0))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
