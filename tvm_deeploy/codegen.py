@@ -65,9 +65,20 @@ def _remap_params(spec, order):
     return dataclasses.replace(spec, **changes)
 
 
+def lower_functions(functions) -> list[Function]:
+    """Lower offloaded functions in symbol order, so the emitted C does not depend on input order."""
+    return sorted((lower_function(f) for f in functions), key=lambda fn: fn.symbol)
+
+
+def offloaded_functions(mod: tvm.IRModule) -> list[relax.Function]:
+    """The functions of a partitioned module that carry Codegen="deeploy"."""
+    return [f for f in mod.functions.values()
+            if isinstance(f, relax.Function) and f.attrs and f.attrs.get("Codegen") == "deeploy"]
+
+
 @tvm_ffi.register_global_func("relax.ext.deeploy", override=True)
 def _deeploy_codegen(functions, options, constant_names):  # noqa: ARG001 - the ABI RunCodegen calls
-    lowered = sorted((lower_function(f) for f in functions), key=lambda fn: fn.symbol)
+    lowered = lower_functions(functions)
     if _embedded_constants:
         _embedded_constants[-1].update(str(name) for name in constant_names.values())
     source = emit_module(lowered)

@@ -394,7 +394,9 @@ def _describe_attention_op(tree, call) -> AttentionSpec:
     k, k_strides = _view_strides(tree, call.args[1], bshd)
     v, v_strides = _view_strides(tree, call.args[2], bshd)
     (batch, q_len, heads, qk_dim), (_, kv_len, kv_heads, _), v_dim = q.shape, k.shape, v.shape[-1]
-    if heads % kv_heads:
+    if heads != kv_heads:
+        # TVM's legalization pairs query head h with K/V head h % kv_heads, not the grouped-query
+        # h // (heads / kv_heads) our kernel implements: offloading would change the result.
         raise Unsupported(f"{heads} query heads over {kv_heads} key/value heads")
     mask, mask_strides = None, None
     if len(call.args) > 3:

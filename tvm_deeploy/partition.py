@@ -8,13 +8,21 @@ from tvm import relax
 from .patterns import deeploy_patterns
 
 
+def _is_offloaded(func) -> bool:
+    return isinstance(func, relax.Function) and bool(func.attrs) and "Codegen" in func.attrs
+
+
 def partition_for_deeploy(mod: tvm.IRModule) -> tvm.IRModule:
     """Group every offloadable op into its own function carrying `Codegen="deeploy"`.
 
     One function per op keeps each offload a single kernel call that the tiler can treat alone.
-    Idempotent: already partitioned calls are calls to global functions, which no pattern matches.
+    Idempotent: functions offloaded earlier are kept as they are, and calls to them match no pattern.
     """
-    return tvm.transform.Sequential([
+    earlier = {gvar: func for gvar, func in mod.functions.items() if _is_offloaded(func)}
+    mod = tvm.transform.Sequential([
         relax.transform.ConvertToDataflow(min_size=1),
         relax.transform.FuseOpsByPattern(deeploy_patterns(), bind_constants=True, annotate_codegen=True),
     ])(mod)
+    for gvar, func in earlier.items():
+        mod[gvar] = func
+    return mod
