@@ -272,8 +272,10 @@ def _quantized_bias(tree, bias, acc_scale, n):
 
 
 def _int_scalar(expr) -> int:
-    value = expr.value if isinstance(expr, relax.PrimValue) else expr
-    return int(value)
+    """An integer attribute-like argument (clip bounds arrive as IntImm)."""
+    if not isinstance(getattr(expr, "value", None), int):
+        raise Unsupported(f"{expr} is not an integer constant")
+    return int(expr.value)
 
 
 def _describe_int_ops_gemm(tree, astype) -> GemmSpec:
