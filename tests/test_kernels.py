@@ -1,0 +1,618 @@
+"""The C kernels in c_kernels/ against tvm_deeploy.reference.
+
+The int8 GEMM must be bit-exact (assert_array_equal); the float kernels are checked with tight
+tolerances. The kernels are compiled once per module into a shared library and called via ctypes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tvm_deeploy import reference as ref
+
+KERNEL_DIR = Path(__file__).resolve().parents[1] / "c_kernels"
+SOURCES = sorted(KERNEL_DIR.glob("*.c"))
+EXPECTED_SOURCES = {"attention_f32.c", "gemm_f32.c", "gemm_s8.c", "softmax_f32.c"}
+
+C_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2"]
+CXX_FLAGS = ["-x", "c++", "-Wall", "-Wextra", "-Werror", "-O2"]
+
+MODE = {"none": 0, "fixed": 1, "int_ops": 2}
+CAUSAL = {"none": 0, "top_left": 1, "bottom_right": 2}
+
+HYP = settings(max_examples=40, deadline=None, database=None,
+               suppress_health_check=[HealthCheck.too_slow])
+
+I32 = ctypes.c_int32
+P_I32 = ctypes.POINTER(ctypes.c_int32)
+P_F32 = ctypes.POINTER(ctypes.c_float)
+P_I8 = ctypes.POINTER(ctypes.c_int8)
+
+
+class CRequant(ctypes.Structure):
+    _fields_ = [
+        ("mode", I32),
+        ("bias", P_I32),
+        ("mul", P_I32),
+        ("add", P_I32),
+        ("shift", P_I32),
+        ("out_zp", I32),
+        ("lo", I32),
+        ("hi", I32),
+    ]
+
+
+class CStrides(ctypes.Structure):
+    _fields_ = [("batch", I32), ("head", I32), ("seq", I32), ("feat", I32)]
+
+
+class CAttentionShape(ctypes.Structure):
+    _fields_ = [
+        ("batch", I32),
+        ("heads", I32),
+        ("kv_heads", I32),
+        ("q_len", I32),
+        ("kv_len", I32),
+        ("qk_dim", I32),
+        ("v_dim", I32),
+        ("causal", I32),
+        ("scale", ctypes.c_float),
+    ]
+
+
+def _run(cmd: list) -> None:
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(map(str, cmd))}\n{proc.stdout}\n{proc.stderr}"
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory):
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not available")
+    so = tmp_path_factory.mktemp("dpl_kernels") / "libdpl_kernels.so"
+    _run(["gcc", *C_FLAGS, "-fPIC", "-shared", "-I", KERNEL_DIR, *SOURCES, "-o", so, "-lm"])
+    dll = ctypes.CDLL(str(so))
+    dll.dpl_gemm_f32.argtypes = [P_F32, P_F32, P_F32, P_F32, I32, I32, I32, I32]
+    dll.dpl_gemm_f32.restype = None
+    dll.dpl_gemm_s8.argtypes = [P_I8, P_I8, ctypes.c_void_p, I32, I32, I32, I32, I32, I32,
+                                ctypes.POINTER(CRequant)]
+    dll.dpl_gemm_s8.restype = None
+    dll.dpl_softmax_f32.argtypes = [P_F32, P_F32, I32, I32]
+    dll.dpl_softmax_f32.restype = None
+    p_strides = ctypes.POINTER(CStrides)
+    dll.dpl_attention_f32.argtypes = [P_F32, P_F32, P_F32, P_F32, P_F32,
+                                      ctypes.POINTER(CAttentionShape),
+                                      p_strides, p_strides, p_strides, p_strides, p_strides, P_F32]
+    dll.dpl_attention_f32.restype = None
+    return dll
+
+
+# ---------------------------------------------------------------------------------------------
+# ctypes wrappers
+
+
+def _ptr(arr: np.ndarray | None, ctype):
+    return None if arr is None else arr.ctypes.data_as(ctypes.POINTER(ctype))
+
+
+def _i32(x) -> np.ndarray | None:
+    return None if x is None else np.ascontiguousarray(x, dtype=np.int32)
+
+
+def c_gemm_s8(lib, a, b, a_zp=0, b_zp=0, requant: ref.Requant | None = None, b_transposed=False):
+    a = np.ascontiguousarray(a, dtype=np.int8)
+    b = np.ascontiguousarray(b, dtype=np.int8)
+    m, k = a.shape
+    n = b.shape[0] if b_transposed else b.shape[1]
+    rq = requant if requant is not None else ref.Requant("none")
+    keep = {name: _i32(getattr(rq, name)) for name in ("bias", "mul", "add", "shift")}
+    for name, arr in keep.items():
+        assert arr is None or arr.shape == (n,), f"{name} must have length n for the C kernel"
+    crq = CRequant(MODE[rq.mode], _ptr(keep["bias"], I32), _ptr(keep["mul"], I32),
+                   _ptr(keep["add"], I32), _ptr(keep["shift"], I32), rq.out_zp, rq.lo, rq.hi)
+    y = np.zeros((m, n), dtype=np.int32 if rq.mode == "none" else np.int8)
+    lib.dpl_gemm_s8(_ptr(a, ctypes.c_int8), _ptr(b, ctypes.c_int8), y.ctypes.data, m, n, k,
+                    int(b_transposed), a_zp, b_zp, ctypes.byref(crq) if requant is not None else None)
+    return y
+
+
+def c_gemm_f32(lib, a, b, bias=None, b_transposed=False):
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    b = np.ascontiguousarray(b, dtype=np.float32)
+    bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+    m, k = a.shape
+    n = b.shape[0] if b_transposed else b.shape[1]
+    y = np.full((m, n), np.nan, dtype=np.float32)
+    lib.dpl_gemm_f32(_ptr(a, ctypes.c_float), _ptr(b, ctypes.c_float), _ptr(bias, ctypes.c_float),
+                     _ptr(y, ctypes.c_float), m, n, k, int(b_transposed))
+    return y
+
+
+def c_softmax(lib, x):
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    y = np.full_like(x, np.nan)
+    lib.dpl_softmax_f32(_ptr(x, ctypes.c_float), _ptr(y, ctypes.c_float), x.shape[0], x.shape[1])
+    return y
+
+
+def _strides(view: np.ndarray) -> CStrides:
+    assert view.ndim == 4 and view.dtype == np.float32
+    return CStrides(*(s // 4 for s in view.strides))
+
+
+def c_attention(lib, q, k, v, scale, mask=None, causal="none", out=None):
+    """q, k, v, mask, out: float32 4-D (batch, head, seq, feature) *views*; their NumPy strides
+    (possibly permuted or 0 for broadcasting) are what the kernel gets. Returns out."""
+    b, h, q_len, qk_dim = q.shape
+    kv_heads, kv_len, v_dim = k.shape[1], k.shape[2], v.shape[3]
+    if out is None:
+        out = np.full((b, h, q_len, v_dim), np.nan, dtype=np.float32)
+    shape = CAttentionShape(b, h, kv_heads, q_len, kv_len, qk_dim, v_dim, CAUSAL[causal], scale)
+    scratch = np.full(max(kv_len, 1), np.nan, dtype=np.float32)
+    ms = _strides(mask) if mask is not None else CStrides(0, 0, 0, 0)
+    lib.dpl_attention_f32(
+        _ptr(q, ctypes.c_float), _ptr(k, ctypes.c_float), _ptr(v, ctypes.c_float),
+        _ptr(mask, ctypes.c_float), _ptr(out, ctypes.c_float), ctypes.byref(shape),
+        ctypes.byref(_strides(q)), ctypes.byref(_strides(k)), ctypes.byref(_strides(v)),
+        ctypes.byref(ms), ctypes.byref(_strides(out)), _ptr(scratch, ctypes.c_float))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# compilation
+
+
+def test_sources_present():
+    assert {p.name for p in SOURCES} >= EXPECTED_SOURCES
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.name)
+def test_compiles_as_c_and_cxx(src, tmp_path):
+    _run(["gcc", *C_FLAGS, "-pedantic", "-I", KERNEL_DIR, "-c", src, "-o", tmp_path / "c.o"])
+    _run(["g++", *CXX_FLAGS, "-I", KERNEL_DIR, "-c", src, "-o", tmp_path / "cxx.o"])
+
+
+def test_concatenated_sources_compile(tmp_path):
+    """Generated code pastes the header and all kernels into one translation unit
+    (resources.kernel_sources): no clashing static helpers or leaking macros, C and C++."""
+    from tvm_deeploy.resources import kernel_sources
+
+    text = kernel_sources()
+    for src in EXPECTED_SOURCES:
+        assert f"c_kernels/{src}" in text
+    cat = tmp_path / "all_kernels.c"
+    cat.write_text(text)
+    _run(["gcc", *C_FLAGS, "-c", cat, "-o", tmp_path / "c.o"])  # no -I: must be self-contained
+    _run(["g++", *CXX_FLAGS, "-c", cat, "-o", tmp_path / "cxx.o"])
+
+
+def test_struct_layouts_match_ctypes(tmp_path):
+    prog = tmp_path / "layout.c"
+    prog.write_text(
+        '#include <stddef.h>\n#include <stdio.h>\n#include "dpl_kernels.h"\n'
+        "int main(void) {\n"
+        '  printf("%u %u %u %u %u\\n", (unsigned)sizeof(dpl_requant_t),\n'
+        "         (unsigned)offsetof(dpl_requant_t, shift), (unsigned)offsetof(dpl_requant_t, hi),\n"
+        "         (unsigned)sizeof(dpl_strides_t), (unsigned)sizeof(dpl_attention_shape_t));\n"
+        '  printf("%u\\n", (unsigned)offsetof(dpl_attention_shape_t, scale));\n'
+        "  return 0;\n}\n"
+    )
+    exe = tmp_path / "layout"
+    _run(["gcc", *C_FLAGS, "-I", KERNEL_DIR, prog, "-o", exe])
+    got = [int(x) for x in subprocess.run([exe], capture_output=True, text=True, check=True).stdout.split()]
+    assert got == [
+        ctypes.sizeof(CRequant), CRequant.shift.offset, CRequant.hi.offset,
+        ctypes.sizeof(CStrides), ctypes.sizeof(CAttentionShape), CAttentionShape.scale.offset,
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# reference.quantize_multiplier
+
+
+@HYP
+@given(st.floats(min_value=2.0**-80, max_value=2.0**30, exclude_max=True, allow_subnormal=False))
+def test_quantize_multiplier_properties(real):
+    if real >= 2.0**30 - 0.25:  # rounds to mul * 2^-1 with mul = 2^31: not representable
+        with pytest.raises(ValueError, match="real="):
+            ref.quantize_multiplier(real)
+        return
+    mul, shift = ref.quantize_multiplier(real)
+    assert mul.dtype == np.int32 and shift.dtype == np.int32
+    assert mul.shape == (1,) and shift.shape == (1,)
+    mu, sh = int(mul[0]), int(shift[0])
+    assert 1 <= sh <= 62
+    if sh < 62:
+        assert 2**30 <= mu < 2**31
+    else:
+        assert 0 <= mu < 2**31
+    # |mul * 2^-shift - real| <= 2^-shift / 2, i.e. |mul - real * 2^shift| <= 1/2 (exact in float64
+    # since real * 2^shift is a power-of-two scaling)
+    assert abs(mu - np.ldexp(real, sh)) <= 0.5
+
+
+def test_quantize_multiplier_examples():
+    mul, shift = ref.quantize_multiplier(np.array([0.5, 1.0, 0.75, 2.0**-40, 2.0**-31, 3.0]))
+    assert mul.tolist() == [2**30, 2**30, 3 * 2**29, 2**22, 2**30, 3 * 2**29]
+    assert shift.tolist() == [31, 30, 31, 62, 61, 29]
+    # rounding the mantissa up to 2^31 renormalizes
+    mul, shift = ref.quantize_multiplier(1.0 - 2.0**-40)
+    assert (mul[0], shift[0]) == (2**30, 30)
+    # list input, 1-D output
+    mul, shift = ref.quantize_multiplier([0.25, 0.125])
+    assert mul.tolist() == [2**30, 2**30] and shift.tolist() == [32, 33]
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, -np.inf, np.inf, np.nan, 2.0**30, 2.0**31, 2.0**30 - 2.0**-23])
+def test_quantize_multiplier_rejects(bad):
+    with pytest.raises(ValueError, match="real="):
+        ref.quantize_multiplier(bad)
+    with pytest.raises(ValueError):
+        ref.quantize_multiplier(np.array([0.5, bad]))
+
+
+# ---------------------------------------------------------------------------------------------
+# reference requantization vs the documented formulas, with Python integers
+
+
+def _py_wrap(x: int) -> int:
+    return (x + 2**31) % 2**32 - 2**31
+
+
+def test_reference_requant_matches_formulas():
+    rng = np.random.default_rng(1)
+    acc = rng.integers(-(2**31), 2**31, size=(7, 5), dtype=np.int64).astype(np.int32)
+    acc[0, :] = [-(2**31), 2**31 - 1, 0, -1, 1]
+    mul = rng.integers(-(2**31), 2**31, size=5, dtype=np.int64).astype(np.int32)
+    mul[0] = -(2**31)
+    add = rng.integers(-(2**31), 2**31, size=5, dtype=np.int64).astype(np.int32)
+    shift_f = rng.integers(1, 63, size=5).astype(np.int32)
+    shift_i = rng.integers(0, 32, size=5).astype(np.int32)
+    zp = -(2**31) + 5
+
+    got_f = ref.requantize_fixed(acc, mul, shift_f, 3, -100, 90)
+    got_i = ref.requantize_int_ops(acc, mul, add, shift_i, zp, -128, 127)
+    for r in range(acc.shape[0]):
+        for c in range(acc.shape[1]):
+            x = int(acc[r, c]) * int(mul[c])
+            x = (x + (1 << (int(shift_f[c]) - 1))) >> int(shift_f[c])
+            assert got_f[r, c] == min(max(x + 3, -100), 90)
+            t = _py_wrap(int(acc[r, c]) * int(mul[c]))
+            t = _py_wrap(t + int(add[c]))
+            t = t >> int(shift_i[c])
+            t = _py_wrap(t + zp)
+            assert got_i[r, c] == min(max(t, -128), 127)
+
+
+def test_reference_gemm_s8_none_matches_definition():
+    rng = np.random.default_rng(2)
+    a = rng.integers(-128, 128, size=(3, 6), dtype=np.int8)
+    b = rng.integers(-128, 128, size=(6, 4), dtype=np.int8)
+    got = ref.gemm_s8(a, b, a_zp=-7, b_zp=11)
+    want = [[sum((int(a[i, kk]) + 7) * (int(b[kk, j]) - 11) for kk in range(6)) for j in range(4)]
+            for i in range(3)]
+    assert got.dtype == np.int32 and got.tolist() == want
+    np.testing.assert_array_equal(ref.gemm_s8(a, np.ascontiguousarray(b.T), -7, 11, b_transposed=True), got)
+
+
+def test_requant_validation():
+    with pytest.raises(ValueError):
+        ref.Requant("bogus", None, None, None, None)
+    with pytest.raises(ValueError):
+        ref.Requant("fixed", None, None, None, np.array([3], np.int32))
+    with pytest.raises(ValueError):
+        ref.requantize_fixed(np.zeros((1, 2), np.int32), [1, 1], [0, 3], 0)
+    with pytest.raises(ValueError):
+        ref.requantize_int_ops(np.zeros((1, 2), np.int32), None, None, [32, 0], 0, -128, 127)
+
+
+# ---------------------------------------------------------------------------------------------
+# dpl_gemm_s8: bit-exact against reference.gemm_s8
+
+
+def _rand_i32(rng, size, lo=-(2**31), hi=2**31):
+    return rng.integers(lo, hi, size=size, dtype=np.int64).astype(np.int32)
+
+
+def _make_requant(rng, mode, variant, n, acc, use_bias, null_mul, null_add, null_shift):
+    """A Requant for `mode`. variant "sane" keeps most outputs inside [lo, hi] so the test sees
+    more than saturation; "wild" uses full-range parameters (int32 wrap-around in int_ops)."""
+    bias = _rand_i32(rng, n, -(2**20), 2**20) if use_bias else None
+    if variant == "wild" and bias is not None:
+        bias = _rand_i32(rng, n)
+    lo, hi = sorted(rng.integers(-128, 128, size=2).tolist())
+    if rng.random() < 0.5:
+        lo, hi = -128, 127
+    if mode == "none":
+        return ref.Requant("none", bias, None, None, None)
+    mag = float(np.abs(acc.astype(np.int64)).max()) + 1.0 + (2**20 if use_bias else 0)
+    if mode == "fixed":
+        if variant == "sane":
+            mul, shift = ref.quantize_multiplier(rng.uniform(20.0, 200.0, size=n) / mag)
+        else:
+            mul, shift = _rand_i32(rng, n), rng.integers(1, 63, size=n).astype(np.int32)
+        return ref.Requant("fixed", bias, mul, None, shift, int(rng.integers(-128, 128)), lo, hi)
+    if variant == "sane":
+        mul = rng.integers(1, 2**12, size=n).astype(np.int32)
+        add = _rand_i32(rng, n, -(2**16), 2**16)
+        need = np.log2(mag * float(mul.max()) / 64.0)
+        shift = np.clip(np.ceil(need) + rng.integers(-1, 2, size=n), 0, 31).astype(np.int32)
+        out_zp = int(rng.integers(-128, 128))
+    else:
+        mul, add = _rand_i32(rng, n), _rand_i32(rng, n)
+        shift = rng.integers(0, 32, size=n).astype(np.int32)
+        out_zp = int(_rand_i32(rng, 1)[0])
+    return ref.Requant("int_ops", bias, None if null_mul else mul, None if null_add else add,
+                       None if null_shift else shift, out_zp, lo, hi)
+
+
+def _check_gemm_s8(lib, rng, m, n, k, b_transposed, a_zp, b_zp, mode, variant="sane",
+                   use_bias=True, null_mul=False, null_add=False, null_shift=False):
+    a = rng.integers(-128, 128, size=(m, k), dtype=np.int8)
+    b = rng.integers(-128, 128, size=(n, k) if b_transposed else (k, n), dtype=np.int8)
+    acc = ref.gemm_s8(a, b, a_zp, b_zp, b_transposed=b_transposed)
+    rq = _make_requant(rng, mode, variant, n, acc, use_bias, null_mul, null_add, null_shift)
+    want = ref.gemm_s8(a, b, a_zp, b_zp, rq, b_transposed)
+    got = c_gemm_s8(lib, a, b, a_zp, b_zp, rq, b_transposed)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    return want
+
+
+@HYP
+@given(
+    m=st.integers(1, 33), n=st.integers(1, 33), k=st.integers(1, 33),
+    b_transposed=st.booleans(),
+    a_zp=st.one_of(st.just(0), st.integers(-128, 127)),
+    b_zp=st.one_of(st.just(0), st.integers(-128, 127)),
+    mode=st.sampled_from(["none", "fixed", "int_ops"]),
+    variant=st.sampled_from(["sane", "wild"]),
+    use_bias=st.booleans(),
+    nulls=st.tuples(st.booleans(), st.booleans(), st.booleans()),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_gemm_s8_matches_reference(lib, m, n, k, b_transposed, a_zp, b_zp, mode, variant,
+                                   use_bias, nulls, seed):
+    rng = np.random.default_rng(seed)
+    _check_gemm_s8(lib, rng, m, n, k, b_transposed, a_zp, b_zp, mode, variant, use_bias, *nulls)
+
+
+@pytest.mark.parametrize("mode", ["none", "fixed", "int_ops"])
+@pytest.mark.parametrize("b_transposed", [False, True])
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (1, 17, 300), (5, 3, 300), (4, 6, 300), (2, 2, 0)])
+def test_gemm_s8_shapes(lib, m, n, k, b_transposed, mode):
+    rng = np.random.default_rng(m * 1000 + n * 10 + k)
+    for a_zp, b_zp in [(0, 0), (-128, 0), (0, 127), (37, -91)]:
+        _check_gemm_s8(lib, rng, m, n, k, b_transposed, a_zp, b_zp, mode)
+
+
+@pytest.mark.parametrize("b_transposed", [False, True])
+def test_gemm_s8_extreme_accumulator(lib, b_transposed):
+    """|a - a_zp| = |b - b_zp| = 255 with the largest k allowed: acc is -65025 * k, close to -2^31,
+    while the row/column-sum correction terms are large too."""
+    m, n, k = 3, 3, (2**31 - 1) // 65025
+    assert k * 65025 < 2**31
+    a = np.full((m, k), -128, dtype=np.int8)
+    b = np.full((n, k) if b_transposed else (k, n), 127, dtype=np.int8)
+    got = c_gemm_s8(lib, a, b, 127, -128, ref.Requant("none", None, None, None, None), b_transposed)
+    want = ref.gemm_s8(a, b, 127, -128, None, b_transposed)
+    assert int(want.min()) == -65025 * k
+    np.testing.assert_array_equal(got, want)
+    a[1] = 127  # positive extreme in the second row
+    np.testing.assert_array_equal(c_gemm_s8(lib, a, b, -128, -128, None, b_transposed),
+                                  ref.gemm_s8(a, b, -128, -128, None, b_transposed))
+
+
+def test_gemm_s8_int_ops_overflow(lib):
+    """The int_ops multiply, add and zero-point add wrap around like TVM int32 ops."""
+    rng = np.random.default_rng(7)
+    m, n, k = 5, 7, 40
+    a = rng.integers(-128, 128, size=(m, k), dtype=np.int8)
+    b = rng.integers(-128, 128, size=(k, n), dtype=np.int8)
+    acc = ref.gemm_s8(a, b, 3, -5).astype(np.int64)
+    mul = np.full(n, 2**31 - 1, dtype=np.int32)
+    add = np.full(n, -(2**31), dtype=np.int32)
+    shift = np.arange(n, dtype=np.int32) + 20
+    assert (np.abs(acc * mul) > 2**31).any()  # the product does overflow int32
+    for rq in [
+        ref.Requant("int_ops", None, mul, add, shift, 2**31 - 100, -128, 127),
+        ref.Requant("int_ops", _rand_i32(rng, n), mul, None, None, 0, -128, 127),
+        ref.Requant("int_ops", None, None, None, None, 0, -128, 127),  # all steps NULL: clamp only
+        ref.Requant("int_ops", None, None, add, None, -(2**31), -20, 30),
+    ]:
+        want = ref.gemm_s8(a, b, 3, -5, rq)
+        np.testing.assert_array_equal(c_gemm_s8(lib, a, b, 3, -5, rq), want)
+    # with shift 24 the wrapped product lands all over [-128, 127]; without the wrap-around
+    # (int64 product) nearly everything would saturate
+    sh24 = np.full(n, 24, dtype=np.int32)
+    rq = ref.Requant("int_ops", None, np.full(n, 1640531527, dtype=np.int32), None, sh24)
+    want = ref.gemm_s8(a, b, 3, -5, rq)
+    np.testing.assert_array_equal(c_gemm_s8(lib, a, b, 3, -5, rq), want)
+    assert len(np.unique(want)) > 20
+    assert (want != np.clip((acc * 1640531527) >> 24, -128, 127)).any()
+
+
+def test_gemm_s8_fixed_rounding_ties(lib):
+    """acc * mul hits exact halves: round half up (toward +inf), also for negative values."""
+    a = np.array([[1, -1, 3, -3, 5, -5, 0, 2]], dtype=np.int8).T.copy()  # [8, 1]
+    b = np.ones((1, 1), dtype=np.int8)
+    rq = ref.Requant("fixed", None, np.array([1], np.int32), None, np.array([1], np.int32))
+    want = ref.gemm_s8(a, b, 0, 0, rq)
+    assert want[:, 0].tolist() == [1, 0, 2, -1, 3, -2, 0, 1]
+    np.testing.assert_array_equal(c_gemm_s8(lib, a, b, 0, 0, rq), want)
+
+
+# ---------------------------------------------------------------------------------------------
+# dpl_gemm_f32
+
+
+def _assert_close_scaled(got, want):
+    atol = 1e-5 * float(np.abs(want).max()) if want.size else 0.0
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=atol)
+
+
+@settings(max_examples=30, deadline=None, database=None)
+@given(m=st.integers(1, 33), n=st.integers(1, 33), k=st.integers(1, 70),
+       b_transposed=st.booleans(), use_bias=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_gemm_f32_matches_numpy(lib, m, n, k, b_transposed, use_bias, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if b_transposed else (k, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32) if use_bias else None
+    bk = b.T if b_transposed else b
+    want = a.astype(np.float64) @ bk.astype(np.float64)
+    if bias is not None:
+        want = want + bias
+    got = c_gemm_f32(lib, a, b, bias, b_transposed)
+    _assert_close_scaled(got, want.astype(np.float32))
+
+
+@pytest.mark.parametrize("b_transposed", [False, True])
+def test_gemm_f32_large_k(lib, b_transposed):
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((3, 300)).astype(np.float32)
+    b = rng.standard_normal((5, 300) if b_transposed else (300, 5)).astype(np.float32)
+    bias = rng.standard_normal(5).astype(np.float32)
+    want = a.astype(np.float64) @ (b.T if b_transposed else b).astype(np.float64) + bias
+    _assert_close_scaled(c_gemm_f32(lib, a, b, bias, b_transposed), want)
+
+
+# ---------------------------------------------------------------------------------------------
+# dpl_softmax_f32
+
+
+@pytest.mark.parametrize("rows,cols,scale", [(1, 1, 1.0), (4, 10, 1.0), (7, 33, 5.0), (3, 257, 20.0)])
+def test_softmax_matches_reference(lib, rows, cols, scale):
+    rng = np.random.default_rng(rows * cols)
+    x = (rng.standard_normal((rows, cols)) * scale).astype(np.float32)
+    x[0, -1] += 1000.0  # needs the max subtraction (and the max is not the first element)
+    x[-1, cols // 2] += 100.0
+    got = c_softmax(lib, x)
+    np.testing.assert_allclose(got, ref.softmax_f32(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# dpl_attention_f32
+
+
+def _normal(rng, shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def _check_attention(lib, q, k, v, scale, mask=None, causal="none", out=None):
+    got = c_attention(lib, q, k, v, scale, mask, causal, out)
+    want = ref.attention_f32(q, k, v, scale, mask, causal, kv_heads=k.shape[1])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    return got, want
+
+
+def test_attention_plain(lib):
+    rng = np.random.default_rng(10)
+    # scale 1 with unit-normal inputs: keep qk_dim small, float32 score rounding grows with |q.k|
+    q, k, v = _normal(rng, (2, 3, 5, 4)), _normal(rng, (2, 3, 7, 4)), _normal(rng, (2, 3, 7, 6))
+    _check_attention(lib, q, k, v, 1.0)
+
+
+def test_attention_scale(lib):
+    rng = np.random.default_rng(11)
+    q, k, v = _normal(rng, (1, 2, 4, 16)), _normal(rng, (1, 2, 9, 16)), _normal(rng, (1, 2, 9, 16))
+    _check_attention(lib, q, k, v, 0.25)
+    _check_attention(lib, q, k, v, 0.0)  # uniform weights
+
+
+def test_attention_broadcast_mask(lib):
+    rng = np.random.default_rng(12)
+    b, h, ql, kl, d = 2, 3, 4, 6, 8
+    q, k, v = _normal(rng, (b, h, ql, d)), _normal(rng, (b, h, kl, d)), _normal(rng, (b, h, kl, d))
+    m = _normal(rng, (1, 1, ql, kl))
+    m[0, 0, 1, 4:] = -np.inf  # padding-style mask entries
+    mask = np.broadcast_to(m, (b, h, ql, kl))  # batch and head strides are 0
+    assert mask.strides[:2] == (0, 0)
+    _check_attention(lib, q, k, v, 1 / np.sqrt(d), mask)
+    # per-batch mask broadcast over heads only
+    mb = np.broadcast_to(_normal(rng, (b, 1, ql, kl)), (b, h, ql, kl))
+    _check_attention(lib, q, k, v, 1 / np.sqrt(d), mb)
+
+
+def test_attention_mask_all_minus_inf_row_is_zero(lib):
+    rng = np.random.default_rng(13)
+    q, k, v = _normal(rng, (1, 2, 3, 4)), _normal(rng, (1, 2, 5, 4)), _normal(rng, (1, 2, 5, 4))
+    m = np.zeros((1, 1, 3, 5), dtype=np.float32)
+    m[0, 0, 2, :] = -np.inf
+    got, _ = _check_attention(lib, q, k, v, 0.5, np.broadcast_to(m, (1, 2, 3, 5)))
+    assert (got[:, :, 2, :] == 0).all()
+
+
+@pytest.mark.parametrize("causal,ql,kl", [
+    ("top_left", 5, 5), ("top_left", 3, 7), ("top_left", 6, 4),
+    ("bottom_right", 5, 5), ("bottom_right", 3, 7), ("bottom_right", 6, 4),
+])
+def test_attention_causal(lib, causal, ql, kl):
+    rng = np.random.default_rng(ql * 10 + kl)
+    q, k, v = _normal(rng, (2, 2, ql, 8)), _normal(rng, (2, 2, kl, 8)), _normal(rng, (2, 2, kl, 5))
+    got, _ = _check_attention(lib, q, k, v, 0.35, causal=causal)
+    # hidden keys have weight exactly 0: changing their values changes nothing
+    v2 = v.copy()
+    k2 = k.copy()
+    hidden_from = 1 if causal == "top_left" else 1 + (kl - ql)  # first key hidden from query 0
+    if 0 <= hidden_from < kl:
+        v2[:, :, hidden_from:] = 1e6
+        k2[:, :, hidden_from:] = 1e3
+        got2 = c_attention(lib, q, k2, v2, 0.35, None, causal)
+        np.testing.assert_array_equal(got2[:, :, 0], got[:, :, 0])
+    if causal == "bottom_right" and ql > kl:
+        # queries i < ql - kl see no key at all
+        assert (got[:, :, : ql - kl] == 0).all()
+
+
+def test_attention_causal_with_mask(lib):
+    rng = np.random.default_rng(14)
+    q, k, v = _normal(rng, (1, 2, 4, 8)), _normal(rng, (1, 2, 6, 8)), _normal(rng, (1, 2, 6, 8))
+    mask = _normal(rng, (1, 2, 4, 6))
+    _check_attention(lib, q, k, v, 0.3, mask, "bottom_right")
+
+
+def test_attention_gqa(lib):
+    rng = np.random.default_rng(15)
+    q = _normal(rng, (2, 8, 5, 8))
+    k, v = _normal(rng, (2, 4, 6, 8)), _normal(rng, (2, 4, 6, 8))
+    _check_attention(lib, q, k, v, 1 / np.sqrt(8))
+    _check_attention(lib, q, k, v, 1 / np.sqrt(8), causal="top_left")
+    # multi-query: one kv head
+    _check_attention(lib, q, k[:, :1].copy(), v[:, :1].copy(), 0.5, causal="bottom_right")
+
+
+def test_attention_permuted_layouts(lib):
+    """q, k, v stored as (batch, seq, head, dim), v^T stored as (batch, head, dim, seq), output
+    written as (batch, seq, head, dim): all expressed through strides."""
+    rng = np.random.default_rng(16)
+    b, h, kvh, ql, kl, d, dv = 2, 4, 2, 5, 7, 8, 6
+    q = _normal(rng, (b, ql, h, d)).transpose(0, 2, 1, 3)
+    k = _normal(rng, (b, kl, kvh, d)).transpose(0, 2, 1, 3)
+    v_bshd = _normal(rng, (b, kl, kvh, dv)).transpose(0, 2, 1, 3)
+    v_t = _normal(rng, (b, kvh, dv, kl)).transpose(0, 1, 3, 2)
+    out_store = np.full((b, ql, h, dv), np.nan, dtype=np.float32)
+    out = out_store.transpose(0, 2, 1, 3)
+    assert not q.flags.c_contiguous and not out.flags.c_contiguous
+    for v in (v_bshd, v_t):
+        out_store[...] = np.nan
+        _check_attention(lib, q, k, v, 1 / np.sqrt(d), out=out)
+        _check_attention(lib, q, k, v, 1 / np.sqrt(d), causal="bottom_right", out=out)
+    # output as (batch, head, dim, seq) and the mask as (batch, head, kv, q): feature stride != 1
+    out_t = np.full((b, h, dv, ql), np.nan, dtype=np.float32).transpose(0, 1, 3, 2)
+    mask_t = _normal(rng, (b, h, kl, ql)).transpose(0, 1, 3, 2)
+    got, _ = _check_attention(lib, q, k, v_t, 1 / np.sqrt(d), mask_t, "top_left", out=out_t)
+    assert got is out_t
+    # a fused qkv buffer: q, k, v are slices of one (batch, seq, 3, head, dim) tensor
+    qkv = _normal(rng, (b, kl, 3, h, d))
+    qf, kf, vf = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+    _check_attention(lib, qf, kf, vf, 1 / np.sqrt(d), causal="top_left")
