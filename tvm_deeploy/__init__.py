@@ -4,13 +4,14 @@
     ex = tvm.relax.build(mod, target="deeploy")
 """
 
+from . import models
 from . import patterns as _patterns
 from . import pipeline as _pipeline
 from . import target as _target
 from .partition import partition_for_deeploy
 
 __version__ = "0.1.0"
-__all__ = ["partition_for_deeploy"]
+__all__ = ["models", "partition_for_deeploy"]
 
 _target.register()
 _patterns.register()
