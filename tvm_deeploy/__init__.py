@@ -8,10 +8,11 @@ from . import models
 from . import patterns as _patterns
 from . import pipeline as _pipeline
 from . import target as _target
+from .onnx_import import ModelError, load_onnx
 from .partition import partition_for_deeploy
 
 __version__ = "0.1.0"
-__all__ = ["models", "partition_for_deeploy"]
+__all__ = ["ModelError", "load_onnx", "models", "partition_for_deeploy"]
 
 _target.register()
 _patterns.register()

@@ -1,0 +1,111 @@
+"""Load an ONNX model as a Relax IRModule, with one clear `ModelError` for anything unusable.
+
+    mod = load_onnx("model.onnx")          # a path, or the model's bytes
+    ex = tvm.relax.build(mod, target="deeploy")
+
+Checked in order: the file is readable and not empty, it parses as an ONNX protobuf, it passes
+`onnx.checker.check_model`, every op type has a converter in TVM's ONNX importer, and the importer
+succeeds. Weights become Relax constants, which is what the deeploy patterns match. A dynamic shape
+that imports stays symbolic: the deeploy checks refuse it and TVM runs that part.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+from collections.abc import Iterator
+
+import onnx
+import tvm
+from google.protobuf.message import DecodeError
+from onnx.external_data_helper import load_external_data_for_model
+from tvm.relax.frontend.onnx import from_onnx
+from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+# Op types the importer converts without an entry in its converter map.
+_DIRECTLY_HANDLED = frozenset({"Constant", "If"})
+
+
+class ModelError(ValueError):
+    """The ONNX model cannot be read, is invalid, or TVM cannot import it."""
+
+
+def load_onnx(source: str | os.PathLike | bytes) -> tvm.IRModule:
+    """The Relax module of an ONNX model given as a path or as bytes; raises `ModelError`."""
+    name, model = _parse(source)
+    try:
+        onnx.checker.check_model(model)
+    except Exception as err:  # ValidationError, or ValueError for a proto over 2 GiB
+        raise ModelError(f"{name}: not a valid ONNX model: {_brief(err)}") from err
+    missing = sorted(set(_op_types(model.graph)) - set(_get_convert_map()) - _DIRECTLY_HANDLED)
+    if missing:
+        raise ModelError(f"{name}: TVM's ONNX importer does not support operator(s) {', '.join(missing)}")
+    log = io.StringIO()  # the importer prints the failing operator to stdout
+    try:
+        with contextlib.redirect_stdout(log):
+            return from_onnx(model, keep_params_in_input=False)
+    except Exception as err:
+        failing = re.search(r"Error converting operator (\S+),", log.getvalue())
+        where = f" at operator {failing.group(1)}" if failing else ""
+        dynamic = _dynamic_inputs(model.graph)
+        note = f" (inputs with dynamic shapes: {'; '.join(dynamic)})" if dynamic else ""
+        raise ModelError(f"{name}: TVM cannot import the model{where}: "
+                         f"{type(err).__name__}: {_brief(err)}{note}") from err
+
+
+def _parse(source) -> tuple[str, onnx.ModelProto]:
+    """(name for messages, parsed model); external data is read from next to a model file."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name, data, base_dir = "<bytes>", bytes(source), None
+    else:
+        name = os.fspath(source)
+        base_dir = os.path.dirname(name)
+        try:
+            with open(name, "rb") as file:
+                data = file.read()
+        except OSError as err:
+            raise ModelError(f"{name}: cannot read the file: {err.strerror or err}") from err
+    if not data:
+        raise ModelError(f"{name}: empty (0 bytes), not an ONNX model")
+    try:
+        model = onnx.load_model_from_string(data)
+    except DecodeError as err:
+        raise ModelError(f"{name}: not a valid ONNX model: truncated or corrupt protobuf "
+                         f"({len(data)} bytes)") from err
+    if base_dir is not None:
+        try:
+            load_external_data_for_model(model, base_dir)
+        except OSError as err:
+            raise ModelError(f"{name}: cannot read external data: {err}") from err
+    return name, model
+
+
+def _op_types(graph: onnx.GraphProto) -> Iterator[str]:
+    """Op types of the graph's nodes, including those of subgraphs (If branches, loop bodies)."""
+    for node in graph.node:
+        yield node.op_type
+        for attr in node.attribute:
+            for subgraph in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _op_types(subgraph)
+
+
+def _dynamic_inputs(graph: onnx.GraphProto) -> list[str]:
+    """`name[dims]` of the graph inputs with a symbolic or unknown dimension."""
+    initializers = {init.name for init in graph.initializer}
+    found = []
+    for value in graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if value.name not in initializers and any(not d.HasField("dim_value") for d in dims):
+            shape = ", ".join(str(d.dim_value) if d.HasField("dim_value") else d.dim_param or "?" for d in dims)
+            found.append(f"{value.name}[{shape}]")
+    return found
+
+
+def _brief(err: Exception, limit: int = 400) -> str:
+    """An error message on one line, without the checker's context dumps or TVM's metadata notes."""
+    text = str(err).split("==> Context:")[0].replace("# Metadata omitted. Use show_meta=True in script() "
+                                                      "method to show it.", "")
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
