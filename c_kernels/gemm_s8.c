@@ -55,6 +55,38 @@ static void gs8_store(uint32_t acc_u, int32_t n, int32_t idx, void *y, const dpl
   /* an unknown mode stores nothing */
 }
 
+/* Sums of a 2x2 (or, with two_rows == 0, 1x2) output block over k, plus the column sums of B
+   when col_sums is set. Called with constant flags, so the compiler specializes each loop. */
+typedef struct gs8_block {
+  int32_t s00, s01, s10, s11; /* sum a*b; |.| <= k * 2^14, no overflow */
+  int32_t cs0, cs1;           /* column sums of B */
+} gs8_block_t;
+
+static inline gs8_block_t gs8_block_sums(const int8_t *pa0, const int8_t *pa1, const int8_t *pb0,
+                                         const int8_t *pb1, int32_t k_dim, int32_t bstep,
+                                         int32_t two_rows, int32_t col_sums) {
+  gs8_block_t r = {0, 0, 0, 0, 0, 0};
+  int32_t kk;
+  for (kk = 0; kk < k_dim; ++kk) {
+    const int32_t a0 = *pa0++;
+    const int32_t b0 = *pb0, b1 = *pb1;
+    pb0 += bstep;
+    pb1 += bstep;
+    r.s00 += a0 * b0;
+    r.s01 += a0 * b1;
+    if (two_rows) {
+      const int32_t a1 = *pa1++;
+      r.s10 += a1 * b0;
+      r.s11 += a1 * b1;
+    }
+    if (col_sums) {
+      r.cs0 += b0;
+      r.cs1 += b1;
+    }
+  }
+  return r;
+}
+
 void dpl_gemm_s8(const int8_t *a, const int8_t *b, void *y,
                  int32_t m_dim, int32_t n_dim, int32_t k_dim, int32_t b_transposed,
                  int32_t a_zp, int32_t b_zp, const dpl_requant_t *rq) {
@@ -62,7 +94,7 @@ void dpl_gemm_s8(const int8_t *a, const int8_t *b, void *y,
   const int32_t bstep = b_transposed ? 1 : n_dim;
   const int32_t bcol = b_transposed ? k_dim : 1;
   const uint32_t kzz = (uint32_t)k_dim * (uint32_t)a_zp * (uint32_t)b_zp;
-  int32_t m, n, kk;
+  int32_t m, n;
 
   /* 2x2 output blocks; an odd last column reuses the block with both B pointers on the same
      column (its second result is dropped), an odd last row has its own 1x2 loop so that
@@ -78,70 +110,25 @@ void dpl_gemm_s8(const int8_t *a, const int8_t *b, void *y,
     }
     for (n = 0; n < n_dim; n += 2) {
       const int32_t two_cols = n + 1 < n_dim;
-      const int8_t *pa0 = arow0;
-      const int8_t *pa1 = arow1;
       const int8_t *pb0 = b + n * bcol;
       const int8_t *pb1 = two_cols ? pb0 + bcol : pb0;
-      int32_t s00 = 0, s01 = 0, s10 = 0, s11 = 0; /* sum a*b; |.| <= k * 2^14, no overflow */
-      int32_t cs0 = 0, cs1 = 0;                   /* column sums of B, only if a_zp != 0 */
+      gs8_block_t r;
       uint32_t ccorr0, ccorr1;
       const int32_t idx = m * n_dim + n;
       if (two_rows) {
-        if (a_zp != 0) {
-          for (kk = 0; kk < k_dim; ++kk) {
-            const int32_t a0 = *pa0++, a1 = *pa1++;
-            const int32_t b0 = *pb0, b1 = *pb1;
-            pb0 += bstep;
-            pb1 += bstep;
-            s00 += a0 * b0;
-            s01 += a0 * b1;
-            s10 += a1 * b0;
-            s11 += a1 * b1;
-            cs0 += b0;
-            cs1 += b1;
-          }
-        } else {
-          for (kk = 0; kk < k_dim; ++kk) {
-            const int32_t a0 = *pa0++, a1 = *pa1++;
-            const int32_t b0 = *pb0, b1 = *pb1;
-            pb0 += bstep;
-            pb1 += bstep;
-            s00 += a0 * b0;
-            s01 += a0 * b1;
-            s10 += a1 * b0;
-            s11 += a1 * b1;
-          }
-        }
+        r = a_zp != 0 ? gs8_block_sums(arow0, arow1, pb0, pb1, k_dim, bstep, 1, 1)
+                      : gs8_block_sums(arow0, arow1, pb0, pb1, k_dim, bstep, 1, 0);
       } else {
-        if (a_zp != 0) {
-          for (kk = 0; kk < k_dim; ++kk) {
-            const int32_t a0 = *pa0++;
-            const int32_t b0 = *pb0, b1 = *pb1;
-            pb0 += bstep;
-            pb1 += bstep;
-            s00 += a0 * b0;
-            s01 += a0 * b1;
-            cs0 += b0;
-            cs1 += b1;
-          }
-        } else {
-          for (kk = 0; kk < k_dim; ++kk) {
-            const int32_t a0 = *pa0++;
-            const int32_t b0 = *pb0, b1 = *pb1;
-            pb0 += bstep;
-            pb1 += bstep;
-            s00 += a0 * b0;
-            s01 += a0 * b1;
-          }
-        }
+        r = a_zp != 0 ? gs8_block_sums(arow0, arow1, pb0, pb1, k_dim, bstep, 0, 1)
+                      : gs8_block_sums(arow0, arow1, pb0, pb1, k_dim, bstep, 0, 0);
       }
-      ccorr0 = (uint32_t)a_zp * (uint32_t)cs0; /* 0 when a_zp == 0 */
-      ccorr1 = (uint32_t)a_zp * (uint32_t)cs1;
-      gs8_store((uint32_t)s00 + rcorr0 - ccorr0, n, idx, y, rq);
-      if (two_cols) gs8_store((uint32_t)s01 + rcorr0 - ccorr1, n + 1, idx + 1, y, rq);
+      ccorr0 = (uint32_t)a_zp * (uint32_t)r.cs0; /* 0 when a_zp == 0 */
+      ccorr1 = (uint32_t)a_zp * (uint32_t)r.cs1;
+      gs8_store((uint32_t)r.s00 + rcorr0 - ccorr0, n, idx, y, rq);
+      if (two_cols) gs8_store((uint32_t)r.s01 + rcorr0 - ccorr1, n + 1, idx + 1, y, rq);
       if (two_rows) {
-        gs8_store((uint32_t)s10 + rcorr1 - ccorr0, n, idx + n_dim, y, rq);
-        if (two_cols) gs8_store((uint32_t)s11 + rcorr1 - ccorr1, n + 1, idx + n_dim + 1, y, rq);
+        gs8_store((uint32_t)r.s10 + rcorr1 - ccorr0, n, idx + n_dim, y, rq);
+        if (two_cols) gs8_store((uint32_t)r.s11 + rcorr1 - ccorr1, n + 1, idx + n_dim + 1, y, rq);
       }
     }
   }
