@@ -1,0 +1,114 @@
+"""Platform descriptions as plain data: memory levels, cluster cores, DMA limits, NPU.
+
+A platform travels inside a TVM target as its `mcpu` string ("siracusa,l1=32768,cores=8"), because
+TVM's target kind "c" accepts no custom attributes; `parse_mcpu` and `Platform.mcpu` convert.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+@dataclass(frozen=True)
+class MemoryLevel:
+    name: str
+    bytes: int
+    engines: tuple[str, ...]  # which engines address it: "cluster", "npu", "dma"
+
+
+@dataclass(frozen=True)
+class Dma:
+    """The cluster DMA: transfers between L2 and L1, strided in up to `dims` dimensions."""
+
+    dims: int
+    max_transfer_bytes: int
+    bytes_per_cycle: int  # sustained bandwidth, for the tiler's cost model
+    setup_cycles: int  # programming one transfer, for the tiler's cost model
+
+
+@dataclass(frozen=True)
+class Platform:
+    name: str
+    levels: tuple[MemoryLevel, ...]  # fastest first: L1 is levels[0]
+    cores: int
+    dma: Dma
+    npu: bool
+
+    def level(self, name: str) -> MemoryLevel:
+        for level in self.levels:
+            if level.name == name:
+                return level
+        raise KeyError(f"platform {self.name} has no memory level {name!r} "
+                       f"(it has {', '.join(lv.name for lv in self.levels)})")
+
+    @property
+    def l1_bytes(self) -> int:
+        return self.level("L1").bytes
+
+    @property
+    def mcpu(self) -> str:
+        """The platform and its differences from the named platform, as a target's mcpu string."""
+        base = PLATFORMS[self.name]
+        fields = [self.name]
+        for key, ours, theirs in (("l1", self.level("L1").bytes, base.level("L1").bytes),
+                                  ("l2", self.level("L2").bytes, base.level("L2").bytes),
+                                  ("cores", self.cores, base.cores), ("npu", int(self.npu), int(base.npu))):
+            if ours != theirs:
+                fields.append(f"{key}={ours}")
+        return ",".join(fields)
+
+    def with_overrides(self, l1_bytes: int | None = None, l2_bytes: int | None = None,
+                       cores: int | None = None, npu: bool | None = None) -> Platform:
+        for name, value in (("l1_bytes", l1_bytes), ("l2_bytes", l2_bytes), ("cores", cores)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if npu and not PLATFORMS[self.name].npu:
+            raise ValueError(f"platform {self.name} has no NPU")
+        sizes = {"L1": l1_bytes, "L2": l2_bytes}
+        levels = tuple(dataclasses.replace(lv, bytes=sizes.get(lv.name) or lv.bytes) for lv in self.levels)
+        return dataclasses.replace(self, levels=levels, cores=cores or self.cores,
+                                   npu=self.npu if npu is None else bool(npu))
+
+
+_CLUSTER_DMA = Dma(dims=2, max_transfer_bytes=128 * KIB, bytes_per_cycle=8, setup_cycles=30)
+
+PLATFORMS = {
+    # Siracusa (PULP): 8-core RV32 cluster sharing a 256 KiB L1 scratchpad, 2 MiB L2, N-EUREKA NPU with
+    # a 4 MiB weight memory; the cluster DMA moves 1-D and 2-D strided blocks of up to 128 KiB.
+    "siracusa": Platform(
+        name="siracusa",
+        levels=(MemoryLevel("L1", 256 * KIB, ("cluster", "npu", "dma")),
+                MemoryLevel("L2", 2 * MIB, ("cluster", "npu", "dma")),
+                MemoryLevel("weights", 4 * MIB, ("npu",))),
+        cores=8, dma=_CLUSTER_DMA, npu=True),
+    # A generic single-core MCU with a scratchpad and a DMA, no accelerator.
+    "generic": Platform(
+        name="generic",
+        levels=(MemoryLevel("L1", 64 * KIB, ("cluster", "dma")),
+                MemoryLevel("L2", 512 * KIB, ("cluster", "dma"))),
+        cores=1, dma=_CLUSTER_DMA, npu=False),
+}
+
+
+def get_platform(name: str) -> Platform:
+    try:
+        return PLATFORMS[name]
+    except KeyError:
+        raise ValueError(f"unknown platform {name!r}; known: {', '.join(sorted(PLATFORMS))}") from None
+
+
+def parse_mcpu(mcpu: str) -> Platform:
+    """The platform a target's mcpu string names, with its overrides applied."""
+    name, *fields = [part.strip() for part in str(mcpu).split(",")]
+    overrides = {}
+    keys = {"l1": "l1_bytes", "l2": "l2_bytes", "cores": "cores", "npu": "npu"}
+    for field in fields:
+        key, _, value = field.partition("=")
+        if key not in keys or not value.isdigit():
+            raise ValueError(f"bad deeploy platform field {field!r} in mcpu {mcpu!r}")
+        overrides[keys[key]] = bool(int(value)) if key == "npu" else int(value)
+    return get_platform(name).with_overrides(**overrides)
