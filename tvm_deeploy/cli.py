@@ -1,22 +1,102 @@
-"""The `tvm-deeploy` command line."""
+"""The `tvm-deeploy` command line.
+
+    tvm-deeploy demo
+    tvm-deeploy compile MODEL.onnx -o OUT [--platform P] [--l1 BYTES] [--l2 BYTES] [--no-npu] [--no-offload]
+    tvm-deeploy run OUT --on host [--sanitize]
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tvm-deeploy", description="Deploy small transformer models on "
+                                     "RISC-V MCUs from Apache TVM.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("demo", help="build a transformer block for deeploy, run it here, compare with TVM")
+
+    compile_ = commands.add_parser("compile", help="ONNX model -> standalone C project (static memory plan)")
+    compile_.add_argument("model", help="the ONNX model file")
+    compile_.add_argument("-o", "--output", required=True, help="the project folder to write")
+    compile_.add_argument("--platform", default="siracusa", help="target platform (default: siracusa)")
+    compile_.add_argument("--l1", type=int, metavar="BYTES", help="L1 size override")
+    compile_.add_argument("--l2", type=int, metavar="BYTES", help="L2 size override")
+    compile_.add_argument("--no-npu", action="store_true", help="do not use the platform's NPU")
+    compile_.add_argument("--no-offload", action="store_true",
+                          help="every op through TVM's glue: the 'TVM alone' baseline")
+    compile_.add_argument("--prefix", default="net", help="C name prefix (default: net)")
+    compile_.add_argument("--io-in-arena", action="store_true", help="place inputs and outputs in the arena")
+    compile_.add_argument("--seed", type=int, default=0, help="seed of the random test inputs")
+
+    run = commands.add_parser("run", help="build a compiled project and run its test driver")
+    run.add_argument("project", help="the folder `tvm-deeploy compile` wrote")
+    run.add_argument("--on", choices=["host", "rv32"], default="host", help="where to run (default: host)")
+    run.add_argument("--sanitize", action="store_true", help="build with AddressSanitizer and UBSan (host)")
+    return parser
+
+
+def _fail(command: str, message: str) -> int:
+    print(f"tvm-deeploy {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _compile(args, out=print) -> int:
+    import tvm_deeploy
+    from tvm_deeploy.export import export_c
+    from tvm_deeploy.program import ExportError
+
+    try:
+        target = tvm_deeploy.target(args.platform, l1_bytes=args.l1, l2_bytes=args.l2,
+                                    npu=False if args.no_npu else None)
+        mod = tvm_deeploy.load_onnx(args.model)
+        exported = export_c(mod, target, args.output, prefix=args.prefix, offload=not args.no_offload,
+                            io_in_arena=args.io_in_arena, seed=args.seed,
+                            description=f"{Path(args.model).name} for {args.platform}")
+    except (tvm_deeploy.ModelError, ExportError, ValueError) as err:
+        return _fail("compile", str(err))
+    report = exported.report
+    counts = report["counts"]
+    out(f"{args.model} -> {args.output}: {counts['steps']} steps, {counts['deeploy']} offloaded to deeploy, "
+        f"{counts['tvm']} through TVM's glue")
+    for level, memory in report["memory"].items():
+        out(f"  {level} arena {memory['arena_bytes']} bytes (lower bound {memory['lower_bound_bytes']}, "
+            f"TVM StaticPlanBlockMemory {memory['tvm_static_plan_block_memory_bytes']}), "
+            f"capacity {memory['capacity_bytes']}")
+    out(f"  weights {report['weights']['bytes']} bytes in section {report['weights']['section']}")
+    out(f"  run it: tvm-deeploy run {args.output} --on host")
+    return 0
+
+
+def _run(args) -> int:
+    project = Path(args.project)
+    report_path = project / "report.json"
+    if not report_path.is_file():
+        return _fail("run", f"{project} is not a project written by `tvm-deeploy compile` (no report.json)")
+    if args.on != "host":
+        return _fail("run", f"--on {args.on} is not available yet")
+    prefix = json.loads(report_path.read_text())["prefix"]
+    target = "host-asan" if args.sanitize else "host"
+    built = subprocess.run(["make", "-s", "-C", str(project), target])
+    if built.returncode != 0:
+        return _fail("run", f"building {project} failed (make {target})")
+    program = project / "build" / target / f"{prefix}_test"
+    return subprocess.run([str(program.resolve())]).returncode
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tvm-deeploy", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("demo", help="build a transformer block for deeploy, run it here, compare with TVM")
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     if args.command == "demo":
         from .demo import run_demo
 
         return run_demo()
-    parser.error(f"unknown command {args.command}")
-    return 2
+    if args.command == "compile":
+        return _compile(args)
+    return _run(args)
 
 
 if __name__ == "__main__":

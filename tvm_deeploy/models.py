@@ -93,3 +93,94 @@ def int8_mlp(tokens: int = 16, dim: int = 64, hidden: int = 128, seed: int = 0) 
             out = bb.emit_output(out)
         bb.emit_func_output(out)
     return bb.get()
+
+
+
+def _float_linear_or_qdq(bb, rng, quantized):
+    """A linear layer builder: fp32 matmul + bias, or (quantized) an int8 QDQ layer between float
+    activations: quantize (per tensor) -> dequantize -> matmul with the per-output-channel int8 weight ->
+    add bias -> quantize -> dequantize."""
+    def linear(v, n_in, n_out, in_scale=0.03, out_scale=0.05):
+        weight = rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)
+        bias = (rng.standard_normal(n_out) * 0.1).astype("float32")
+        if not quantized:
+            y = bb.emit(relax.op.matmul(v, relax.const(weight.astype("float32"))))
+            return bb.emit(relax.op.add(y, relax.const(bias)))
+        v_q = bb.emit(relax.op.quantize(v, relax.const(in_scale, "float32"), relax.const(0, "int8"),
+                                        out_dtype="int8"))
+        y_q = _quantized_linear(bb, v_q, in_scale, 0, weight, bias, out_scale, 0)
+        return bb.emit(relax.op.dequantize(y_q, relax.const(out_scale, "float32"), relax.const(0, "int8")))
+
+    return linear
+
+
+def _llama(seq, dim, heads, ffn, quantized, seed):
+    rng = np.random.default_rng(seed)
+    head_dim = dim // heads
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((seq, dim), "float32"))
+    mask = np.triu(np.full((seq, seq), -1e9, "float32"), k=1)
+    linear = _float_linear_or_qdq(bb, rng, quantized)
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            def norm(v):
+                weight = (1.0 + 0.1 * rng.standard_normal(dim)).astype("float32")
+                return bb.emit(relax.op.nn.rms_norm(v, relax.const(weight), axes=[-1], epsilon=1e-5))
+
+            def heads_first(v):  # [seq, dim] -> [heads, seq, head_dim]
+                v = bb.emit(relax.op.reshape(v, (seq, heads, head_dim)))
+                return bb.emit(relax.op.permute_dims(v, [1, 0, 2]))
+
+            h = norm(x)
+            q, k, v = (heads_first(linear(h, dim, dim)) for _ in range(3))
+            scores = bb.emit(relax.op.matmul(q, bb.emit(relax.op.permute_dims(k, [0, 2, 1]))))
+            scores = bb.emit(relax.op.multiply(scores, relax.const(1.0 / np.sqrt(head_dim), "float32")))
+            scores = bb.emit(relax.op.add(scores, relax.const(mask)))
+            att = bb.emit(relax.op.matmul(bb.emit(relax.op.nn.softmax(scores, axis=-1)), v))
+            att = bb.emit(relax.op.reshape(bb.emit(relax.op.permute_dims(att, [1, 0, 2])), (seq, dim)))
+            x1 = relax.op.add(x, linear(att, dim, dim))
+            if ffn is None:
+                out = bb.emit_output(x1)
+            else:
+                x1 = bb.emit(x1)
+                h = norm(x1)
+                gated = bb.emit(relax.op.multiply(bb.emit(relax.op.nn.silu(linear(h, dim, ffn))),
+                                                  linear(h, dim, ffn)))
+                out = bb.emit_output(relax.op.add(x1, linear(gated, ffn, dim, in_scale=0.02)))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def llama_block(seq: int = 16, dim: int = 32, heads: int = 4, ffn: int = 64, quantized: bool = False,
+                seed: int = 0) -> tvm.IRModule:
+    """A Llama-style block on x[seq, dim] (float32 in and out): RMSNorm, causal multi-head self-attention
+    written as ONNX imports it (permute_dims, matmul(Q, Kᵀ), scale, additive mask, softmax, matmul V),
+    output projection, residual add, RMSNorm, gated feed-forward down(silu(gate(h)) * up(h)), residual add.
+
+    `quantized`: every linear layer is an int8 QDQ layer (the activation quantized per tensor, the weight
+    per output channel, dequantize -> matmul -> add bias -> quantize, then dequantized for the float ops);
+    norms, softmax, SiLU and the residual adds stay float32."""
+    return _llama(seq, dim, heads, ffn, quantized, seed)
+
+
+def attention_block(seq: int = 16, dim: int = 32, heads: int = 4, quantized: bool = False,
+                    seed: int = 0) -> tvm.IRModule:
+    """The attention half of `llama_block`: RMSNorm, causal multi-head self-attention, output
+    projection, residual add (fp32, or int8 QDQ linear layers with `quantized`)."""
+    return _llama(seq, dim, heads, None, quantized, seed)
+
+
+def mlp(tokens: int = 16, dim: int = 32, hidden: int = 64, quantized: bool = False,
+        seed: int = 0) -> tvm.IRModule:
+    """x[tokens, dim] -> linear -> ReLU -> linear (fp32, or int8 QDQ linear layers with `quantized`;
+    float32 in and out either way)."""
+    rng = np.random.default_rng(seed)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((tokens, dim), "float32"))
+    linear = _float_linear_or_qdq(bb, rng, quantized)
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            h = bb.emit(relax.op.nn.relu(linear(x, dim, hidden)))
+            out = bb.emit_output(linear(h, hidden, dim, in_scale=0.02))
+        bb.emit_func_output(out)
+    return bb.get()

@@ -1,0 +1,281 @@
+"""`export_c`: a Relax module -> a standalone C project for an MCU (no TVM runtime, no malloc, no files).
+
+    tvm_deeploy.export_c(mod, tvm_deeploy.target(), "out", prefix="net")
+
+writes
+    out/include/net.h        input/output structs, sizes, arena sizes, `int net_run(in, out)`
+    out/src/net.c            the network: arenas, tensor descriptors, the call sequence
+    out/src/net_ops.c        the offloaded ops' C and the kernels they call (when anything is offloaded)
+    out/src/net_glue.c       TVM's glue: the remaining TIR functions built with TVM's C backend
+    out/src/net_weights.c    the constants TVM's glue reads (const, in a named section)
+    out/src/dpl_runtime.c    the runtime functions TVM's C calls; dpl_support.h declares what it uses
+    out/test/main.c, out/test/net_test_vectors.h   host driver and test vectors
+    out/Makefile             `make host`, `make host-asan`, `make rv32` (placeholder)
+    out/report.json          ops with engine, memory per level against bounds, weights, solver figures
+
+Stages, one module each: `program` (Relax -> call sequence), `glue` (TIR -> C), `placement` and
+`memory_plan` (arenas), `project` (file texts); this module runs them, makes the test vectors and
+writes the files.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax import pipeline as relax_pipeline
+from tvm.relax import transform
+
+from . import project as proj
+from .emit import summary
+from .glue import build_glue
+from .memory_plan import DEFAULT_TIME_LIMIT
+from .placement import place
+from .program import DTYPES, ExportError, Lowered, Program, c_identifier, lower_program
+from .target import is_deeploy_target, platform_of
+
+DEFAULT_WEIGHTS_SECTION = ".dpl_weights"
+
+
+@dataclass(frozen=True)
+class Exported:
+    out_dir: Path
+    prefix: str
+    files: tuple[str, ...]  # written, relative to out_dir, sorted
+    report: dict
+
+
+def _check_prefix(prefix: str) -> None:
+    if not prefix or c_identifier(prefix) != prefix or prefix.startswith("_"):
+        raise ValueError(f"prefix must be a C identifier without a leading underscore, got {prefix!r}")
+
+
+def _resolve_target(target) -> tvm.target.Target:
+    if target is None:
+        from .target import target as deeploy_target
+
+        return deeploy_target()
+    if isinstance(target, str):
+        target = tvm.target.Target(target)
+    if not is_deeploy_target(target):
+        raise ValueError(f"export_c needs a deeploy target (tvm_deeploy.target(...)), got {target}")
+    return target
+
+
+def project_sources(prefix: str, offloaded: bool, tvm_glue: bool) -> list[str]:
+    """The C files the project compiles (besides test/main.c), relative to the project folder."""
+    sources = [f"src/{prefix}.c"]
+    if offloaded:
+        sources.append(f"src/{prefix}_ops.c")
+    if tvm_glue:
+        sources += [f"src/{prefix}_glue.c", f"src/{prefix}_weights.c"]
+    sources.append(proj.RUNTIME_SOURCE)
+    return sources
+
+
+def tvm_static_plan_bytes(lowered_module: tvm.IRModule) -> dict:
+    """TVM's own StaticPlanBlockMemory on the same lowered module: the bytes of the storages it
+    allocates, and of the tensors it leaves unplanned (the outputs)."""
+    mod = tvm.transform.Sequential([transform.CallTIRRewrite(), transform.StaticPlanBlockMemory()])(lowered_module)
+    storage = unplanned = 0
+
+    def visit(expr):
+        nonlocal storage, unplanned
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+            if expr.op.name == "relax.memory.alloc_storage":
+                storage += int(np.prod([int(v) for v in expr.args[0].values]))
+            elif expr.op.name == "relax.builtin.alloc_tensor":
+                shape = [int(v) for v in expr.args[0].values]
+                dtype = str(expr.args[1].value)
+                unplanned += int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype][2] // 8
+
+    relax.analysis.post_order_visit(mod["main"].body, visit)
+    return {"storage_bytes": storage, "unplanned_output_bytes": unplanned}
+
+
+# ---- test vectors --------------------------------------------------------------------------------
+
+def make_inputs(program: Program, seed: int = 0) -> list[np.ndarray]:
+    """Seeded test inputs: standard normal floats, integers over the type's range (int32: +-1000)."""
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for name in program.inputs:
+        value = program.values[name]
+        if value.dtype.startswith("float"):
+            arrays.append(rng.standard_normal(value.shape).astype(value.dtype))
+        else:
+            info = np.iinfo(value.dtype)
+            lo, hi = max(int(info.min), -1000), min(int(info.max), 1000)
+            if DTYPES[value.dtype][2] == 8:
+                lo, hi = int(info.min), int(info.max)
+            arrays.append(rng.integers(lo, hi, value.shape, endpoint=True).astype(value.dtype))
+    return arrays
+
+
+def run_in_vm(mod: tvm.IRModule, target, inputs: list[np.ndarray], relax_pipeline_=None) -> list[np.ndarray]:
+    """relax.build, export_library, load and run `main` in TVM's VM on this host; outputs as a list."""
+    kwargs = {} if relax_pipeline_ is None else {"relax_pipeline": relax_pipeline_}
+    ex = tvm.relax.build(mod, target=target, **kwargs)
+    with tempfile.TemporaryDirectory(prefix="tvm-deeploy-export-") as tmp:
+        path = str(Path(tmp) / "lib.so")
+        ex.export_library(path)
+        vm = relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())
+        out = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x)) for x in inputs])
+        return [np.array(o.numpy()) for o in _flatten(out)]
+
+
+def _flatten(out):
+    if isinstance(out, tvm.runtime.Tensor):
+        return [out]
+    items = []
+    for item in out:
+        items += _flatten(item)
+    return items
+
+
+def reference_outputs(mod, target, inputs, offload: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(the VM running relax.build(mod, target) -- TVM's own pipeline when not offloading --, llvm)."""
+    pipeline = None
+    if not offload:
+        default = relax_pipeline.PIPELINE_MAP["default"]
+        pipeline = getattr(default, "tvm_default", default)()
+    return run_in_vm(mod, target, inputs, pipeline), run_in_vm(mod, "llvm", inputs)
+
+
+# ---- the report ----------------------------------------------------------------------------------
+
+def _tensor(value) -> str:
+    return f"{value.name}: {value.dtype}[{', '.join(str(d) for d in value.shape)}]"
+
+
+def build_report(prefix, target, platform, lowered: Lowered, glue, placement, tvm_plan, weight_bytes,
+                 offload, description) -> dict:
+    program = lowered.program
+    ops = {fn.symbol: fn for fn in lowered.offloaded}
+    steps = []
+    for i, step in enumerate(program.steps):
+        entry = {"step": i + 1, "kind": step.kind, "callee": step.callee,
+                 "inputs": [_tensor(program.values[n]) for n in step.inputs],
+                 "outputs": [_tensor(program.values[n]) for n in step.outputs]}
+        if step.kind == "deeploy":
+            entry.update(engine="cluster", op=summary(ops[step.callee].spec), tiling=None)
+        elif step.kind == "tvm":
+            entry.update(engine="tvm", op=step.callee, workspace_bytes=glue.workspace.get(step.callee, 0))
+        else:
+            entry.update(engine="copy", op="copy")
+        steps.append(entry)
+    memory, solver = {}, {}
+    for level, plan in placement.plan.levels.items():
+        memory[level] = {
+            "arena_bytes": plan.arena_bytes, "lower_bound_bytes": plan.lower_bound,
+            "arena_over_lower_bound": round(plan.arena_bytes / plan.lower_bound, 4) if plan.lower_bound else 1.0,
+            "tvm_static_plan_block_memory_bytes": tvm_plan["storage_bytes"],
+            "tvm_unplanned_output_bytes": tvm_plan["unplanned_output_bytes"],
+            "capacity_bytes": platform.level(level).bytes,
+            "largest_workspace_bytes": max((size for lv, _, size in placement.workspaces.values() if lv == level),
+                                           default=0),
+        }
+        solver[level] = {"method": plan.method, "status": plan.status, "greedy_bytes": plan.greedy_bytes,
+                         "blocks": plan.buffers, "in_place": len(plan.inplace)}
+    io_bytes = {kind: sum(program.values[n].nbytes for n in names)
+                for kind, names in (("inputs", program.inputs), ("outputs", program.outputs))}
+    from . import __version__
+
+    return {
+        "generator": f"tvm-deeploy {__version__}",
+        "prefix": prefix,
+        "description": description,
+        "target": {"mcpu": str(target.mcpu), "platform": platform.name,
+                   "levels": {lv.name: lv.bytes for lv in platform.levels}, "cores": platform.cores,
+                   "npu": platform.npu},
+        "offload": offload,
+        "io_in_arena": placement.io_in_arena,
+        "counts": {"steps": len(program.steps), "tvm": sum(s.kind == "tvm" for s in program.steps),
+                   "deeploy": sum(s.kind == "deeploy" for s in program.steps),
+                   "copies": sum(s.kind == "copy" for s in program.steps)},
+        "ops": steps,
+        "memory": memory,
+        "io_bytes": io_bytes,
+        "weights": {"bytes": weight_bytes, "section": None, "tvm_glue_bytes": sum(
+            program.values[n].nbytes for n in program.constants)},
+        "solver": solver,
+    }
+
+
+# ---- export --------------------------------------------------------------------------------------
+
+def export_c(mod: tvm.IRModule, target=None, out_dir="deeploy_out", prefix: str = "net", *, offload: bool = True,
+             io_in_arena: bool = False, inputs: list[np.ndarray] | None = None, test_vectors: bool = True,
+             seed: int = 0, checks: bool = False, activation_level: str = "L2",
+             solver_time_limit: float = DEFAULT_TIME_LIMIT, weights_section: str = DEFAULT_WEIGHTS_SECTION,
+             description: str | None = None) -> Exported:
+    """Write the standalone C project of `mod` for a deeploy `target` into `out_dir` (see the module doc).
+
+    offload=False is the "TVM alone" baseline (every op through TVM's glue). io_in_arena places the
+    network's inputs and outputs in the arena too. test_vectors builds the module with relax.build for
+    `target` and for llvm and runs both in TVM's VM on `inputs` (seeded random by default). checks keeps
+    TVM's argument checks in the glue. Raises ExportError subclasses: UnsupportedModelError (dynamic
+    shapes, control flow, ...) and ArenaTooSmallError (level, bytes needed, bytes available)."""
+    _check_prefix(prefix)
+    target = _resolve_target(target)
+    platform = platform_of(target)
+    out = Path(out_dir)
+    lowered = lower_program(mod, target, offload)
+    program = lowered.program
+    glue = build_glue(lowered.prim_funcs, target, prefix, checks)
+    placement = place(program, glue.workspace, platform, activation_level, io_in_arena,
+                      time_limit=solver_time_limit)
+    description = description or (f"{len(program.steps)} steps, "
+                                  f"{sum(s.kind == 'deeploy' for s in program.steps)} offloaded, "
+                                  f"platform {platform.name}" + ("" if offload else ", TVM alone (no offload)"))
+    inp = proj.ProjectInput(prefix, program, glue, lowered.offloaded, placement, weights_section, description)
+
+    files: dict[str, str] = {}
+    weight_bytes = sum(program.values[n].nbytes for n in program.constants)
+    if lowered.offloaded:
+        ops_text, ops_weights = proj.ops_source(prefix, lowered.offloaded)
+        files[f"src/{prefix}_ops.c"] = ops_text
+        weight_bytes += ops_weights
+    if lowered.prim_funcs:
+        files[f"src/{prefix}_glue.c"] = glue.source
+        files[f"src/{prefix}_weights.c"] = proj.weights_source(inp)
+    files[f"src/{prefix}.c"] = proj.network_source(inp)
+    files[f"include/{prefix}.h"] = proj.header_source(inp, weight_bytes)
+    files["src/dpl_support.h"] = proj.support_header(weights_section)
+    files[proj.RUNTIME_SOURCE] = proj.runtime_source()
+    sources = project_sources(prefix, bool(lowered.offloaded), bool(lowered.prim_funcs))
+    headers = [f"include/{prefix}.h", "src/dpl_support.h"] + ([f"test/{prefix}_test_vectors.h"] if test_vectors else [])
+    files["Makefile"] = proj.makefile(prefix, sources, headers)
+    if test_vectors:
+        arrays = [np.asarray(x) for x in inputs] if inputs is not None else make_inputs(program, seed)
+        _check_inputs(program, arrays)
+        expected, llvm = reference_outputs(mod, target, arrays, offload)
+        files[f"test/{prefix}_test_vectors.h"] = proj.test_vectors_source(
+            prefix, program, placement.io_fields, arrays, expected, llvm)
+        files["test/main.c"] = proj.main_source(prefix, program, placement.io_fields)
+
+    tvm_plan = tvm_static_plan_bytes(lowered.module)
+    report = build_report(prefix, target, platform, lowered, glue, placement, tvm_plan, weight_bytes, offload,
+                          description)
+    report["weights"]["section"] = weights_section
+    report["files"] = sorted(files) + ["report.json"]
+    files["report.json"] = json.dumps(report, indent=2) + "\n"
+    for name in sorted(files):
+        path = out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(files[name])
+    return Exported(out, prefix, tuple(sorted(files)), report)
+
+
+def _check_inputs(program: Program, arrays: list[np.ndarray]) -> None:
+    if len(arrays) != len(program.inputs):
+        raise ValueError(f"expected {len(program.inputs)} test inputs, got {len(arrays)}")
+    for name, array in zip(program.inputs, arrays):
+        value = program.values[name]
+        if tuple(array.shape) != value.shape or str(array.dtype) != value.dtype:
+            raise ValueError(f"test input {_tensor(value)}: got {array.dtype}{list(array.shape)}")

@@ -1,0 +1,141 @@
+"""Where every tensor of a program lives: arena offsets per memory level, weights, the caller's I/O.
+
+Turns a `Program` (and the workspace each TIR call needs) into the memory planner's plain buffers
+(lifetimes over the whole program, in-place candidates), plans them, and checks each arena fits its
+memory level. Activations go to one level (L2 by default: the tiler owns L1); the network's inputs and
+outputs live in the caller's structs unless `io_in_arena`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .memory_plan import DEFAULT_ALIGNMENT, DEFAULT_TIME_LIMIT, Buffer, MemoryPlan, plan_memory
+from .platforms import Platform
+from .program import ExportError, Program
+
+
+class ArenaTooSmallError(ExportError):
+    """The planned arena of a memory level is larger than the level."""
+
+    def __init__(self, level: str, needed: int, available: int, lower_bound: int, platform: str):
+        self.level, self.needed, self.available, self.lower_bound = level, needed, available, lower_bound
+        super().__init__(f"the activations do not fit {level}: they need {needed} bytes of {level}, {available} "
+                         f"bytes are available (platform {platform}; at least {lower_bound} bytes are live at once)")
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a base value lives: in an arena ("arena", level, offset), in the caller's input or output
+    struct ("input" / "output", field), or in a weight array ("const")."""
+
+    kind: str
+    level: str | None = None
+    offset: int = 0
+    field: str | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    places: dict[str, Place]  # base value name -> place
+    workspaces: dict[int, tuple[str, int, int]]  # step index -> (level, offset, bytes)
+    plan: MemoryPlan
+    buffers: tuple[Buffer, ...]
+    io_in_arena: bool
+    io_fields: dict[str, str]  # input/output value name -> struct field
+
+    def of(self, program: Program, name: str) -> Place:
+        return self.places[program.values[name].base]
+
+
+def _workspace_name(step: int) -> str:
+    return f"workspace of step {step + 1}"  # not a C name, so it never clashes with a value
+
+
+def io_fields(program: Program) -> dict[str, str]:
+    """Struct field names: inputs keep their names, outputs are y (or y0, y1, ...)."""
+    fields = {name: name for name in program.inputs}
+    if len(program.outputs) == 1:
+        fields[program.outputs[0]] = "y"
+    else:
+        fields.update({name: f"y{i}" for i, name in enumerate(program.outputs)})
+    return fields
+
+
+def buffers_of(program: Program, workspace: dict[str, int], level: str, io_in_arena: bool):
+    """(buffers with lifetimes, in-place candidates, base -> place kind) for the planner."""
+    end = len(program.steps)  # outputs stay live after the last step
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    kinds = {}
+    outputs = {program.values[o].base for o in program.outputs}
+    for name, value in program.values.items():
+        if value.base != name:
+            continue
+        if value.kind == "const":
+            kinds[name] = "const"
+        elif value.kind == "input":
+            kinds[name] = "arena" if io_in_arena else "input"
+            first[name] = last[name] = 0
+        elif name in outputs:
+            kinds[name] = "arena" if io_in_arena else "output"
+        else:
+            kinds[name] = "arena"
+    for i, step in enumerate(program.steps):
+        for arg in step.inputs:
+            base = program.values[arg].base
+            last[base] = max(last.get(base, i), i)
+        for out in step.outputs:
+            first.setdefault(out, i)
+            last[out] = max(last.get(out, i), i)
+    for base in outputs:
+        last[base] = end
+    buffers = []
+    for name, kind in kinds.items():
+        if kind == "arena" and name in first:
+            buffers.append(Buffer(name, program.values[name].nbytes, level, first[name], last[name]))
+    for i, step in enumerate(program.steps):
+        size = workspace.get(step.callee, 0) if step.kind == "tvm" else 0
+        if size:
+            buffers.append(Buffer(_workspace_name(i), size, level, i, i))
+    inplace = []
+    for step in program.steps:
+        if not step.inplace:
+            continue
+        (out,) = step.outputs
+        for pos in step.inplace:
+            source = program.values[step.inputs[pos]].base
+            # Every use of the source's memory in this call must be at an in-place position.
+            same = [j for j, arg in enumerate(step.inputs) if program.values[arg].base == source]
+            if set(same) <= set(step.inplace) and kinds.get(source) == "arena" and kinds.get(out) == "arena":
+                inplace.append((source, out))
+                break
+    return buffers, inplace, kinds
+
+
+def place(program: Program, workspace: dict[str, int], platform: Platform, level: str = "L2",
+          io_in_arena: bool = False, alignment: int = DEFAULT_ALIGNMENT,
+          time_limit: float = DEFAULT_TIME_LIMIT) -> Placement:
+    """Plan the program's memory; raises `ArenaTooSmallError` when an arena exceeds its level."""
+    capacity = platform.level(level).bytes  # KeyError names the platform's levels
+    buffers, inplace, kinds = buffers_of(program, workspace, level, io_in_arena)
+    plan = plan_memory(buffers, inplace, alignment=alignment, time_limit=time_limit)
+    for level_plan in plan.levels.values():
+        if level_plan.arena_bytes > capacity:
+            raise ArenaTooSmallError(level, level_plan.arena_bytes, capacity, level_plan.lower_bound, platform.name)
+    fields = io_fields(program)
+    base_fields = {program.values[name].base: field for name, field in fields.items()}
+    places = {}
+    for name, kind in kinds.items():
+        if kind == "arena":
+            places[name] = Place("arena", level, plan.levels[level].offsets[name])
+        elif kind in ("input", "output"):
+            places[name] = Place(kind, field=base_fields[name])
+        else:
+            places[name] = Place("const", field=name)
+    workspaces = {}
+    for i, step in enumerate(program.steps):
+        size = workspace.get(step.callee, 0) if step.kind == "tvm" else 0
+        if size:
+            workspaces[i] = (level, plan.levels[level].offsets[_workspace_name(i)], size)
+    return Placement(places, workspaces, plan, tuple(buffers), io_in_arena, fields)

@@ -1,0 +1,358 @@
+"""Lower a Relax module to a straight-line program: plain data for the standalone C project.
+
+The module goes through exactly what `tvm.relax.build(mod, target)` runs before memory planning:
+under a deeploy target the offload (partition + our codegen), then TVM's dispatch, LegalizeOps,
+RewriteDataflowReshape, ToNonDataflow and RemovePurityChecking. `main`'s bindings then become steps:
+
+- `R.call_tir(f, args)`          -> a "tvm" step calling TIR PrimFunc `f` (built to C separately);
+- `R.call_dps_packed(sym, args)` -> a "deeploy" step calling the offloaded C entry `sym`;
+- `R.reshape(x, shape)`          -> a view of x's memory (no step, no copy);
+- constants                      -> weights; variables, tuples and tuple items -> names.
+
+Returned values that are inputs, constants, or already returned get an explicit copy step.
+Anything else (control flow, symbolic shapes, calls into the TVM runtime) is refused with an
+`UnsupportedModelError` that says what is unsupported.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax, tirx
+from tvm.relax import backend, transform
+
+from .codegen import lower_functions, offloaded_functions, run_codegen
+from .emit import Function
+from .partition import partition_for_deeploy
+from .target import is_deeploy_target
+
+
+class ExportError(Exception):
+    """The standalone C program cannot be produced (base class)."""
+
+
+class UnsupportedModelError(ExportError):
+    """The model uses something the standalone program cannot express."""
+
+
+# Element types the C program handles: dtype -> (C type, DLPack type code, bits).
+DTYPES = {
+    "float32": ("float", 2, 32), "float64": ("double", 2, 64),
+    "int8": ("int8_t", 0, 8), "int16": ("int16_t", 0, 16), "int32": ("int32_t", 0, 32), "int64": ("int64_t", 0, 64),
+    "uint8": ("uint8_t", 1, 8), "uint16": ("uint16_t", 1, 16), "uint32": ("uint32_t", 1, 32),
+    "uint64": ("uint64_t", 1, 64),
+}
+
+# TVM's op patterns (AnnotateTIROpPattern) under which output element i depends only on input element i
+# of a same-shaped input: kElemWise and kBroadcast.
+_INPLACE_PATTERNS = (0, 1)
+
+
+@dataclass(frozen=True)
+class Value:
+    """A tensor of the program. `base` names the value whose memory it is (itself unless a view)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    kind: str  # "input", "const" or "activation"
+    base: str
+
+    @property
+    def elements(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.elements * DTYPES[self.dtype][2] // 8
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str  # "tvm" (TIR PrimFunc), "deeploy" (offloaded C entry) or "copy"
+    callee: str  # PrimFunc name, deeploy symbol, or "" for a copy
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    inplace: tuple[int, ...] = ()  # input positions the single output may overwrite element by element
+
+
+@dataclass(frozen=True)
+class Program:
+    values: dict[str, Value]
+    inputs: tuple[str, ...]  # main's parameters, in order
+    outputs: tuple[str, ...]  # returned values, in order (distinct bases, none an input or constant)
+    constants: dict[str, np.ndarray]
+    steps: tuple[Step, ...]
+
+    def base(self, name: str) -> Value:
+        return self.values[self.values[name].base]
+
+
+@dataclass(frozen=True)
+class Lowered:
+    program: Program
+    prim_funcs: dict[str, tirx.PrimFunc]  # called TIR functions by name, sorted
+    offloaded: list[Function] = field(default_factory=list)  # deeploy entries, in symbol order
+    module: tvm.IRModule | None = None  # the lowered module (for TVM's own memory planning figure)
+
+
+def tvm_lowering_passes() -> list:
+    """TVM's default build pipeline up to (not including) CallTIRRewrite and memory planning."""
+    return [backend.DispatchSampling(), backend.DispatchSortScan(), transform.LegalizeOps(),
+            transform.RewriteDataflowReshape(), transform.ToNonDataflow(), transform.RemovePurityChecking()]
+
+
+def c_identifier(text: str) -> str:
+    name = re.sub(r"\W", "_", str(text)) or "t"
+    return name if not name[0].isdigit() else f"t_{name}"
+
+
+class _Namer:
+    def __init__(self, reserved=()):
+        self.used = set(reserved)
+
+    def __call__(self, hint: str) -> str:
+        base = c_identifier(hint)
+        name, i = base, 1
+        while name in self.used:
+            name, i = f"{base}_{i}", i + 1
+        self.used.add(name)
+        return name
+
+
+def _static(ty, what: str) -> tuple[tuple[int, ...], str]:
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        raise UnsupportedModelError(f"{what} is not a tensor of known shape ({ty}): dynamic shapes are not "
+                                    "supported by the standalone program")
+    values = ty.shape.values
+    if not all(isinstance(v, tvm.tirx.IntImm) for v in values):
+        raise UnsupportedModelError(f"dynamic shapes are not supported by the standalone program: {what} has "
+                                    f"shape ({', '.join(str(int(v)) if isinstance(v, tvm.tirx.IntImm) else str(v) for v in values)})")
+    dtype = str(ty.dtype)
+    if dtype not in DTYPES:
+        raise UnsupportedModelError(f"{what} has dtype {dtype}; the standalone program supports "
+                                    f"{', '.join(DTYPES)}")
+    return tuple(int(v) for v in values), dtype
+
+
+def check_supported(mod: tvm.IRModule) -> None:
+    """Refuse, before any lowering, what the program cannot express: no main, dynamic input shapes,
+    control flow, calls to other Relax functions."""
+    if "main" not in [gv.name_hint for gv in mod.get_global_vars()]:
+        raise UnsupportedModelError("the module has no `main` function")
+    main = mod["main"]
+    found = []
+
+    def visit(expr):
+        if isinstance(expr, relax.If):
+            found.append("control flow (if/else)")
+        elif isinstance(expr, relax.Call) and isinstance(expr.op, relax.GlobalVar):
+            callee = mod[expr.op] if expr.op in mod.get_global_vars() else None
+            if isinstance(callee, relax.Function) and not (callee.attrs and "Codegen" in callee.attrs):
+                found.append(f"a call to the Relax function '{expr.op.name_hint}'")
+
+    relax.analysis.post_order_visit(main.body, visit)
+    if found:
+        raise UnsupportedModelError(f"unsupported in the standalone program: {sorted(set(found))[0]} in main "
+                                    "(only a straight-line sequence of tensor ops can become C)")
+    for param in main.params:
+        if isinstance(param.ty, relax.TensorType):
+            _static(param.ty, f"input '{param.name}'")
+        else:
+            raise UnsupportedModelError(f"input '{param.name}' is not a tensor ({param.ty}); the standalone "
+                                        "program takes tensors only")
+
+
+def _lower(mod, target, offload):
+    functions: list[Function] = []
+    with target:
+        if offload and is_deeploy_target(target):
+            partitioned = partition_for_deeploy(mod)
+            functions = lower_functions(offloaded_functions(partitioned))
+            mod = run_codegen(partitioned)
+        mod = tvm.transform.Sequential(tvm_lowering_passes())(mod)
+    return mod, functions
+
+
+def lower_program(mod: tvm.IRModule, target: tvm.target.Target, offload: bool = True) -> Lowered:
+    """Lower `mod` for `target` (offloading when it is a deeploy target and `offload`) to a `Program`."""
+    check_supported(mod)
+    lowered, functions = _lower(mod, target, offload)
+    walker = _Walker(lowered)
+    program = walker.run()
+    called = sorted({s.callee for s in program.steps if s.kind == "tvm"})
+    prim_funcs = {name: lowered[name] for name in called}
+    symbols = {s.callee for s in program.steps if s.kind == "deeploy"}
+    known = {fn.symbol for fn in functions}
+    if symbols - known:
+        raise ExportError(f"offloaded calls without generated C: {sorted(symbols - known)}")
+    return Lowered(program, prim_funcs, [fn for fn in functions if fn.symbol in symbols], lowered)
+
+
+class _Walker:
+    def __init__(self, mod: tvm.IRModule):
+        self.mod = mod
+        self.main = mod["main"]
+        self.namer = _Namer()
+        self.values: dict[str, Value] = {}
+        self.constants: dict[str, np.ndarray] = {}
+        self.constant_keys: dict[tuple, str] = {}
+        self.steps: list[Step] = []
+        self.env: dict = {}  # relax.Var -> value name, or tuple of names
+        self.patterns = self._op_patterns()
+
+    def _op_patterns(self) -> dict[str, int]:
+        """PrimFunc name -> op pattern when the function is a single block (else no entry)."""
+        prims = {gv: f for gv, f in self.mod.functions.items() if isinstance(f, tirx.PrimFunc)}
+        if not prims:
+            return {}
+        annotated = transform.AnnotateTIROpPattern()(tvm.IRModule(prims))
+        patterns = {}
+        for gv, func in annotated.functions.items():
+            if func.attrs and "op_pattern" in func.attrs and func.script().count("T.sblock(") == 2:
+                patterns[gv.name_hint] = int(func.attrs["op_pattern"])
+        return patterns
+
+    def _add(self, hint: str, shape, dtype: str, kind: str, base: str | None = None) -> str:
+        name = self.namer(hint)
+        self.values[name] = Value(name, tuple(shape), dtype, kind, base or name)
+        return name
+
+    def _constant(self, const) -> str:
+        array = const.data.numpy() if hasattr(const, "data") else const.value.numpy()
+        shape, dtype = tuple(array.shape), str(array.dtype)
+        if dtype not in DTYPES:
+            raise UnsupportedModelError(f"a constant has dtype {dtype}; the standalone program supports "
+                                        f"{', '.join(DTYPES)}")
+        array = np.ascontiguousarray(array)
+        key = (dtype, shape, array.tobytes())
+        if key not in self.constant_keys:  # equal constants are stored once
+            name = self._add(f"c{len(self.constants)}", shape, dtype, "const")
+            self.constants[name] = array
+            self.constant_keys[key] = name
+        return self.constant_keys[key]
+
+    def _tensor(self, expr, what: str) -> str:
+        if isinstance(expr, relax.Var):
+            value = self.env.get(expr)
+            if value is None:
+                raise ExportError(f"{what}: variable {expr.name} is used before it is defined")
+            if isinstance(value, tuple):
+                raise UnsupportedModelError(f"{what}: a tuple is passed where a tensor is expected")
+            return value
+        if isinstance(expr, tvm.ir.expr.Constant):
+            return self._constant(expr)
+        raise UnsupportedModelError(f"{what}: argument {type(expr).__name__} is not supported by the standalone "
+                                    "program (only tensors)")
+
+    def _outputs_of(self, var: relax.Var, what: str):
+        ty = var.ty
+        if isinstance(ty, relax.TupleType):
+            names = []
+            for i, field_ty in enumerate(ty.fields):
+                shape, dtype = _static(field_ty, f"{what} output {i}")
+                names.append(self._add(f"{var.name}_{i}", shape, dtype, "activation"))
+            return tuple(names)
+        shape, dtype = _static(ty, what)
+        return self._add(var.name, shape, dtype, "activation")
+
+    def _call(self, var: relax.Var, call: relax.Call):
+        op = call.op
+        name = op.name if isinstance(op, tvm.ir.Op) else None
+        if name == "relax.call_tir":
+            func = call.args[0]
+            if len(call.args) > 2:
+                raise UnsupportedModelError(f"{func.name_hint}: TIR call with symbolic shape arguments "
+                                            "(dynamic shapes are not supported)")
+            args = tuple(self._tensor(a, func.name_hint) for a in call.args[1].fields)
+            outputs = self._outputs_of(var, func.name_hint)
+            self.steps.append(Step("tvm", func.name_hint, args,
+                                   outputs if isinstance(outputs, tuple) else (outputs,),
+                                   self._inplace(func.name_hint, args, outputs)))
+            return outputs
+        if name == "relax.call_dps_packed":
+            symbol = str(call.args[0].global_symbol) if isinstance(call.args[0], relax.ExternFunc) else None
+            if symbol is None:
+                raise UnsupportedModelError(f"call_dps_packed to {call.args[0]} is not supported")
+            args = tuple(self._tensor(a, symbol) for a in call.args[1].fields)
+            outputs = self._outputs_of(var, symbol)
+            if isinstance(outputs, tuple):
+                raise UnsupportedModelError(f"{symbol}: offloaded call with several outputs")
+            self.steps.append(Step("deeploy", symbol, args, (outputs,)))
+            return outputs
+        if name == "relax.reshape":
+            source = self._tensor(call.args[0], "reshape")
+            shape, dtype = _static(var.ty, f"reshape to {var.name}")
+            base = self.values[source].base
+            if dtype != self.values[source].dtype:
+                raise ExportError(f"reshape {source} -> {var.name} changes the dtype")
+            kind = self.values[base].kind
+            return self._add(var.name, shape, dtype, kind, base)
+        what = name or (op.name_hint if hasattr(op, "name_hint") else str(op))
+        detail = f" ({call.args[0]})" if name and "packed" in name and call.args else ""
+        raise UnsupportedModelError(f"'{what}'{detail} has no C form in the standalone program (it needs the TVM "
+                                    "runtime)")
+
+    def _inplace(self, func: str, args, outputs) -> tuple[int, ...]:
+        if isinstance(outputs, tuple) or self.patterns.get(func) not in _INPLACE_PATTERNS:
+            return ()
+        out = self.values[outputs]
+        return tuple(i for i, a in enumerate(args)
+                     if self.values[a].shape == out.shape and self.values[a].dtype == out.dtype)
+
+    def _bind(self, var: relax.Var, value):
+        if isinstance(value, relax.Call):
+            return self._call(var, value)
+        if isinstance(value, (relax.Var, tvm.ir.expr.Constant)):
+            if isinstance(value, relax.Var) and isinstance(self.env.get(value), tuple):
+                return self.env[value]
+            return self._tensor(value, var.name)
+        if isinstance(value, relax.Tuple):
+            return tuple(self._bind(var, field) for field in value.fields)
+        if isinstance(value, relax.TupleGetItem):
+            whole = self.env.get(value.tuple_value) if isinstance(value.tuple_value, relax.Var) else None
+            if not isinstance(whole, tuple):
+                raise UnsupportedModelError(f"{var.name}: tuple item of {value.tuple_value} is not supported")
+            return whole[value.index]
+        if isinstance(value, relax.If):
+            raise UnsupportedModelError("unsupported in the standalone program: control flow (if/else) in main")
+        raise UnsupportedModelError(f"{var.name}: {type(value).__name__} is not supported by the standalone "
+                                    "program")
+
+    def run(self) -> Program:
+        inputs = []
+        for param in self.main.params:
+            shape, dtype = _static(param.ty, f"input '{param.name}'")
+            self.env[param] = self._add(param.name, shape, dtype, "input")
+            inputs.append(self.env[param])
+        body = self.main.body
+        if not isinstance(body, relax.SeqExpr):
+            raise UnsupportedModelError("main's body is not a sequence of bindings")
+        for block in body.blocks:
+            for binding in block.bindings:
+                if isinstance(binding, relax.MatchCast):
+                    raise UnsupportedModelError(f"match_cast of {binding.var.name} (dynamic shapes) is not "
+                                                "supported by the standalone program")
+                self.env[binding.var] = self._bind(binding.var, binding.value)
+        result = self._bind(relax.Var("output", body.body.ty), body.body)
+        flat = result if isinstance(result, tuple) else (result,)
+        if any(isinstance(item, tuple) for item in flat):
+            raise UnsupportedModelError("nested tuples as main's output are not supported")
+        return Program(self.values, tuple(inputs), self._own_outputs(flat), self.constants, tuple(self.steps))
+
+    def _own_outputs(self, flat) -> tuple[str, ...]:
+        """Each output gets memory of its own: copy inputs, constants and values already returned."""
+        outputs, claimed = [], set()
+        for name in flat:
+            value = self.values[name]
+            base = self.values[value.base]
+            if base.kind != "activation" or base.name in claimed:
+                copy = self._add(f"{name}_copy", value.shape, value.dtype, "activation")
+                self.steps.append(Step("copy", "", (name,), (copy,)))
+                name, base = copy, self.values[copy]
+            claimed.add(base.name)
+            outputs.append(name)
+        return tuple(outputs)
