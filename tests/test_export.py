@@ -191,8 +191,7 @@ int main(void)
   return wrong != 0;
 }
 """)
-    sources = [str(tmp_path / "p" / s) for s in ("src/net.c", "src/net_ops.c", "src/net_glue.c", "src/net_weights.c",
-                                                 "src/dpl_runtime.c")] + [str(driver)]
+    sources = sorted(str(path) for path in (tmp_path / "p" / "src").glob("*.c")) + [str(driver)]
     binary = tmp_path / "in_place"
     subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-O1", "-I", str(tmp_path / "p" / "include"),
                     "-I", str(tmp_path / "p" / "src"), "-I", str(tmp_path / "p" / "test")] + sources
@@ -219,6 +218,22 @@ def test_outputs_that_are_inputs_constants_or_repeated(tmp_path):
     assert code == 0 and parse(output)[:2] == (0, 24 + 24 + 5 + 24 + 3), output
     header = (tmp_path / "p" / "include" / "edge.h").read_text()
     assert "int32_t y2[5];" in header and "int32_t n[3];" in header and "#define EDGE_NUM_OUTPUTS 5" in header
+
+
+def test_offloaded_only_program_with_a_constant_output(tmp_path):
+    weight = np.random.default_rng(0).standard_normal((8, 5)).astype("float32")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((4, 8), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.matmul(x, relax.const(weight)))
+            out = bb.emit_output(relax.Tuple([y, relax.const(weight[:2])]))
+        bb.emit_func_output(out)
+    result = tvm_deeploy.export_c(bb.get(), tvm_deeploy.target(), tmp_path / "p")
+    assert "src/net_glue.c" not in result.files and "src/net_weights.c" in result.files
+    assert [op["kind"] for op in result.report["ops"]] == ["deeploy", "copy"]
+    code, output = run_driver(make(tmp_path / "p"))
+    assert code == 0 and parse(output)[:2] == (0, 20 + 10), output
 
 
 def test_exporting_twice_gives_identical_files(tmp_path):

@@ -67,15 +67,20 @@ def _resolve_target(target) -> tvm.target.Target:
     return target
 
 
-def project_sources(prefix: str, offloaded: bool, tvm_glue: bool) -> list[str]:
-    """The C files the project compiles (besides test/main.c), relative to the project folder."""
-    sources = [f"src/{prefix}.c"]
-    if offloaded:
-        sources.append(f"src/{prefix}_ops.c")
-    if tvm_glue:
-        sources += [f"src/{prefix}_glue.c", f"src/{prefix}_weights.c"]
-    sources.append(proj.RUNTIME_SOURCE)
-    return sources
+def offloaded_files(prefix: str, functions: list) -> tuple[dict[str, str], int]:
+    """The files the offloaded ops need (path in the project -> text) and the bytes of weights they hold.
+    The one place that decides which C the offloaded kernels bring into a project."""
+    if not functions:
+        return {}, 0
+    text, weight_bytes = proj.ops_source(prefix, functions)
+    return {f"src/{prefix}_ops.c": text}, weight_bytes
+
+
+def project_sources(files: dict[str, str]) -> tuple[list[str], list[str]]:
+    """(the network's C sources, every header) among the project files; test/ is the driver's."""
+    sources = sorted(name for name in files if name.startswith("src/") and name.endswith(".c"))
+    headers = sorted(name for name in files if name.endswith(".h"))
+    return sources, headers
 
 
 def tvm_static_plan_bytes(lowered_module: tvm.IRModule) -> dict:
@@ -171,14 +176,16 @@ def build_report(prefix, target, platform, lowered: Lowered, glue, placement, tv
         steps.append(entry)
     memory, solver = {}, {}
     for level, plan in placement.plan.levels.items():
+        largest_workspace = max((size for lv, _, size in placement.workspaces.values() if lv == level), default=0)
         memory[level] = {
             "arena_bytes": plan.arena_bytes, "lower_bound_bytes": plan.lower_bound,
             "arena_over_lower_bound": round(plan.arena_bytes / plan.lower_bound, 4) if plan.lower_bound else 1.0,
             "tvm_static_plan_block_memory_bytes": tvm_plan["storage_bytes"],
+            # TVM allocates TIR workspace outside that plan; its peak is the largest single call's.
+            "tvm_static_plan_block_memory_plus_workspace_bytes": tvm_plan["storage_bytes"] + largest_workspace,
             "tvm_unplanned_output_bytes": tvm_plan["unplanned_output_bytes"],
             "capacity_bytes": platform.level(level).bytes,
-            "largest_workspace_bytes": max((size for lv, _, size in placement.workspaces.values() if lv == level),
-                                           default=0),
+            "largest_workspace_bytes": largest_workspace,
         }
         solver[level] = {"method": plan.method, "status": plan.status, "greedy_bytes": plan.greedy_bytes,
                          "blocks": plan.buffers, "in_place": len(plan.inplace)}
@@ -235,22 +242,16 @@ def export_c(mod: tvm.IRModule, target=None, out_dir="deeploy_out", prefix: str 
                                   f"platform {platform.name}" + ("" if offload else ", TVM alone (no offload)"))
     inp = proj.ProjectInput(prefix, program, glue, lowered.offloaded, placement, weights_section, description)
 
-    files: dict[str, str] = {}
-    weight_bytes = sum(program.values[n].nbytes for n in program.constants)
-    if lowered.offloaded:
-        ops_text, ops_weights = proj.ops_source(prefix, lowered.offloaded)
-        files[f"src/{prefix}_ops.c"] = ops_text
-        weight_bytes += ops_weights
+    files, weight_bytes = offloaded_files(prefix, lowered.offloaded)
+    weight_bytes += sum(program.values[n].nbytes for n in program.constants)
     if lowered.prim_funcs:
         files[f"src/{prefix}_glue.c"] = glue.source
+    if program.constants:
         files[f"src/{prefix}_weights.c"] = proj.weights_source(inp)
     files[f"src/{prefix}.c"] = proj.network_source(inp)
     files[f"include/{prefix}.h"] = proj.header_source(inp, weight_bytes)
     files["src/dpl_support.h"] = proj.support_header(weights_section)
     files[proj.RUNTIME_SOURCE] = proj.runtime_source()
-    sources = project_sources(prefix, bool(lowered.offloaded), bool(lowered.prim_funcs))
-    headers = [f"include/{prefix}.h", "src/dpl_support.h"] + ([f"test/{prefix}_test_vectors.h"] if test_vectors else [])
-    files["Makefile"] = proj.makefile(prefix, sources, headers)
     if test_vectors:
         arrays = [np.asarray(x) for x in inputs] if inputs is not None else make_inputs(program, seed)
         _check_inputs(program, arrays)
@@ -258,6 +259,8 @@ def export_c(mod: tvm.IRModule, target=None, out_dir="deeploy_out", prefix: str 
         files[f"test/{prefix}_test_vectors.h"] = proj.test_vectors_source(
             prefix, program, placement.io_fields, arrays, expected, llvm)
         files["test/main.c"] = proj.main_source(prefix, program, placement.io_fields)
+    sources, headers = project_sources(files)
+    files["Makefile"] = proj.makefile(prefix, sources, headers)
 
     tvm_plan = tvm_static_plan_bytes(lowered.module)
     report = build_report(prefix, target, platform, lowered, glue, placement, tvm_plan, weight_bytes, offload,

@@ -105,21 +105,30 @@ def tvm_lowering_passes() -> list:
             transform.RewriteDataflowReshape(), transform.ToNonDataflow(), transform.RemovePurityChecking()]
 
 
+_C_KEYWORDS = frozenset(
+    "auto break case char const continue default do double else enum extern float for goto if inline int long "
+    "register restrict return short signed sizeof static struct switch typedef union unsigned void volatile while "
+    "_Bool _Complex _Imaginary bool true false NULL".split())
+
+
 def c_identifier(text: str) -> str:
-    name = re.sub(r"\W", "_", str(text)) or "t"
-    return name if not name[0].isdigit() else f"t_{name}"
+    """`text` as a C identifier: other characters become `_`, a leading digit or a keyword gets `t_`."""
+    name = re.sub(r"\W", "_", str(text), flags=re.ASCII) or "t"
+    return f"t_{name}" if name[0].isdigit() or name in _C_KEYWORDS else name
 
 
 class _Namer:
-    def __init__(self, reserved=()):
-        self.used = set(reserved)
+    """Unique C identifiers; unique regardless of case too, as names also appear upper-cased in macros."""
+
+    def __init__(self):
+        self.used = set()
 
     def __call__(self, hint: str) -> str:
         base = c_identifier(hint)
         name, i = base, 1
-        while name in self.used:
+        while name.lower() in self.used:
             name, i = f"{base}_{i}", i + 1
-        self.used.add(name)
+        self.used.add(name.lower())
         return name
 
 
