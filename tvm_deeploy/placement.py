@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .memory_plan import DEFAULT_ALIGNMENT, DEFAULT_TIME_LIMIT, Buffer, MemoryPlan, plan_memory
+from .memory_plan import DEFAULT_ALIGNMENT, DEFAULT_TIME_LIMIT, Buffer, MemoryPlan, plan_level, plan_memory
 from .platforms import Platform
 from .program import ExportError, Program
 
@@ -120,6 +120,8 @@ def place(program: Program, workspace: dict[str, int], platform: Platform, level
     capacity = platform.level(level).bytes  # KeyError names the platform's levels
     buffers, inplace, kinds = buffers_of(program, workspace, level, io_in_arena)
     plan = plan_memory(buffers, inplace, alignment=alignment, time_limit=time_limit)
+    if level not in plan.levels:  # nothing to place: an empty arena, still reported
+        plan = MemoryPlan({level: plan_level(level, [])})
     for level_plan in plan.levels.values():
         if level_plan.arena_bytes > capacity:
             raise ArenaTooSmallError(level, level_plan.arena_bytes, capacity, level_plan.lower_bound, platform.name)

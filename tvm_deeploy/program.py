@@ -138,8 +138,9 @@ def _static(ty, what: str) -> tuple[tuple[int, ...], str]:
                                     "supported by the standalone program")
     values = ty.shape.values
     if not all(isinstance(v, tvm.tirx.IntImm) for v in values):
+        dims = ", ".join(str(int(v)) if isinstance(v, tvm.tirx.IntImm) else str(v) for v in values)
         raise UnsupportedModelError(f"dynamic shapes are not supported by the standalone program: {what} has "
-                                    f"shape ({', '.join(str(int(v)) if isinstance(v, tvm.tirx.IntImm) else str(v) for v in values)})")
+                                    f"shape ({dims})")
     dtype = str(ty.dtype)
     if dtype not in DTYPES:
         raise UnsupportedModelError(f"{what} has dtype {dtype}; the standalone program supports "
