@@ -67,13 +67,14 @@ def _resolve_target(target) -> tvm.target.Target:
     return target
 
 
-def offloaded_files(prefix: str, functions: list) -> tuple[dict[str, str], int]:
-    """The files the offloaded ops need (path in the project -> text) and the bytes of weights they hold.
-    The one place that decides which C the offloaded kernels bring into a project."""
+def offloaded_files(prefix: str, functions: list) -> tuple[dict[str, str], int, int]:
+    """The files the offloaded ops need (path in the project -> text), the bytes of weights they hold and
+    of static buffers of their own (outside the arenas). The one place that decides which C the
+    offloaded kernels bring into a project."""
     if not functions:
-        return {}, 0
-    text, weight_bytes = proj.ops_source(prefix, functions)
-    return {f"src/{prefix}_ops.c": text}, weight_bytes
+        return {}, 0, 0
+    text, weight_bytes, scratch_bytes = proj.ops_source(prefix, functions)
+    return {f"src/{prefix}_ops.c": text}, weight_bytes, scratch_bytes
 
 
 def project_sources(files: dict[str, str]) -> tuple[list[str], list[str]]:
@@ -242,7 +243,7 @@ def export_c(mod: tvm.IRModule, target=None, out_dir="deeploy_out", prefix: str 
                                   f"platform {platform.name}" + ("" if offload else ", TVM alone (no offload)"))
     inp = proj.ProjectInput(prefix, program, glue, lowered.offloaded, placement, weights_section, description)
 
-    files, weight_bytes = offloaded_files(prefix, lowered.offloaded)
+    files, weight_bytes, kernel_static_bytes = offloaded_files(prefix, lowered.offloaded)
     weight_bytes += sum(program.values[n].nbytes for n in program.constants)
     if lowered.prim_funcs:
         files[f"src/{prefix}_glue.c"] = glue.source
@@ -266,6 +267,7 @@ def export_c(mod: tvm.IRModule, target=None, out_dir="deeploy_out", prefix: str 
     report = build_report(prefix, target, platform, lowered, glue, placement, tvm_plan, weight_bytes, offload,
                           description)
     report["weights"]["section"] = weights_section
+    report["kernel_static_bytes"] = kernel_static_bytes  # the offloaded kernels' own buffers, outside the arenas
     report["files"] = sorted(files) + ["report.json"]
     files["report.json"] = json.dumps(report, indent=2) + "\n"
     for name in sorted(files):
