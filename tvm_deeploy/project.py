@@ -343,9 +343,9 @@ def header_source(inp: ProjectInput, weight_bytes: int) -> str:
         memory.append(f"#define {upper}_ARENA_{level}_BYTES {plan.arena_bytes}")
     memory.append(f"#define {upper}_WEIGHTS_BYTES {weight_bytes}")
     memory.append(f"#define {upper}_IO_IN_ARENA {int(inp.placement.io_in_arena)}")
-    io_note = ("Inputs and outputs live in the arena: `in` (when not NULL) is copied in first, the outputs are "
-               "copied to `out` (when not NULL) last; or use the accessors below and pass NULL."
-               if inp.placement.io_in_arena else "`in` and `out` must not overlap.")
+    io_note = ("\n   Inputs and outputs live in the arena: `in` (when not NULL) is copied in first, the outputs\n"
+               "   are copied to `out` (when not NULL) last; or use the accessors below and pass NULL."
+               if inp.placement.io_in_arena else " `in` and `out` must not overlap.")
     return Template(template("project_header.h.tmpl")).substitute(
         prefix=prefix, guard=f"{upper}_H", description=inp.description, weights_section=inp.weights_section,
         io_macros="\n".join(macros).rstrip(), input_fields="\n".join(fields["input"]) or "  char unused;",
