@@ -3,8 +3,10 @@
  *
  * Generated code and kernels call only these functions; each platform supplies one implementation
  * (c_kernels/hal/host.c emulates the cluster on this host; the RV32 one comes with the qemu work).
- * A DMA transfer is asynchronous: its destination may only be read, and its source only
- * overwritten, after dpl_dma_wait on the same job.
+ * A DMA transfer is asynchronous: between start and dpl_dma_wait on the same job its destination
+ * is undefined (the host implementation fills it with a poison pattern) and must be neither read,
+ * written nor targeted by another transfer, and its source must not be overwritten.
+ * One transfer moves at most 128 KiB (the cluster DMA's limit).
  */
 #ifndef DPL_HAL_H
 #define DPL_HAL_H
@@ -48,7 +50,7 @@ typedef void (*dpl_task_t)(void *arg);
 /* Run task(arg) on cluster cores 0..cores-1 and return when every core has finished (join). */
 void dpl_cluster_fork(int32_t cores, dpl_task_t task, void *arg);
 
-/* Inside a task: this core's id and the number of cores of the current fork. */
+/* Inside a task: this core's id and the number of cores of the current fork (outside a fork: 0 and 1). */
 int32_t dpl_core_id(void);
 int32_t dpl_core_count(void);
 

@@ -57,9 +57,12 @@ void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int
 
 /* A GEMM cut into output tiles that fit L1 (the tiler's plan), run with double-buffered DMA:
    while tile i computes, tile i+1's operands come in and tile i-1's result goes out; each tile's
-   rows (or, for tiles with fewer rows than cores, its columns) are split over `cores` cores.
-   Tiles run batch by batch, row block by row block, column block fastest; an operand block
-   already in L1 is not fetched again. The reduction is never split. */
+   rows (or, for tiles with fewer rows than cores and at least as many columns, its columns) are
+   split over `cores` cores. Tiles run batch by batch, row block by row block, column block
+   fastest; an operand block already in L1 is not fetched again. The reduction is never split.
+   An operand whose two slot offsets are equal is single-buffered (fetched after the tile that
+   used the previous block). Y holds float (DPL_F32), int32 (DPL_S8 with rq NULL or mode NONE)
+   or int8; every slot must be 4-byte aligned (the tiler aligns to 8). */
 enum dpl_dtype { DPL_F32 = 0, DPL_S8 = 1 };
 
 typedef struct dpl_gemm_plan {

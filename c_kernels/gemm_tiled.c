@@ -14,7 +14,9 @@
      stride n); at the end wait for everything.
    A fetch for tile t+1 never lands in a slot tile t reads: a new block always goes into the other
    slot, whose previous block belonged to an earlier tile that has been computed (and whose
-   transfer has been waited, so its job is free). */
+   transfer has been waited, so its job is free).
+   An operand whose two slots are the same offset is single-buffered: its new block is fetched
+   after tile t has been computed, so the transfer is not hidden but L1 holds one block. */
 #include "dpl_kernels.h"
 
 typedef struct gt_tile {
@@ -134,6 +136,7 @@ void dpl_gemm_tiled(const dpl_gemm_plan_t *plan, uint8_t *l1, const void *a, con
   dpl_dma_job_t job_a[2], job_b[2], job_y[2];
   int32_t row_blocks, col_blocks, tiles, t, i;
   int32_t a_slot = 0, b_slot = 0; /* ring slot holding the current tile's A / B block */
+  const int32_t a_single = p->l1_a[0] == p->l1_a[1], b_single = p->l1_b[0] == p->l1_b[1];
   gt_tile_t cur, next;
   gt_work_t work;
 
@@ -160,16 +163,18 @@ void dpl_gemm_tiled(const dpl_gemm_plan_t *plan, uint8_t *l1, const void *a, con
 
   for (t = 0; t < tiles; ++t) {
     const int32_t ys = t & 1;
-    int32_t a_next = a_slot, b_next = b_slot;
+    int32_t a_next = a_slot, b_next = b_slot, a_new = 0, b_new = 0;
     uint8_t *y_l2;
-    /* prefetch tile t+1's new blocks into the free slots */
+    /* prefetch tile t+1's new blocks into the free slots of double-buffered operands */
     if (t + 1 < tiles) {
       gt_tile_at(p, t + 1, row_blocks, col_blocks, &next);
-      if (next.a_off != cur.a_off || next.mi != cur.mi) {
+      a_new = next.a_off != cur.a_off || next.mi != cur.mi;
+      b_new = next.b_off != cur.b_off || next.ni != cur.ni;
+      if (a_new && !a_single) {
         a_next = 1 - a_slot;
         gt_fetch_a(p, &next, a8, elem, l1 + p->l1_a[a_next], &job_a[a_next]);
       }
-      if (next.b_off != cur.b_off || next.ni != cur.ni) {
+      if (b_new && !b_single) {
         b_next = 1 - b_slot;
         gt_fetch_b(p, &next, b8, elem, l1 + p->l1_b[b_next], &job_b[b_next]);
       }
@@ -191,6 +196,9 @@ void dpl_gemm_tiled(const dpl_gemm_plan_t *plan, uint8_t *l1, const void *a, con
                  (uint32_t)cur.n0) * out_elem;
     dpl_dma_start_2d(&job_y[ys], y_l2, work.y_tile, (uint32_t)cur.cols * out_elem, (uint32_t)cur.rows,
                      (uint32_t)p->n * out_elem, (uint32_t)cur.cols * out_elem, DPL_DMA_TO_L2);
+    /* single-buffered operands: the only slot is free now that tile t has been computed */
+    if (a_new && a_single) gt_fetch_a(p, &next, a8, elem, l1 + p->l1_a[0], &job_a[0]);
+    if (b_new && b_single) gt_fetch_b(p, &next, b8, elem, l1 + p->l1_b[0], &job_b[0]);
 
     cur = next;
     a_slot = a_next;

@@ -2,7 +2,9 @@
 
 Tiles go batch by batch, row block by row block, column block fastest. An A block holds tile rows x
 the whole reduction, a B block the whole reduction x tile columns; a block already in L1 is not
-fetched again, and each operand has two L1 slots (double buffering), as has the output tile.
+fetched again. Each operand has two L1 slots (double buffering: the next block streams in while
+the current one is used) or one (single buffering: the next block comes in after the current tile,
+unhidden, for half the L1); the output tile always has two.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ class GemmGeometry:
         return (aligned(tile_m * self.k * self.a_elem), aligned(self.k * tile_n * self.b_elem),
                 aligned(tile_m * tile_n * self.y_elem))
 
-    def l1_bytes(self, tile_m: int, tile_n: int) -> int:
-        return 2 * sum(self.slot_bytes(tile_m, tile_n))
+    def l1_bytes(self, tile_m: int, tile_n: int, a_slots: int = 2, b_slots: int = 2) -> int:
+        a_slot, b_slot, y_slot = self.slot_bytes(tile_m, tile_n)
+        return a_slots * a_slot + b_slots * b_slot + 2 * y_slot
 
     def dma_bytes(self, tile_m: int, tile_n: int) -> tuple[int, int]:
         """(bytes into L1, bytes out of L1) of the schedule with these tile sizes.

@@ -46,11 +46,28 @@ def _aligned_bytes(model, nbytes, upper, name):
     return ALIGN * units
 
 
+def _slots_bytes(model, slot, single, upper, name):
+    """L1 bytes of an operand's slots: one slot if `single`, else two."""
+    total = model.NewIntVar(0, 2 * (upper + ALIGN), name)
+    model.Add(total == slot).OnlyEnforceIf(single)
+    model.Add(total == 2 * slot).OnlyEnforceIf(single.Not())
+    return total
+
+
+def _exposed(model, cost, single, upper, name):
+    """`cost` when the operand is single-buffered (its transfers are not hidden), else 0."""
+    exposed = model.NewIntVar(0, upper, name)
+    model.Add(exposed == cost).OnlyEnforceIf(single)
+    model.Add(exposed == 0).OnlyEnforceIf(single.Not())
+    return exposed
+
+
 def _check_fits(spec: GemmSpec, geo: GemmGeometry, platform: Platform) -> None:
-    smallest = geo.l1_bytes(1, 1)
+    smallest = geo.l1_bytes(1, 1, a_slots=1, b_slots=1)
     if smallest > platform.l1_bytes:
         raise TilingError(f"{summary(spec)}: no tiling fits L1 = {platform.l1_bytes} bytes; the smallest "
-                          f"(1x1 output tiles, double-buffered, whole reduction) needs {smallest} bytes of L1")
+                          f"(1x1 output tiles, single-buffered operands, whole reduction) needs {smallest} "
+                          f"bytes of L1")
     largest_block = max(geo.k * geo.a_elem, geo.k * geo.b_elem)
     if largest_block > platform.dma.max_transfer_bytes:
         raise TilingError(f"{summary(spec)}: one row of A or column of B is {largest_block} bytes, more than "
@@ -70,11 +87,14 @@ def tile_gemm(spec: GemmSpec, platform: Platform, policy: TilingPolicy = DEFAULT
     tiles = _product(model, row_blocks, col_blocks, m * n, "tiles")
     tile_elems = _product(model, tile_m, tile_n, m * n, "tile_elems")
 
-    # L1: two slots per operand, each within one DMA transfer.
+    # L1: one or two slots per operand, two for the output, each within one DMA transfer.
     a_slot = _aligned_bytes(model, tile_m * (k * geo.a_elem), m * k * geo.a_elem, "a_slot")
     b_slot = _aligned_bytes(model, tile_n * (k * geo.b_elem), n * k * geo.b_elem, "b_slot")
     y_slot = _aligned_bytes(model, tile_elems * geo.y_elem, m * n * geo.y_elem, "y_slot")
-    model.Add(2 * (a_slot + b_slot + y_slot) <= l1)
+    a_single, b_single = model.NewBoolVar("a_single"), model.NewBoolVar("b_single")
+    a_l1 = _slots_bytes(model, a_slot, a_single, m * k * geo.a_elem, "a_l1")
+    b_l1 = _slots_bytes(model, b_slot, b_single, n * k * geo.b_elem, "b_l1")
+    model.Add(a_l1 + b_l1 + 2 * y_slot <= l1)
     for slot in (a_slot, b_slot, y_slot):
         model.Add(slot <= dma.max_transfer_bytes + ALIGN - 1)
     model.Add(tile_m * (k * geo.a_elem) <= dma.max_transfer_bytes)
@@ -91,7 +111,8 @@ def tile_gemm(spec: GemmSpec, platform: Platform, policy: TilingPolicy = DEFAULT
     model.Add(b_fetches == geo.b_runs).OnlyEnforceIf(one_col_block)
     model.Add(b_fetches == batch * row_blocks).OnlyEnforceIf(one_col_block.Not())
     a_bytes = batch * m * k * geo.a_elem + (geo.a_runs - batch) * m * k * geo.a_elem * one_row_block
-    dma_bytes = a_bytes + b_fetches * (k * n * geo.b_elem) + batch * m * n * geo.y_elem
+    b_bytes = b_fetches * (k * n * geo.b_elem)
+    dma_bytes = a_bytes + b_bytes + batch * m * n * geo.y_elem
     a_transfers = model.NewIntVar(0, batch * m, "a_transfers")
     model.Add(a_transfers == geo.a_runs).OnlyEnforceIf(one_row_block)
     model.Add(a_transfers == batch * row_blocks).OnlyEnforceIf(one_row_block.Not())
@@ -114,7 +135,11 @@ def tile_gemm(spec: GemmSpec, platform: Platform, policy: TilingPolicy = DEFAULT
     compute_upper = (m * n) ** 2 * batch * k * policy.mac_cycles(spec.dtype) * dma.bytes_per_cycle
     busiest = model.NewIntVar(0, max(dma_upper, compute_upper), "overlapped_cycles")
     model.AddMaxEquality(busiest, [dma_scaled, compute_scaled])
-    model.Minimize(busiest + tiles * (batch * policy.tile_overhead_cycles * dma.bytes_per_cycle)
+    # A single-buffered operand's fetches do not overlap compute.
+    setup = dma.setup_cycles * dma.bytes_per_cycle
+    exposed = [_exposed(model, a_bytes + a_transfers * setup, a_single, dma_upper, "a_exposed"),
+               _exposed(model, b_bytes + b_transfers * setup, b_single, dma_upper, "b_exposed")]
+    model.Minimize(busiest + sum(exposed) + tiles * (batch * policy.tile_overhead_cycles * dma.bytes_per_cycle)
                    + dma_bytes * (policy.dma_byte_weight * dma.bytes_per_cycle))
 
     solver = cp_model.CpSolver()
@@ -127,19 +152,20 @@ def tile_gemm(spec: GemmSpec, platform: Platform, policy: TilingPolicy = DEFAULT
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         raise TilingError(f"{summary(spec)}: the tiler found no tiling within {policy.seconds} s "
                           f"(solver status {solver.StatusName(status)})")
-    chosen_m, chosen_n = solver.Value(tile_m), solver.Value(tile_n)
-    return _plan(geo, chosen_m, chosen_n, cores, solver.ObjectiveValue() / dma.bytes_per_cycle,
+    return _plan(geo, solver.Value(tile_m), solver.Value(tile_n), 1 + (not solver.Value(a_single)),
+                 1 + (not solver.Value(b_single)), cores, solver.ObjectiveValue() / dma.bytes_per_cycle,
                  "optimal" if status == cp_model.OPTIMAL else "feasible (time limit)", seconds)
 
 
-def _plan(geo: GemmGeometry, tile_m: int, tile_n: int, cores: int, cycles: float, status: str,
-          seconds: float) -> GemmTiling:
+def _plan(geo: GemmGeometry, tile_m: int, tile_n: int, a_slots: int, b_slots: int, cores: int,
+          cycles: float, status: str, seconds: float) -> GemmTiling:
     a_slot, b_slot, y_slot = geo.slot_bytes(tile_m, tile_n)
-    offsets, end = [], 0
-    for size in (a_slot, a_slot, b_slot, b_slot, y_slot, y_slot):
-        offsets.append(end)
-        end += size
+    offsets, end = {}, 0
+    for name, size, count in (("a", a_slot, a_slots), ("b", b_slot, b_slots), ("y", y_slot, 2)):
+        starts = [end + i * size for i in range(count)]
+        offsets[name] = (starts[0], starts[-1])
+        end += count * size
     into_l1, out_of_l1 = geo.dma_bytes(tile_m, tile_n)
-    return GemmTiling(tile_m, tile_n, math.ceil(geo.m / tile_m) * math.ceil(geo.n / tile_n) * geo.batch, cores,
-                      tuple(offsets[0:2]), tuple(offsets[2:4]), tuple(offsets[4:6]), end, into_l1, out_of_l1,
-                      geo.lower_bound, round(cycles), status, seconds)
+    tiles = math.ceil(geo.m / tile_m) * math.ceil(geo.n / tile_n) * geo.batch
+    return GemmTiling(tile_m, tile_n, tiles, cores, offsets["a"], offsets["b"], offsets["y"], end, into_l1,
+                      out_of_l1, geo.lower_bound, round(cycles), status, seconds)
