@@ -12,6 +12,8 @@
 
 #include <stdint.h>
 
+#include "dpl_hal.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -39,18 +41,45 @@ typedef struct dpl_requant {
   int32_t lo, hi;        /* clamp bounds, within [-128, 127] for int8 output */
 } dpl_requant_t;
 
-/* y[m][n] = sum_k a[m][k] * B(k, n) + (bias ? bias[n] : 0)
-   with B(k, n) = b_transposed ? b[n * k_dim + k] : b[k * n_dim + n]. */
-void dpl_gemm_f32(const float *a, const float *b, const float *bias, float *y,
-                  int32_t m_dim, int32_t n_dim, int32_t k_dim, int32_t b_transposed);
+/* y[m][n] = sum_k a[m][k] * B(k, n) + (bias ? bias[n] : 0), row-major with leading dimensions
+   (elements between consecutive rows) lda, ldb, ldy:
+   a[m * lda + k];  B(k, n) = b_transposed ? b[n * ldb + k] : b[k * ldb + n];  y[m * ldy + n]. */
+void dpl_gemm_f32(const float *a, int32_t lda, const float *b, int32_t ldb, int32_t b_transposed,
+                  const float *bias, float *y, int32_t ldy, int32_t m_dim, int32_t n_dim, int32_t k_dim);
 
-/* acc[m][n] = sum_k (a[m][k] - a_zp) * (B(k, n) - b_zp)   (int32, B as above)
-   then rq->bias and the requantization of rq->mode.
-   y is int8_t[m][n] for FIXED and INT_OPS, int32_t[m][n] for NONE.
+/* acc[m][n] = sum_k (a[m][k] - a_zp) * (B(k, n) - b_zp)   (int32, layouts as dpl_gemm_f32)
+   then rq->bias and the requantization of rq->mode; rq's per-column vectors are indexed from
+   column 0 of this call. y is int8_t for FIXED and INT_OPS, int32_t for NONE; ldy counts elements.
    Requires k_dim * 65025 < 2^31 so the accumulator cannot overflow. */
-void dpl_gemm_s8(const int8_t *a, const int8_t *b, void *y,
-                 int32_t m_dim, int32_t n_dim, int32_t k_dim, int32_t b_transposed,
+void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int32_t b_transposed,
+                 void *y, int32_t ldy, int32_t m_dim, int32_t n_dim, int32_t k_dim,
                  int32_t a_zp, int32_t b_zp, const dpl_requant_t *rq);
+
+/* A GEMM cut into output tiles that fit L1 (the tiler's plan), run with double-buffered DMA:
+   while tile i computes, tile i+1's operands come in and tile i-1's result goes out; each tile's
+   rows (or, for tiles with fewer rows than cores and at least as many columns, its columns) are
+   split over `cores` cores. Tiles run batch by batch, row block by row block, column block
+   fastest; an operand block already in L1 is not fetched again. The reduction is never split.
+   An operand whose two slot offsets are equal is single-buffered (fetched after the tile that
+   used the previous block). Y holds float (DPL_F32), int32 (DPL_S8 with rq NULL or mode NONE)
+   or int8; every slot must be 4-byte aligned (the tiler aligns to 8). */
+enum dpl_dtype { DPL_F32 = 0, DPL_S8 = 1 };
+
+typedef struct dpl_gemm_plan {
+  int32_t dtype;                     /* enum dpl_dtype of A and B */
+  int32_t m, n, k, b_transposed;     /* per batch: A [m][k], B [k][n] (or [n][k]), Y [m][n] */
+  int32_t tile_m, tile_n;            /* output tile; edge tiles are smaller */
+  int32_t batch;                     /* independent GEMMs; Y is [batch][m][n] contiguous */
+  const int32_t *a_batch_offsets;    /* element offset of each batch's A (NULL: b * m * k) */
+  const int32_t *b_batch_offsets;    /* element offset of each batch's B (NULL: b * k * n) */
+  uint32_t l1_a[2], l1_b[2], l1_y[2];/* byte offsets of the double buffers in the L1 arena */
+  int32_t cores;
+  int32_t a_zp, b_zp;                /* DPL_S8 only */
+} dpl_gemm_plan_t;
+
+/* bias: DPL_F32 only (per column, or NULL); rq: DPL_S8 only (its vectors indexed by global column). */
+void dpl_gemm_tiled(const dpl_gemm_plan_t *plan, uint8_t *l1, const void *a, const void *b, void *y,
+                    const float *bias, const dpl_requant_t *rq);
 
 /* Row-wise softmax over the last axis: y = exp(x - max) / sum(exp(x - max)). */
 void dpl_softmax_f32(const float *x, float *y, int32_t rows, int32_t cols);

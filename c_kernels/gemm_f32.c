@@ -1,15 +1,15 @@
 /* dpl_gemm_f32: y[m][n] = sum_k a[m][k] * B(k, n) (+ bias[n]), see dpl_kernels.h. */
 #include "dpl_kernels.h"
 
-void dpl_gemm_f32(const float *a, const float *b, const float *bias, float *y,
-                  int32_t m_dim, int32_t n_dim, int32_t k_dim, int32_t b_transposed) {
+void dpl_gemm_f32(const float *a, int32_t lda, const float *b, int32_t ldb, int32_t b_transposed,
+                  const float *bias, float *y, int32_t ldy, int32_t m_dim, int32_t n_dim, int32_t k_dim) {
   /* B(k, n) for a fixed n is a column walked with stride bstep. */
-  const int32_t bstep = b_transposed ? 1 : n_dim;
-  const int32_t bcol = b_transposed ? k_dim : 1; /* distance between consecutive columns */
+  const int32_t bstep = b_transposed ? 1 : ldb;
+  const int32_t bcol = b_transposed ? ldb : 1; /* distance between consecutive columns */
   int32_t m, n, kk;
   for (m = 0; m < m_dim; ++m) {
-    const float *arow = a + m * k_dim;
-    float *yrow = y + m * n_dim;
+    const float *arow = a + m * lda;
+    float *yrow = y + m * ldy;
     n = 0;
     /* two output columns at a time share the loads of the a row */
     for (; n + 1 < n_dim; n += 2) {

@@ -87,12 +87,12 @@ static inline gs8_block_t gs8_block_sums(const int8_t *pa0, const int8_t *pa1, c
   return r;
 }
 
-void dpl_gemm_s8(const int8_t *a, const int8_t *b, void *y,
-                 int32_t m_dim, int32_t n_dim, int32_t k_dim, int32_t b_transposed,
+void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int32_t b_transposed,
+                 void *y, int32_t ldy, int32_t m_dim, int32_t n_dim, int32_t k_dim,
                  int32_t a_zp, int32_t b_zp, const dpl_requant_t *rq) {
   /* B(k, n) for a fixed n is a column walked with stride bstep; consecutive columns start bcol apart. */
-  const int32_t bstep = b_transposed ? 1 : n_dim;
-  const int32_t bcol = b_transposed ? k_dim : 1;
+  const int32_t bstep = b_transposed ? 1 : ldb;
+  const int32_t bcol = b_transposed ? ldb : 1;
   const uint32_t kzz = (uint32_t)k_dim * (uint32_t)a_zp * (uint32_t)b_zp;
   int32_t m, n;
 
@@ -101,8 +101,8 @@ void dpl_gemm_s8(const int8_t *a, const int8_t *b, void *y,
      m_dim == 1 (GEMV) does not pay twice. */
   for (m = 0; m < m_dim; m += 2) {
     const int32_t two_rows = m + 1 < m_dim;
-    const int8_t *arow0 = a + m * k_dim;
-    const int8_t *arow1 = arow0 + k_dim;
+    const int8_t *arow0 = a + m * lda;
+    const int8_t *arow1 = two_rows ? arow0 + lda : arow0; /* never read when !two_rows */
     uint32_t rcorr0 = kzz, rcorr1 = kzz; /* k*a_zp*b_zp - b_zp*rowsum */
     if (b_zp != 0) {
       rcorr0 -= (uint32_t)b_zp * (uint32_t)gs8_row_sum(arow0, k_dim);
@@ -114,7 +114,7 @@ void dpl_gemm_s8(const int8_t *a, const int8_t *b, void *y,
       const int8_t *pb1 = two_cols ? pb0 + bcol : pb0;
       gs8_block_t r;
       uint32_t ccorr0, ccorr1;
-      const int32_t idx = m * n_dim + n;
+      const int32_t idx = m * ldy + n;
       if (two_rows) {
         r = a_zp != 0 ? gs8_block_sums(arow0, arow1, pb0, pb1, k_dim, bstep, 1, 1)
                       : gs8_block_sums(arow0, arow1, pb0, pb1, k_dim, bstep, 1, 0);
@@ -127,8 +127,8 @@ void dpl_gemm_s8(const int8_t *a, const int8_t *b, void *y,
       gs8_store((uint32_t)r.s00 + rcorr0 - ccorr0, n, idx, y, rq);
       if (two_cols) gs8_store((uint32_t)r.s01 + rcorr0 - ccorr1, n + 1, idx + 1, y, rq);
       if (two_rows) {
-        gs8_store((uint32_t)r.s10 + rcorr1 - ccorr0, n, idx + n_dim, y, rq);
-        if (two_cols) gs8_store((uint32_t)r.s11 + rcorr1 - ccorr1, n + 1, idx + n_dim + 1, y, rq);
+        gs8_store((uint32_t)r.s10 + rcorr1 - ccorr0, n, idx + ldy, y, rq);
+        if (two_cols) gs8_store((uint32_t)r.s11 + rcorr1 - ccorr1, n + 1, idx + ldy + 1, y, rq);
       }
     }
   }

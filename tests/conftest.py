@@ -11,10 +11,11 @@ import tvm_deeploy
 from tvm_deeploy.patterns import PREFIX
 
 
-def build_and_run(mod: tvm.IRModule, target: str, inputs, tmp_path, name: str = "lib"):
+def build_and_run(mod: tvm.IRModule, target, inputs, tmp_path, name: str = "lib"):
     """`tvm.relax.build(mod, target)`, export_library, load, run `main` on numpy inputs."""
     ex = tvm.relax.build(mod, target=target)
-    path = tmp_path / f"{target}_{name}.so"
+    label = target if isinstance(target, str) else target.kind.name + "_" + "_".join(target.keys)
+    path = tmp_path / f"{label}_{name}.so"
     ex.export_library(str(path))
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
     out = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x)) for x in inputs])

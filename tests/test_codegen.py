@@ -12,8 +12,9 @@ from tvm import relax
 
 import tvm_deeploy
 from tvm_deeploy import models
-from tvm_deeploy.codegen import lower_functions, offloaded_functions, run_codegen
+from tvm_deeploy.codegen import compile_functions, offloaded_functions, run_codegen
 from tvm_deeploy.emit import c_float, emit_module
+from tvm_deeploy.platforms import get_platform
 
 from test_int8 import int_requant_module
 from test_patterns import graph
@@ -35,7 +36,7 @@ def every_op_kind():
 
 
 def generate(ffi_wrappers=True) -> str:
-    return emit_module(lower_functions(every_op_kind()), ffi_wrappers=ffi_wrappers)
+    return emit_module(compile_functions(every_op_kind(), get_platform("siracusa")), ffi_wrappers=ffi_wrappers)
 
 
 def test_mcu_part_is_strict_c99(tmp_path):
@@ -78,8 +79,8 @@ def test_float_literals_are_exact():
 def test_weights_are_stored_once(tmp_path):
     weight = np.random.default_rng(0).standard_normal((512, 512)).astype("float32")  # 1 MiB
     mod = graph([((4, 512), "float32")], lambda bb, x: relax.op.matmul(x, relax.const(weight)))
-    with tvm.target.Target("deeploy"):
-        lowered = run_codegen(tvm_deeploy.partition_for_deeploy(mod))
+    lowered, functions = run_codegen(tvm_deeploy.partition_for_deeploy(mod), get_platform("siracusa"))
+    assert [fn.spec.kind for fn in functions] == ["gemm"]
     assert len(lowered.attrs["const_name_to_constant"]) == 0
     path = tmp_path / "lib.so"
     tvm.relax.build(mod, target="deeploy").export_library(str(path))

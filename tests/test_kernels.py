@@ -7,6 +7,7 @@ tolerances. The kernels are compiled once per module into a shared library and c
 from __future__ import annotations
 
 import ctypes
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,7 +21,8 @@ from tvm_deeploy import reference as ref
 
 KERNEL_DIR = Path(__file__).resolve().parents[1] / "c_kernels"
 SOURCES = sorted(KERNEL_DIR.glob("*.c"))
-EXPECTED_SOURCES = {"attention_f32.c", "gemm_f32.c", "gemm_s8.c", "softmax_f32.c"}
+HAL_HOST = KERNEL_DIR / "hal" / "host.c"  # the host HAL (gemm_tiled.c calls it)
+EXPECTED_SOURCES = {"attention_f32.c", "gemm_f32.c", "gemm_s8.c", "gemm_tiled.c", "softmax_f32.c"}
 
 C_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2"]
 CXX_FLAGS = ["-x", "c++", "-Wall", "-Wextra", "-Werror", "-O2"]
@@ -78,12 +80,15 @@ def lib(tmp_path_factory):
     if shutil.which("gcc") is None:
         pytest.skip("gcc not available")
     so = tmp_path_factory.mktemp("dpl_kernels") / "libdpl_kernels.so"
-    _run(["gcc", *C_FLAGS, "-fPIC", "-shared", "-I", KERNEL_DIR, *SOURCES, "-o", so, "-lm"])
+    _run(["gcc", *C_FLAGS, "-fPIC", "-shared", "-pthread", "-I", KERNEL_DIR, *SOURCES, HAL_HOST,
+          "-o", so, "-lm"])
     dll = ctypes.CDLL(str(so))
-    dll.dpl_gemm_f32.argtypes = [P_F32, P_F32, P_F32, P_F32, I32, I32, I32, I32]
+    # (a, lda, b, ldb, b_transposed, bias, y, ldy, m, n, k)
+    dll.dpl_gemm_f32.argtypes = [P_F32, I32, P_F32, I32, I32, P_F32, P_F32, I32, I32, I32, I32]
     dll.dpl_gemm_f32.restype = None
-    dll.dpl_gemm_s8.argtypes = [P_I8, P_I8, ctypes.c_void_p, I32, I32, I32, I32, I32, I32,
-                                ctypes.POINTER(CRequant)]
+    # (a, lda, b, ldb, b_transposed, y, ldy, m, n, k, a_zp, b_zp, rq)
+    dll.dpl_gemm_s8.argtypes = [P_I8, I32, P_I8, I32, I32, ctypes.c_void_p, I32, I32, I32, I32,
+                                I32, I32, ctypes.POINTER(CRequant)]
     dll.dpl_gemm_s8.restype = None
     dll.dpl_softmax_f32.argtypes = [P_F32, P_F32, I32, I32]
     dll.dpl_softmax_f32.restype = None
@@ -107,7 +112,44 @@ def _i32(x) -> np.ndarray | None:
     return None if x is None else np.ascontiguousarray(x, dtype=np.int32)
 
 
-def c_gemm_s8(lib, a, b, a_zp=0, b_zp=0, requant: ref.Requant | None = None, b_transposed=False):
+def _ld(view: np.ndarray) -> int:
+    """Leading dimension (elements between rows) of a row-major 2-D view with unit column stride."""
+    assert view.ndim == 2
+    if view.size == 0:
+        return view.shape[1]
+    assert view.strides[1] == view.itemsize and view.strides[0] % view.itemsize == 0
+    return max(view.strides[0] // view.itemsize, view.shape[1])
+
+
+def _embed(x: np.ndarray, pad: int, fill) -> tuple[np.ndarray, np.ndarray]:
+    """x as a sub-block of a larger row-major matrix whose rows are `pad` elements longer than x's
+    (pad > 0 also puts a row above and below and pad // 2 columns to the left). Returns (big, view);
+    `fill` (a value, or a callable shape -> array) fills big around the view."""
+    rows, cols = x.shape
+    r0, c0 = (1, pad // 2) if pad else (0, 0)
+    shape = (rows + 2 * r0, cols + pad)
+    big = fill(shape).astype(x.dtype) if callable(fill) else np.full(shape, fill, dtype=x.dtype)
+    view = big[r0:r0 + rows, c0:c0 + cols]
+    view[...] = x
+    return big, view
+
+
+def _outside(big: np.ndarray, view: np.ndarray) -> np.ndarray:
+    """The elements of big that are not in view (a sub-block of big), flattened."""
+    mask = np.ones(big.shape, dtype=bool)
+    r0, c0 = divmod((view.ctypes.data - big.ctypes.data) // big.itemsize, big.shape[1])
+    mask[r0:r0 + view.shape[0], c0:c0 + view.shape[1]] = False
+    return big[mask]
+
+
+_GARBAGE = np.random.default_rng(99)  # fills the padding around inputs: reading it gives wrong results
+Y_SENTINEL = {np.dtype(np.int8): 0x5A, np.dtype(np.int32): 0x5A5A5A5A, np.dtype(np.float32): 12345.0}
+
+
+def c_gemm_s8(lib, a, b, a_zp=0, b_zp=0, requant: ref.Requant | None = None, b_transposed=False,
+              pads=(0, 0, 0)):
+    """dpl_gemm_s8 on a, b, y; pads = extra leading-dimension elements of (a, b, y): the operands are
+    then sub-blocks of larger matrices, and the elements of y's matrix outside y must stay untouched."""
     a = np.ascontiguousarray(a, dtype=np.int8)
     b = np.ascontiguousarray(b, dtype=np.int8)
     m, k = a.shape
@@ -118,22 +160,33 @@ def c_gemm_s8(lib, a, b, a_zp=0, b_zp=0, requant: ref.Requant | None = None, b_t
         assert arr is None or arr.shape == (n,), f"{name} must have length n for the C kernel"
     crq = CRequant(MODE[rq.mode], _ptr(keep["bias"], I32), _ptr(keep["mul"], I32),
                    _ptr(keep["add"], I32), _ptr(keep["shift"], I32), rq.out_zp, rq.lo, rq.hi)
-    y = np.zeros((m, n), dtype=np.int32 if rq.mode == "none" else np.int8)
-    lib.dpl_gemm_s8(_ptr(a, ctypes.c_int8), _ptr(b, ctypes.c_int8), y.ctypes.data, m, n, k,
-                    int(b_transposed), a_zp, b_zp, ctypes.byref(crq) if requant is not None else None)
-    return y
+    garbage = lambda shape: _GARBAGE.integers(-128, 128, size=shape)  # noqa: E731
+    _, av = _embed(a, pads[0], garbage)
+    _, bv = _embed(b, pads[1], garbage)
+    y_dtype = np.dtype(np.int32 if rq.mode == "none" else np.int8)
+    ybig, yv = _embed(np.zeros((m, n), dtype=y_dtype), pads[2], Y_SENTINEL[y_dtype])
+    lib.dpl_gemm_s8(_ptr(av, ctypes.c_int8), _ld(av), _ptr(bv, ctypes.c_int8), _ld(bv), int(b_transposed),
+                    yv.ctypes.data, _ld(yv), m, n, k, a_zp, b_zp,
+                    ctypes.byref(crq) if requant is not None else None)
+    assert (_outside(ybig, yv) == Y_SENTINEL[y_dtype]).all(), "wrote outside the y block"
+    return yv.copy()
 
 
-def c_gemm_f32(lib, a, b, bias=None, b_transposed=False):
+def c_gemm_f32(lib, a, b, bias=None, b_transposed=False, pads=(0, 0, 0)):
+    """dpl_gemm_f32; pads as for c_gemm_s8."""
     a = np.ascontiguousarray(a, dtype=np.float32)
     b = np.ascontiguousarray(b, dtype=np.float32)
     bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
     m, k = a.shape
     n = b.shape[0] if b_transposed else b.shape[1]
-    y = np.full((m, n), np.nan, dtype=np.float32)
-    lib.dpl_gemm_f32(_ptr(a, ctypes.c_float), _ptr(b, ctypes.c_float), _ptr(bias, ctypes.c_float),
-                     _ptr(y, ctypes.c_float), m, n, k, int(b_transposed))
-    return y
+    garbage = lambda shape: _GARBAGE.uniform(-1e6, 1e6, size=shape)  # noqa: E731
+    _, av = _embed(a, pads[0], garbage)
+    _, bv = _embed(b, pads[1], garbage)
+    ybig, yv = _embed(np.full((m, n), np.nan, dtype=np.float32), pads[2], Y_SENTINEL[np.dtype(np.float32)])
+    lib.dpl_gemm_f32(_ptr(av, ctypes.c_float), _ld(av), _ptr(bv, ctypes.c_float), _ld(bv), int(b_transposed),
+                     _ptr(bias, ctypes.c_float), _ptr(yv, ctypes.c_float), _ld(yv), m, n, k)
+    assert (_outside(ybig, yv) == Y_SENTINEL[np.dtype(np.float32)]).all(), "wrote outside the y block"
+    return yv.copy()
 
 
 def c_softmax(lib, x):
@@ -174,20 +227,37 @@ def test_sources_present():
     assert {p.name for p in SOURCES} >= EXPECTED_SOURCES
 
 
-@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.name)
+@pytest.mark.parametrize("src", [*SOURCES, HAL_HOST], ids=lambda p: p.name)
 def test_compiles_as_c_and_cxx(src, tmp_path):
+    # hal/host.c defines its POSIX feature macro itself: plain -std=c99 must do
     _run(["gcc", *C_FLAGS, "-pedantic", "-I", KERNEL_DIR, "-c", src, "-o", tmp_path / "c.o"])
     _run(["g++", *CXX_FLAGS, "-I", KERNEL_DIR, "-c", src, "-o", tmp_path / "cxx.o"])
+
+
+def test_kernels_and_host_hal_concatenate(tmp_path):
+    """The HAL header, the kernel header, every kernel and the host HAL pasted into one translation
+    unit (local includes removed, as generated code does it): no clashing static helpers or leaking
+    macros, C and C++, and the host HAL still finds its pthread declarations when its feature macro
+    comes after other system headers."""
+    parts = [KERNEL_DIR / "dpl_hal.h", KERNEL_DIR / "dpl_kernels.h", *SOURCES, HAL_HOST]
+    text = "".join(re.sub(r'^#include "[^"]+"\n', "", p.read_text(), flags=re.MULTILINE) + "\n"
+                   for p in parts)
+    cat = tmp_path / "all.c"
+    cat.write_text(text)
+    _run(["gcc", *C_FLAGS, "-c", cat, "-o", tmp_path / "c.o"])
+    _run(["g++", *CXX_FLAGS, "-c", cat, "-o", tmp_path / "cxx.o"])
 
 
 def test_concatenated_sources_compile(tmp_path):
     """Generated code pastes the header and all kernels into one translation unit
     (resources.kernel_sources): no clashing static helpers or leaking macros, C and C++."""
-    from tvm_deeploy.resources import kernel_sources
+    from tvm_deeploy import resources
 
-    text = kernel_sources()
+    text = resources.kernel_sources()
     for src in EXPECTED_SOURCES:
         assert f"c_kernels/{src}" in text
+    if hasattr(resources, "hal_source"):  # a module also pastes its platform's HAL after the kernels
+        text += resources.hal_source("host")
     cat = tmp_path / "all_kernels.c"
     cat.write_text(text)
     _run(["gcc", *C_FLAGS, "-c", cat, "-o", tmp_path / "c.o"])  # no -I: must be self-contained
@@ -355,13 +425,13 @@ def _make_requant(rng, mode, variant, n, acc, use_bias, null_mul, null_add, null
 
 
 def _check_gemm_s8(lib, rng, m, n, k, b_transposed, a_zp, b_zp, mode, variant="sane",
-                   use_bias=True, null_mul=False, null_add=False, null_shift=False):
+                   use_bias=True, null_mul=False, null_add=False, null_shift=False, pads=(0, 0, 0)):
     a = rng.integers(-128, 128, size=(m, k), dtype=np.int8)
     b = rng.integers(-128, 128, size=(n, k) if b_transposed else (k, n), dtype=np.int8)
     acc = ref.gemm_s8(a, b, a_zp, b_zp, b_transposed=b_transposed)
     rq = _make_requant(rng, mode, variant, n, acc, use_bias, null_mul, null_add, null_shift)
     want = ref.gemm_s8(a, b, a_zp, b_zp, rq, b_transposed)
-    got = c_gemm_s8(lib, a, b, a_zp, b_zp, rq, b_transposed)
+    got = c_gemm_s8(lib, a, b, a_zp, b_zp, rq, b_transposed, pads)
     assert got.dtype == want.dtype
     np.testing.assert_array_equal(got, want)
     return want
@@ -377,12 +447,15 @@ def _check_gemm_s8(lib, rng, m, n, k, b_transposed, a_zp, b_zp, mode, variant="s
     variant=st.sampled_from(["sane", "wild"]),
     use_bias=st.booleans(),
     nulls=st.tuples(st.booleans(), st.booleans(), st.booleans()),
+    pads=st.tuples(*[st.one_of(st.just(0), st.integers(1, 9))] * 3),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_gemm_s8_matches_reference(lib, m, n, k, b_transposed, a_zp, b_zp, mode, variant,
-                                   use_bias, nulls, seed):
+                                   use_bias, nulls, pads, seed):
+    """pads > 0: lda > k, ldb > n (> k transposed), ldy > n, operands inside larger matrices."""
     rng = np.random.default_rng(seed)
-    _check_gemm_s8(lib, rng, m, n, k, b_transposed, a_zp, b_zp, mode, variant, use_bias, *nulls)
+    _check_gemm_s8(lib, rng, m, n, k, b_transposed, a_zp, b_zp, mode, variant, use_bias, *nulls,
+                   pads=pads)
 
 
 @pytest.mark.parametrize("mode", ["none", "fixed", "int_ops"])
@@ -392,6 +465,35 @@ def test_gemm_s8_shapes(lib, m, n, k, b_transposed, mode):
     rng = np.random.default_rng(m * 1000 + n * 10 + k)
     for a_zp, b_zp in [(0, 0), (-128, 0), (0, 127), (37, -91)]:
         _check_gemm_s8(lib, rng, m, n, k, b_transposed, a_zp, b_zp, mode)
+        _check_gemm_s8(lib, rng, m, n, k, b_transposed, a_zp, b_zp, mode, pads=(3, 5, 2))
+
+
+@pytest.mark.parametrize("b_transposed", [False, True])
+def test_gemm_s8_sub_blocks(lib, b_transposed):
+    """Views of larger matrices, as the tiler hands them out: each core's share of a tile is rows
+    or columns of an L1 block, written into its place in the tile. A grid of sub-GEMMs over row and
+    column ranges reassembles the full product; nothing outside a sub-block's y is written."""
+    rng = np.random.default_rng(21)
+    m, n, k, a_zp, b_zp = 11, 13, 37, -3, 7
+    a = rng.integers(-128, 128, size=(m, k), dtype=np.int8)
+    b = rng.integers(-128, 128, size=(n, k) if b_transposed else (k, n), dtype=np.int8)
+    mul, shift = ref.quantize_multiplier(rng.uniform(0.001, 0.01, size=n))
+    rq = ref.Requant("fixed", rng.integers(-5000, 5000, size=n).astype(np.int32), mul, None, shift, 3)
+    want = ref.gemm_s8(a, b, a_zp, b_zp, rq, b_transposed)
+    y = np.full((m + 2, n + 3), 0x5A, dtype=np.int8)
+    crq_keep = {name: _i32(getattr(rq, name)) for name in ("bias", "mul", "shift")}
+    for r0, r1 in [(0, 4), (4, 5), (5, 11)]:
+        for c0, c1 in [(0, 1), (1, 8), (8, 13)]:
+            av = a[r0:r1]  # lda = k
+            bv = b[c0:c1] if b_transposed else b[:, c0:c1]  # ldb = k, or n > c1 - c0
+            yv = y[1 + r0:1 + r1, 2 + c0:2 + c1]  # ldy = n + 3
+            crq = CRequant(MODE["fixed"], _ptr(crq_keep["bias"][c0:], I32), _ptr(crq_keep["mul"][c0:], I32),
+                           None, _ptr(crq_keep["shift"][c0:], I32), rq.out_zp, rq.lo, rq.hi)
+            lib.dpl_gemm_s8(_ptr(av, ctypes.c_int8), _ld(av), _ptr(bv, ctypes.c_int8), _ld(bv),
+                            int(b_transposed), yv.ctypes.data, _ld(yv), r1 - r0, c1 - c0, k, a_zp, b_zp,
+                            ctypes.byref(crq))
+    np.testing.assert_array_equal(y[1:1 + m, 2:2 + n], want)
+    assert (_outside(y, y[1:1 + m, 2:2 + n]) == 0x5A).all()
 
 
 @pytest.mark.parametrize("b_transposed", [False, True])
@@ -461,8 +563,10 @@ def _assert_close_scaled(got, want):
 
 @settings(max_examples=30, deadline=None, database=None)
 @given(m=st.integers(1, 33), n=st.integers(1, 33), k=st.integers(1, 70),
-       b_transposed=st.booleans(), use_bias=st.booleans(), seed=st.integers(0, 2**32 - 1))
-def test_gemm_f32_matches_numpy(lib, m, n, k, b_transposed, use_bias, seed):
+       b_transposed=st.booleans(), use_bias=st.booleans(),
+       pads=st.tuples(*[st.one_of(st.just(0), st.integers(1, 9))] * 3), seed=st.integers(0, 2**32 - 1))
+def test_gemm_f32_matches_numpy(lib, m, n, k, b_transposed, use_bias, pads, seed):
+    """pads > 0: lda > k, ldb > n (> k transposed), ldy > n, operands inside larger matrices."""
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((m, k)).astype(np.float32)
     b = rng.standard_normal((n, k) if b_transposed else (k, n)).astype(np.float32)
@@ -471,8 +575,29 @@ def test_gemm_f32_matches_numpy(lib, m, n, k, b_transposed, use_bias, seed):
     want = a.astype(np.float64) @ bk.astype(np.float64)
     if bias is not None:
         want = want + bias
-    got = c_gemm_f32(lib, a, b, bias, b_transposed)
+    got = c_gemm_f32(lib, a, b, bias, b_transposed, pads)
     _assert_close_scaled(got, want.astype(np.float32))
+
+
+@pytest.mark.parametrize("b_transposed", [False, True])
+def test_gemm_f32_sub_blocks(lib, b_transposed):
+    """As test_gemm_s8_sub_blocks: a grid of sub-GEMMs on views reassembles the product."""
+    rng = np.random.default_rng(22)
+    m, n, k = 9, 14, 23
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if b_transposed else (k, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    want = a.astype(np.float64) @ (b.T if b_transposed else b).astype(np.float64) + bias
+    y = np.full((m + 1, n + 5), 12345.0, dtype=np.float32)
+    for r0, r1 in [(0, 2), (2, 3), (3, 9)]:
+        for c0, c1 in [(0, 5), (5, 6), (6, 14)]:
+            av, bv = a[r0:r1], (b[c0:c1] if b_transposed else b[:, c0:c1])
+            yv = y[r0:r1, 4 + c0:4 + c1]
+            lib.dpl_gemm_f32(_ptr(av, ctypes.c_float), _ld(av), _ptr(bv, ctypes.c_float), _ld(bv),
+                             int(b_transposed), _ptr(bias[c0:], ctypes.c_float), _ptr(yv, ctypes.c_float),
+                             _ld(yv), r1 - r0, c1 - c0, k)
+    _assert_close_scaled(y[:m, 4:4 + n], want)
+    assert (_outside(y, y[:m, 4:4 + n]) == 12345.0).all()
 
 
 @pytest.mark.parametrize("b_transposed", [False, True])

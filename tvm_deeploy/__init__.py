@@ -12,11 +12,12 @@ from .export import export_c
 from .onnx_import import ModelError, load_onnx
 from .partition import partition_for_deeploy
 from .platforms import PLATFORMS, Platform
+from .report import compile_report
 from .target import target
 
 __version__ = "0.1.0"
-__all__ = ["PLATFORMS", "ModelError", "Platform", "export_c", "load_onnx", "models", "partition_for_deeploy",
-           "target"]
+__all__ = ["PLATFORMS", "ModelError", "Platform", "compile_report", "export_c", "load_onnx", "models",
+           "partition_for_deeploy", "target"]
 
 _target.register()
 _patterns.register()

@@ -64,6 +64,9 @@ def _compile(args, out=print) -> int:
     out(f"{args.model} -> {args.output}: {counts['steps']} steps, {counts['deeploy']} offloaded to deeploy, "
         f"{counts['tvm']} through TVM's glue")
     for level, memory in report["memory"].items():
+        if memory.get("owner") == "tiler":
+            out(f"  {level} tiles {memory['arena_bytes']} bytes at most, capacity {memory['capacity_bytes']}")
+            continue
         out(f"  {level} arena {memory['arena_bytes']} bytes (lower bound {memory['lower_bound_bytes']}, "
             f"TVM StaticPlanBlockMemory {memory['tvm_static_plan_block_memory_bytes']}), "
             f"capacity {memory['capacity_bytes']}")

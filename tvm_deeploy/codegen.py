@@ -17,10 +17,23 @@ from tvm import relax
 from .describe import CallTree, describe, static_type
 from .emit import Function, Tensor, emit_module
 from .patterns import FAMILY
-from .specs import Operand
+from .platforms import Platform, parse_mcpu
+from .specs import GemmSpec, Operand
+from .target import DEFAULT_PLATFORM
+from .tiling import tile_gemm
 
-# Names of constants the C embeds during the current `run_codegen`, so the VM need not store them.
-_embedded_constants: list[set[str]] = []
+
+
+@dataclasses.dataclass
+class _Record:
+    """What the codegen did during one `run_codegen`: the functions it compiled, and the names of
+    the constants their C embeds (so the VM need not store them)."""
+
+    functions: list[Function] = dataclasses.field(default_factory=list)
+    constants: set[str] = dataclasses.field(default_factory=set)
+
+
+_records: list[_Record] = []
 
 
 class CodegenError(RuntimeError):
@@ -70,6 +83,17 @@ def lower_functions(functions) -> list[Function]:
     return sorted((lower_function(f) for f in functions), key=lambda fn: fn.symbol)
 
 
+def plan_functions(functions: list[Function], platform: Platform) -> list[Function]:
+    """Choose each op's tiling for the platform (the strategy the emitted C applies)."""
+    return [dataclasses.replace(fn, tiling=tile_gemm(fn.spec, platform)) if isinstance(fn.spec, GemmSpec) else fn
+            for fn in functions]
+
+
+def compile_functions(functions, platform: Platform) -> list[Function]:
+    """Offloaded Relax functions -> lowered and tiled functions, ready to emit."""
+    return plan_functions(lower_functions(functions), platform)
+
+
 def offloaded_functions(mod: tvm.IRModule) -> list[relax.Function]:
     """The functions of a partitioned module that carry Codegen="deeploy"."""
     return [f for f in mod.functions.values()
@@ -77,30 +101,34 @@ def offloaded_functions(mod: tvm.IRModule) -> list[relax.Function]:
 
 
 @tvm_ffi.register_global_func("relax.ext.deeploy", override=True)
-def _deeploy_codegen(functions, options, constant_names):  # noqa: ARG001 - the ABI RunCodegen calls
-    lowered = lower_functions(functions)
-    if _embedded_constants:
-        _embedded_constants[-1].update(str(name) for name in constant_names.values())
-    source = emit_module(lowered)
+def _deeploy_codegen(functions, options, constant_names):
+    platform = parse_mcpu(str(options.get("mcpu", DEFAULT_PLATFORM)) if options else DEFAULT_PLATFORM)
+    compiled = compile_functions(functions, platform)
+    if _records:
+        _records[-1].functions.extend(compiled)
+        _records[-1].constants.update(str(name) for name in constant_names.values())
+    source = emit_module(compiled)
     create = tvm.get_global_func("runtime.CSourceModuleCreate")
-    return [create(source, "c", [fn.symbol for fn in lowered], [])]
+    return [create(source, "c", [fn.symbol for fn in compiled], [])]
 
 
 @contextlib.contextmanager
-def _collect_embedded_constants() -> Iterator[set[str]]:
-    _embedded_constants.append(set())
+def _recording() -> Iterator[_Record]:
+    _records.append(_Record())
     try:
-        yield _embedded_constants[-1]
+        yield _records[-1]
     finally:
-        _embedded_constants.pop()
+        _records.pop()
 
 
-def run_codegen(mod: tvm.IRModule) -> tvm.IRModule:
-    """RunCodegen, then drop the constants our C already carries so the library stores them once."""
-    with _collect_embedded_constants() as embedded:
-        mod = relax.transform.RunCodegen()(mod)
+def run_codegen(mod: tvm.IRModule, platform: Platform) -> tuple[tvm.IRModule, list[Function]]:
+    """RunCodegen for `platform`, then drop the constants our C already carries so the library
+    stores them once. Also returns the compiled (lowered and tiled) functions, in symbol order."""
+    with _recording() as record:
+        mod = relax.transform.RunCodegen({"deeploy": {"mcpu": platform.mcpu}})(mod)
+    functions = sorted(record.functions, key=lambda fn: fn.symbol)
     attrs = mod.attrs
-    if attrs is None or "const_name_to_constant" not in attrs or not embedded:
-        return mod
-    kept = {name: value for name, value in attrs["const_name_to_constant"].items() if name not in embedded}
-    return mod.with_attr("const_name_to_constant", kept)
+    if attrs is None or "const_name_to_constant" not in attrs or not record.constants:
+        return mod, functions
+    kept = {name: value for name, value in attrs["const_name_to_constant"].items() if name not in record.constants}
+    return mod.with_attr("const_name_to_constant", kept), functions

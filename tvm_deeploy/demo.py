@@ -14,8 +14,8 @@ from tvm import relax
 
 from . import models
 from .codegen import lower_functions, offloaded_functions
-from .emit import summary
 from .partition import partition_for_deeploy
+from .specs import summary
 
 FP32_RTOL = 1e-5
 

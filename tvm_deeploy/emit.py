@@ -13,8 +13,9 @@ from string import Template
 
 import numpy as np
 
-from .resources import kernel_sources, template
-from .specs import AttentionSpec, GemmSpec, Operand, OpSpec, SoftmaxSpec, Strides
+from .resources import hal_source, kernel_sources, template
+from .specs import AttentionSpec, GemmSpec, Operand, SoftmaxSpec, Strides, summary
+from .tiling.plan import GemmTiling
 
 C_TYPES = {"float32": "float", "int8": "int8_t", "int32": "int32_t"}
 DL_TYPES = {"float32": ("kDLFloat", 32), "int8": ("kDLInt", 8), "int32": ("kDLInt", 32)}
@@ -32,12 +33,22 @@ class Tensor:
 
 @dataclass(frozen=True)
 class Function:
-    """One offloaded function: its C symbol, its op, and its signature."""
+    """One offloaded function: its C symbol, its op, its signature and (GEMMs) its tiling."""
 
     symbol: str
     spec: OpSpec
     inputs: tuple[Tensor, ...]
     output: Tensor
+    tiling: GemmTiling | None = None
+
+    @property
+    def l1_bytes(self) -> int:
+        return 0 if self.tiling is None else self.tiling.l1_bytes
+
+    @property
+    def static_bytes(self) -> int:
+        """Bytes of the function's own mutable static buffers (attention's score row)."""
+        return 4 * self.spec.kv_len if isinstance(self.spec, AttentionSpec) else 0
 
 
 def c_float(value) -> str:
@@ -59,7 +70,7 @@ def _c_array(name: str, values: np.ndarray, dtype: str) -> str:
     per_line = 8 if dtype == "float32" else 16
     lines = ["  " + ", ".join(items[i:i + per_line]) + "," for i in range(0, len(items), per_line)]
     body = "\n".join(lines)
-    return f"static const {C_TYPES[dtype]} {name}[{len(items)}] = {{\n{body}\n}};"
+    return f"static const {C_TYPES[dtype]} {name}[{len(items)}] DPL_WEIGHTS = {{\n{body}\n}};"
 
 
 class _Body:
@@ -91,49 +102,43 @@ def _strides(s: Strides | None) -> str:
     return "{0, 0, 0, 0}" if s is None else f"{{{s.batch}, {s.head}, {s.seq}, {s.feat}}}"
 
 
+def _offset_table(body: _Body, name: str, offsets: list[int], contiguous: int) -> str:
+    """NULL when batches are contiguous (batch b at b * contiguous), else a table of offsets."""
+    if offsets == [b * contiguous for b in range(len(offsets))]:
+        return "NULL"
+    return body.constant(name, np.array(offsets, np.int32), "int32")
+
+
 def _emit_gemm(body: _Body, spec: GemmSpec) -> None:
+    tiling = body.fn.tiling
+    sym = body.fn.symbol
     a = body.operand("a", spec.a)
     b = body.operand("b", spec.b)
-    y_type = C_TYPES[spec.out_dtype]
+    batch = len(spec.batch_offsets("a"))
+    a_offsets = _offset_table(body, "a_offsets", spec.batch_offsets("a"), spec.m * spec.k)
+    b_offsets = _offset_table(body, "b_offsets", spec.batch_offsets("b"), spec.k * spec.n)
+    bias, rq = "NULL", "NULL"
     if spec.dtype == "float32":
         bias = body.operand("bias", spec.bias)
-        call = "dpl_gemm_f32({a}, {b}, %s, {y}, %d, %d, %d, %d);" % (
-            bias, spec.m, spec.n, spec.k, int(spec.b_transposed))
     else:
-        rq = spec.requant
+        requant = spec.requant
         vectors = {}
         for field in ("bias", "mul", "add", "shift"):
-            values = getattr(rq, field)
+            values = getattr(requant, field)
             vectors[field] = "NULL" if values is None else body.constant(f"rq_{field}", values, "int32")
         body.declare(
-            f"static const dpl_requant_t {body.fn.symbol}_rq = {{{REQUANT_MODES[rq.mode]}, "
+            f"static const dpl_requant_t {sym}_rq = {{{REQUANT_MODES[requant.mode]}, "
             f"{vectors['bias']}, {vectors['mul']}, {vectors['add']}, {vectors['shift']}, "
-            f"{rq.out_zp}, {rq.lo}, {rq.hi}}};")
-        call = "dpl_gemm_s8({a}, {b}, {y}, %d, %d, %d, %d, %d, %d, &%s_rq);" % (
-            spec.m, spec.n, spec.k, int(spec.b_transposed), spec.a_zp, spec.b_zp, body.fn.symbol)
-    y = "out"
-    if not spec.batch:
-        body.lines.append("  " + call.format(a=a, b=b, y=y))
-        return
-    # One kernel call per batch index; broadcast operands have stride 0 on that dim.
-    a_type, b_type = C_TYPES[spec.a.dtype], C_TYPES[spec.b.dtype]
-    indent = "  "
-    a_offset, b_offset = [], []
-    for dim, (size, a_stride, b_stride) in enumerate(zip(spec.batch, spec.a_batch_strides, spec.b_batch_strides)):
-        body.lines.append(f"{indent}for (int32_t i{dim} = 0; i{dim} < {size}; ++i{dim}) {{")
-        indent += "  "
-        if a_stride:
-            a_offset.append(f"i{dim} * {a_stride}")
-        if b_stride:
-            b_offset.append(f"i{dim} * {b_stride}")
-    body.lines.append(f"{indent}const {a_type} *a = {a} + {' + '.join(a_offset) or '0'};")
-    body.lines.append(f"{indent}const {b_type} *b = {b} + {' + '.join(b_offset) or '0'};")
-    body.lines.append(f"{indent}{call.format(a='a', b='b', y='y')}")
-    body.lines.append(f"{indent}y += {spec.m * spec.n};")
-    for _ in spec.batch:
-        indent = indent[:-2]
-        body.lines.append(f"{indent}}}")
-    body.lines.insert(0, f"  {y_type} *y = out;")
+            f"{requant.out_zp}, {requant.lo}, {requant.hi}}};")
+        rq = f"&{sym}_rq"
+    slots = ", ".join("{%d, %d}" % pair for pair in (tiling.l1_a, tiling.l1_b, tiling.l1_y))
+    body.declare(
+        f"/* {tiling.tiles} tiles of {tiling.tile_m}x{tiling.tile_n} on {tiling.cores} cores, "
+        f"{tiling.l1_bytes} bytes of L1, DMA {tiling.dma_in_bytes} in / {tiling.dma_out_bytes} out */\n"
+        f"static const dpl_gemm_plan_t {sym}_plan = {{{'DPL_F32' if spec.dtype == 'float32' else 'DPL_S8'}, "
+        f"{spec.m}, {spec.n}, {spec.k}, {int(spec.b_transposed)}, {tiling.tile_m}, {tiling.tile_n}, {batch}, "
+        f"{a_offsets}, {b_offsets}, {slots}, {tiling.cores}, {spec.a_zp}, {spec.b_zp}}};")
+    body.lines.append(f"  dpl_gemm_tiled(&{sym}_plan, DPL_L1, {a}, {b}, out, {bias}, {rq});")
 
 
 def _emit_softmax(body: _Body, spec: SoftmaxSpec) -> None:
@@ -160,19 +165,6 @@ def _emit_attention(body: _Body, spec: AttentionSpec) -> None:
 
 
 EMITTERS = {"gemm": _emit_gemm, "softmax": _emit_softmax, "attention": _emit_attention}
-
-
-def summary(spec: OpSpec) -> str:
-    """A one-line description of an op, for comments and reports."""
-    if isinstance(spec, GemmSpec):
-        batch = "x".join(map(str, spec.batch))
-        quant = "" if spec.requant is None else f", requant {spec.requant.mode}"
-        return (f"gemm {spec.dtype}->{spec.out_dtype} {batch + ' x ' if batch else ''}"
-                f"m={spec.m} n={spec.n} k={spec.k}{', B^T' if spec.b_transposed else ''}{quant}")
-    if isinstance(spec, SoftmaxSpec):
-        return f"softmax float32 rows={spec.rows} cols={spec.cols}"
-    return (f"attention float32 batch={spec.batch} heads={spec.heads}/{spec.kv_heads} q={spec.q_len} "
-            f"kv={spec.kv_len} d={spec.qk_dim}/{spec.v_dim} causal={spec.causal}")
 
 
 def emit_function(fn: Function) -> str:
@@ -205,12 +197,21 @@ def emit_ffi_wrapper(fn: Function) -> str:
 
 
 def emit_module(functions: list[Function], ffi_wrappers: bool = True) -> str:
-    """One self-contained C source: the kernel library, every entry, and (host) the VM wrappers."""
-    wrappers = ""
-    host_includes = ""
+    """One self-contained C source: the kernel library, the L1 arena, every entry, and for the VM
+    on this host the HAL's host implementation and the tvm-ffi wrappers. Without `ffi_wrappers`
+    the source is the MCU part only; the program that links it supplies a HAL."""
+    host_prelude, host_includes, wrappers = "", "", ""
     if ffi_wrappers:
+        # pthreads for the host HAL: the feature macro must precede every system header.
+        host_prelude = "#define _POSIX_C_SOURCE 200809L\n"
         host_includes = "#include <stdio.h>\n#include <tvm/ffi/c_api.h>\n"
-        wrappers = template("ffi_prelude.c.tmpl") + "".join(emit_ffi_wrapper(f) for f in functions)
+        wrappers = (hal_source("host") + template("ffi_prelude.c.tmpl")
+                    + "".join(emit_ffi_wrapper(f) for f in functions))
+    l1_bytes = max((f.l1_bytes for f in functions), default=0)
+    arena = ""
+    if l1_bytes:
+        arena = (f"/* The L1 scratchpad: every tiled op lays out its tiles from the start. */\n"
+                 f"static uint64_t dpl_l1_arena[{-(-l1_bytes // 8)}];\n#define DPL_L1 ((uint8_t *)dpl_l1_arena)\n")
     return Template(template("module.c.tmpl")).substitute(
-        host_includes=host_includes, kernels=kernel_sources(),
+        host_prelude=host_prelude, host_includes=host_includes, kernels=kernel_sources(), l1_arena=arena,
         functions="".join(emit_function(f) for f in functions), wrappers=wrappers)

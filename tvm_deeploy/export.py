@@ -32,11 +32,12 @@ from tvm.relax import pipeline as relax_pipeline
 from tvm.relax import transform
 
 from . import project as proj
-from .emit import summary
 from .glue import build_glue
 from .memory_plan import DEFAULT_TIME_LIMIT
 from .placement import place
+from .resources import kernel_file
 from .program import DTYPES, ExportError, Lowered, Program, c_identifier, lower_program
+from .specs import summary
 from .target import is_deeploy_target, platform_of
 
 DEFAULT_WEIGHTS_SECTION = ".dpl_weights"
@@ -70,11 +71,14 @@ def _resolve_target(target) -> tvm.target.Target:
 def offloaded_files(prefix: str, functions: list) -> tuple[dict[str, str], int, int]:
     """The files the offloaded ops need (path in the project -> text), the bytes of weights they hold and
     of static buffers of their own (outside the arenas). The one place that decides which C the
-    offloaded kernels bring into a project."""
+    offloaded kernels bring into a project: their source, and the HAL they run on (hal/<platform>.c,
+    built by the Makefile target for that platform)."""
     if not functions:
         return {}, 0, 0
     text, weight_bytes, scratch_bytes = proj.ops_source(prefix, functions)
-    return {f"src/{prefix}_ops.c": text}, weight_bytes, scratch_bytes
+    files = {f"src/{prefix}_ops.c": text, "include/dpl_hal.h": kernel_file("dpl_hal.h"),
+             "hal/host.c": kernel_file("hal/host.c")}
+    return files, weight_bytes, scratch_bytes
 
 
 def project_sources(files: dict[str, str]) -> tuple[list[str], list[str]]:
@@ -159,6 +163,18 @@ def _tensor(value) -> str:
     return f"{value.name}: {value.dtype}[{', '.join(str(d) for d in value.shape)}]"
 
 
+def _tiling(fn) -> dict | None:
+    """An offloaded op's tiling for the report (None for ops that run untiled). Solver seconds are left
+    out so that exporting twice gives identical files; `compile_report` has them."""
+    t = fn.tiling
+    if t is None:
+        return None
+    return {"tile": [t.tile_m, t.tile_n, fn.spec.k], "tiles": t.tiles, "cores": t.cores, "l1_bytes": t.l1_bytes,
+            "single_buffered": [name for name, slots in (("a", t.l1_a), ("b", t.l1_b)) if slots[0] == slots[1]],
+            "dma_in_bytes": t.dma_in_bytes, "dma_out_bytes": t.dma_out_bytes,
+            "dma_lower_bound": t.dma_lower_bound, "solver_status": t.solver_status}
+
+
 def build_report(prefix, target, platform, lowered: Lowered, glue, placement, tvm_plan, weight_bytes,
                  offload, description) -> dict:
     program = lowered.program
@@ -169,7 +185,7 @@ def build_report(prefix, target, platform, lowered: Lowered, glue, placement, tv
                  "inputs": [_tensor(program.values[n]) for n in step.inputs],
                  "outputs": [_tensor(program.values[n]) for n in step.outputs]}
         if step.kind == "deeploy":
-            entry.update(engine="cluster", op=summary(ops[step.callee].spec), tiling=None)
+            entry.update(engine="cluster", op=summary(ops[step.callee].spec), tiling=_tiling(ops[step.callee]))
         elif step.kind == "tvm":
             entry.update(engine="tvm", op=step.callee, workspace_bytes=glue.workspace.get(step.callee, 0))
         else:
@@ -190,6 +206,10 @@ def build_report(prefix, target, platform, lowered: Lowered, glue, placement, tv
         }
         solver[level] = {"method": plan.method, "status": plan.status, "greedy_bytes": plan.greedy_bytes,
                          "blocks": plan.buffers, "in_place": len(plan.inplace)}
+    # L1 belongs to the tiler: each tiled op lays out its tiles from the start of one static arena.
+    l1_bytes = max((fn.l1_bytes for fn in lowered.offloaded), default=0)
+    memory["L1"] = {"arena_bytes": l1_bytes, "capacity_bytes": platform.l1_bytes, "owner": "tiler",
+                    "largest_op": max(lowered.offloaded, key=lambda fn: fn.l1_bytes).symbol if l1_bytes else None}
     io_bytes = {kind: sum(program.values[n].nbytes for n in names)
                 for kind, names in (("inputs", program.inputs), ("outputs", program.outputs))}
     from . import __version__
@@ -261,7 +281,7 @@ def export_c(mod: tvm.IRModule, target=None, out_dir="deeploy_out", prefix: str 
             prefix, program, placement.io_fields, arrays, expected, llvm)
         files["test/main.c"] = proj.main_source(prefix, program, placement.io_fields)
     sources, headers = project_sources(files)
-    files["Makefile"] = proj.makefile(prefix, sources, headers)
+    files["Makefile"] = proj.makefile(prefix, sources, headers, sorted(n for n in files if n.startswith("hal/")))
 
     tvm_plan = tvm_static_plan_bytes(lowered.module)
     report = build_report(prefix, target, platform, lowered, glue, placement, tvm_plan, weight_bytes, offload,

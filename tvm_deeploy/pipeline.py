@@ -13,15 +13,19 @@ from tvm.relax import pipeline as relax_pipeline
 
 from .codegen import run_codegen
 from .partition import partition_for_deeploy
-from .target import is_deeploy_target
+from .platforms import get_platform
+from .target import DEFAULT_PLATFORM, is_deeploy_target, platform_of
 
 PIPELINE_NAME = "deeploy"
 
 
 @tvm.transform.module_pass(opt_level=0, name="DeeployOffload")
 def offload(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-    """Partition for deeploy and replace each offloaded function by a call into the generated C."""
-    return run_codegen(partition_for_deeploy(mod))
+    """Partition for deeploy and replace each offloaded function by a call into the generated C,
+    tiled for the current deeploy target's platform (Siracusa under any other target)."""
+    target = tvm.target.Target.current(allow_none=True)
+    platform = platform_of(target) if is_deeploy_target(target) else get_platform(DEFAULT_PLATFORM)
+    return run_codegen(partition_for_deeploy(mod), platform)[0]
 
 
 def _with_offload(tvm_default):

@@ -24,10 +24,10 @@ import tvm
 from tvm import relax, tirx
 from tvm.relax import backend, transform
 
-from .codegen import lower_functions, offloaded_functions, run_codegen
+from .codegen import run_codegen
 from .emit import Function
 from .partition import partition_for_deeploy
-from .target import is_deeploy_target
+from .target import is_deeploy_target, platform_of
 
 
 class ExportError(Exception):
@@ -180,9 +180,7 @@ def _lower(mod, target, offload):
     functions: list[Function] = []
     with target:
         if offload and is_deeploy_target(target):
-            partitioned = partition_for_deeploy(mod)
-            functions = lower_functions(offloaded_functions(partitioned))
-            mod = run_codegen(partitioned)
+            mod, functions = run_codegen(partition_for_deeploy(mod), platform_of(target))
         mod = tvm.transform.Sequential(tvm_lowering_passes())(mod)
     return mod, functions
 

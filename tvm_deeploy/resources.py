@@ -25,11 +25,26 @@ def template(name: str) -> str:
 _LOCAL_INCLUDE = re.compile(r'^#include "[^"]+"\n', re.MULTILINE)
 
 
+def _strip_local_includes(path: Path) -> str:
+    return f"/* ---- c_kernels/{path.relative_to(resource_dir('c_kernels'))} ---- */\n" \
+        + _LOCAL_INCLUDE.sub("", path.read_text()) + "\n"
+
+
 @lru_cache(maxsize=1)
 def kernel_sources() -> str:
-    """The kernel library as one text (header first, then each .c in name order), local includes
-    removed, so a generated module compiles on its own."""
+    """The portable kernel library as one text (headers first, then each .c in name order), local
+    includes removed, so a generated module compiles on its own."""
     folder = resource_dir("c_kernels")
-    parts = [folder / "dpl_kernels.h"] + sorted(folder.glob("*.c"))
-    return "".join(f"/* ---- c_kernels/{p.name} ---- */\n" + _LOCAL_INCLUDE.sub("", p.read_text()) + "\n"
-                   for p in parts)
+    parts = [folder / "dpl_hal.h", folder / "dpl_kernels.h"] + sorted(folder.glob("*.c"))
+    return "".join(_strip_local_includes(p) for p in parts)
+
+
+def kernel_file(relative: str) -> str:
+    """One file of c_kernels/ as it is (for projects that compile it on its own)."""
+    return (resource_dir("c_kernels") / relative).read_text()
+
+
+@lru_cache(maxsize=None)
+def hal_source(platform: str) -> str:
+    """One HAL implementation (c_kernels/hal/<platform>.c), local includes removed."""
+    return _strip_local_includes(resource_dir("c_kernels") / "hal" / f"{platform}.c")

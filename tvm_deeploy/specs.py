@@ -58,6 +58,11 @@ class GemmSpec:
     def macs(self) -> int:
         return int(np.prod(self.batch, dtype=np.int64)) * self.m * self.n * self.k
 
+    def batch_offsets(self, operand: str) -> list[int]:
+        """Element offset of each flattened batch's A (operand "a") or B ("b")."""
+        strides = self.a_batch_strides if operand == "a" else self.b_batch_strides
+        return [int(sum(i * s for i, s in zip(index, strides))) for index in np.ndindex(*self.batch)]
+
 
 @dataclass(frozen=True)
 class SoftmaxSpec:
@@ -108,3 +113,16 @@ class AttentionSpec:
 
 
 OpSpec = GemmSpec | SoftmaxSpec | AttentionSpec
+
+
+def summary(spec: OpSpec) -> str:
+    """A one-line description of an op, for comments and reports."""
+    if isinstance(spec, GemmSpec):
+        batch = "x".join(map(str, spec.batch))
+        quant = "" if spec.requant is None else f", requant {spec.requant.mode}"
+        return (f"gemm {spec.dtype}->{spec.out_dtype} {batch + ' x ' if batch else ''}"
+                f"m={spec.m} n={spec.n} k={spec.k}{', B^T' if spec.b_transposed else ''}{quant}")
+    if isinstance(spec, SoftmaxSpec):
+        return f"softmax float32 rows={spec.rows} cols={spec.cols}"
+    return (f"attention float32 batch={spec.batch} heads={spec.heads}/{spec.kv_heads} q={spec.q_len} "
+            f"kv={spec.kv_len} d={spec.qk_dim}/{spec.v_dim} causal={spec.causal}")

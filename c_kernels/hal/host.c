@@ -1,0 +1,194 @@
+/* dpl_hal.h on this host: the cluster emulated with POSIX threads and a deferred-copy DMA.
+
+   DMA: dpl_dma_start_* copies nothing: it records the transfer and fills the destination with a
+   poison pattern (between start and wait the destination is undefined: the hardware may be
+   writing it at any moment); dpl_dma_wait performs the copy. A schedule that reads a
+   destination before waiting for it, overwrites a source before its transfer was waited, or
+   starts a fetch into a buffer that is still being read therefore computes wrong results here
+   (on hardware each is a race), so the tests catch double-buffering mistakes. Misuse that is
+   always a bug aborts the process: starting a transfer on a job that is still pending, a
+   transfer larger than the platform's 128 KiB, a nested fork.
+
+   Fork/join: dpl_cluster_fork runs core 0 on the calling thread and cores 1.. on fresh threads,
+   and joins them; dpl_barrier is a generation-counting barrier on a mutex and condition variable
+   (available under any feature macro, unlike pthread_barrier_t).
+
+   Host only: compiles as C99 (with the POSIX feature macro below) and as C++; link with -pthread. */
+#if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dpl_hal.h"
+
+/* largest single transfer of the cluster DMA, and the most cores a fork may ask for */
+#define DPL_HOST_DMA_MAX_BYTES 131072u
+#define DPL_HOST_MAX_CORES 64
+/* what a destination holds between start and wait: -61 as int8, -391.5 as float */
+#define DPL_HOST_DMA_POISON 0xC3
+
+/* The failure hook: a bug in the caller, not a recoverable condition. */
+static void dplh_fail(const char *what) {
+  fprintf(stderr, "dpl host HAL: %s\n", what);
+  fflush(stderr);
+  abort();
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* DMA */
+
+static uint64_t dplh_dma_counter[2]; /* bytes per direction, updated atomically */
+
+static void dplh_dma_start(dpl_dma_job_t *job, void *dst, const void *src, uint32_t row_bytes,
+                           uint32_t rows, uint32_t dst_stride, uint32_t src_stride, int32_t direction) {
+  const uint64_t bytes = (uint64_t)row_bytes * (uint64_t)rows;
+  if (job == NULL) dplh_fail("dpl_dma_start: NULL job");
+  if (job->pending) dplh_fail("dpl_dma_start: the job still has a transfer pending (missing dpl_dma_wait)");
+  if (direction != DPL_DMA_TO_L1 && direction != DPL_DMA_TO_L2) dplh_fail("dpl_dma_start: bad direction");
+  if (bytes > DPL_HOST_DMA_MAX_BYTES) dplh_fail("dpl_dma_start: transfer larger than 128 KiB");
+  if (bytes > 0 && (dst == NULL || src == NULL)) dplh_fail("dpl_dma_start: NULL address");
+  job->dst = (uint8_t *)dst;
+  job->src = (const uint8_t *)src;
+  job->row_bytes = row_bytes;
+  job->rows = rows;
+  job->dst_stride = dst_stride;
+  job->src_stride = src_stride;
+  job->direction = direction;
+  job->pending = 1;
+  if (row_bytes > 0) {
+    uint32_t r;
+    for (r = 0; r < rows; ++r) memset(job->dst + (size_t)r * dst_stride, DPL_HOST_DMA_POISON, row_bytes);
+  }
+  __atomic_fetch_add(&dplh_dma_counter[direction], bytes, __ATOMIC_RELAXED);
+}
+
+void dpl_dma_start_1d(dpl_dma_job_t *job, void *dst, const void *src, uint32_t bytes, int32_t direction) {
+  dplh_dma_start(job, dst, src, bytes, 1, bytes, bytes, direction);
+}
+
+void dpl_dma_start_2d(dpl_dma_job_t *job, void *dst, const void *src, uint32_t row_bytes, uint32_t rows,
+                      uint32_t dst_stride, uint32_t src_stride, int32_t direction) {
+  dplh_dma_start(job, dst, src, row_bytes, rows, dst_stride, src_stride, direction);
+}
+
+void dpl_dma_wait(dpl_dma_job_t *job) {
+  uint32_t r;
+  if (job == NULL) dplh_fail("dpl_dma_wait: NULL job");
+  if (!job->pending) return;
+  if (job->row_bytes > 0) {
+    for (r = 0; r < job->rows; ++r) {
+      memcpy(job->dst + (size_t)r * job->dst_stride, job->src + (size_t)r * job->src_stride, job->row_bytes);
+    }
+  }
+  job->pending = 0;
+}
+
+uint64_t dpl_dma_bytes(int32_t direction) {
+  if (direction != DPL_DMA_TO_L1 && direction != DPL_DMA_TO_L2) return 0;
+  return __atomic_load_n(&dplh_dma_counter[direction], __ATOMIC_RELAXED);
+}
+
+void dpl_dma_reset_counters(void) {
+  __atomic_store_n(&dplh_dma_counter[DPL_DMA_TO_L1], 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&dplh_dma_counter[DPL_DMA_TO_L2], 0, __ATOMIC_RELAXED);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* fork/join and barrier */
+
+typedef struct dplh_fork {
+  dpl_task_t task;
+  void *arg;
+  int32_t cores;
+  pthread_mutex_t lock; /* barrier state, used when cores > 1 */
+  pthread_cond_t cond;
+  int32_t arrived;
+  uint32_t generation;
+} dplh_fork_t;
+
+typedef struct dplh_core {
+  dplh_fork_t *cl;
+  int32_t id;
+} dplh_core_t;
+
+/* the fork this thread is running a task of (NULL outside a task), and its core id there */
+static __thread dplh_fork_t *dplh_current;
+static __thread int32_t dplh_core;
+
+static void dplh_run(dplh_fork_t *cl, int32_t id) {
+  dplh_current = cl;
+  dplh_core = id;
+  cl->task(cl->arg);
+  dplh_current = NULL;
+  dplh_core = 0;
+}
+
+static void *dplh_thread(void *p) {
+  const dplh_core_t *core = (const dplh_core_t *)p;
+  dplh_run(core->cl, core->id);
+  return NULL;
+}
+
+void dpl_cluster_fork(int32_t cores, dpl_task_t task, void *arg) {
+  dplh_fork_t cl;
+  pthread_t threads[DPL_HOST_MAX_CORES];
+  dplh_core_t ids[DPL_HOST_MAX_CORES];
+  int32_t i;
+  if (dplh_current != NULL) dplh_fail("dpl_cluster_fork: nested forks are not supported");
+  if (cores < 1 || cores > DPL_HOST_MAX_CORES) dplh_fail("dpl_cluster_fork: cores out of range");
+  if (task == NULL) dplh_fail("dpl_cluster_fork: NULL task");
+  cl.task = task;
+  cl.arg = arg;
+  cl.cores = cores;
+  cl.arrived = 0;
+  cl.generation = 0;
+  if (cores == 1) {
+    dplh_run(&cl, 0);
+    return;
+  }
+  if (pthread_mutex_init(&cl.lock, NULL) != 0 || pthread_cond_init(&cl.cond, NULL) != 0) {
+    dplh_fail("dpl_cluster_fork: cannot create the barrier");
+  }
+  for (i = 1; i < cores; ++i) {
+    ids[i].cl = &cl;
+    ids[i].id = i;
+    if (pthread_create(&threads[i], NULL, dplh_thread, &ids[i]) != 0) {
+      dplh_fail("dpl_cluster_fork: pthread_create failed");
+    }
+  }
+  dplh_run(&cl, 0);
+  for (i = 1; i < cores; ++i) {
+    if (pthread_join(threads[i], NULL) != 0) dplh_fail("dpl_cluster_fork: pthread_join failed");
+  }
+  pthread_cond_destroy(&cl.cond);
+  pthread_mutex_destroy(&cl.lock);
+}
+
+int32_t dpl_core_id(void) { return dplh_current != NULL ? dplh_core : 0; }
+
+int32_t dpl_core_count(void) { return dplh_current != NULL ? dplh_current->cores : 1; }
+
+void dpl_barrier(void) {
+  dplh_fork_t *cl = dplh_current;
+  uint32_t generation;
+  if (cl == NULL || cl->cores <= 1) return;
+  pthread_mutex_lock(&cl->lock);
+  generation = cl->generation;
+  if (++cl->arrived == cl->cores) {
+    cl->arrived = 0;
+    ++cl->generation;
+    pthread_cond_broadcast(&cl->cond);
+  } else {
+    while (generation == cl->generation) pthread_cond_wait(&cl->cond, &cl->lock);
+  }
+  pthread_mutex_unlock(&cl->lock);
+}
+
+#undef DPL_HOST_DMA_MAX_BYTES
+#undef DPL_HOST_MAX_CORES
+#undef DPL_HOST_DMA_POISON
