@@ -185,6 +185,18 @@ def test_sanitizers_with_tvm_checks_and_io_in_arena(tmp_path):
     assert "const float *blk_output_y(void);" in (tmp_path / "p" / "include" / "blk.h").read_text()
 
 
+def test_tightly_tiled_project_under_sanitizers(tmp_path):
+    """At L1 = 1 KiB every GEMM runs in many tiles (DMA through the host HAL, 8 threads): the program
+    still equals the VM run of the same build, under ASan and UBSan."""
+    result = tvm_deeploy.export_c(models.llama_block(quantized=True), tvm_deeploy.target(l1_bytes=1024),
+                                  tmp_path / "p")
+    tilings = [op["tiling"] for op in result.report["ops"] if op["engine"] == "cluster" and op["tiling"]]
+    assert tilings and all(t["l1_bytes"] <= 1024 for t in tilings) and max(t["tiles"] for t in tilings) > 8
+    assert result.report["memory"]["L1"]["arena_bytes"] == max(t["l1_bytes"] for t in tilings)
+    code, output = run_driver(make(tmp_path / "p", "host-asan"))
+    assert code == 0 and parse(output)[0] == 0, output
+
+
 def test_io_in_arena_accessors(tmp_path):
     """With inputs and outputs in the arena, a caller can write and read them in place and pass NULL."""
     tvm_deeploy.export_c(models.mlp(), tvm_deeploy.target(), tmp_path / "p", io_in_arena=True)
