@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "dpl_hal.h"
+#include "dpl_npu.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -65,6 +66,12 @@ void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int
    or int8; every slot must be 4-byte aligned (the tiler aligns to 8). */
 enum dpl_dtype { DPL_F32 = 0, DPL_S8 = 1 };
 
+/* Which engine computes the tiles. On the NPU (DPL_S8 with FIXED requantization, no zero points) B is
+   the packed weight matrix resident in the NPU's weight memory (dpl_npu.h): it is never fetched, no B
+   slots are used, tile_n is a multiple of DPL_NPU_GROUP unless it covers all n, and each tile is one
+   NPU job instead of a fork over the cores. */
+enum dpl_engine { DPL_ENGINE_CLUSTER = 0, DPL_ENGINE_NPU = 1 };
+
 typedef struct dpl_gemm_plan {
   int32_t dtype;                     /* enum dpl_dtype of A and B */
   int32_t m, n, k, b_transposed;     /* per batch: A [m][k], B [k][n] (or [n][k]), Y [m][n] */
@@ -75,6 +82,7 @@ typedef struct dpl_gemm_plan {
   uint32_t l1_a[2], l1_b[2], l1_y[2];/* byte offsets of the double buffers in the L1 arena */
   int32_t cores;
   int32_t a_zp, b_zp;                /* DPL_S8 only */
+  int32_t engine;                    /* enum dpl_engine */
 } dpl_gemm_plan_t;
 
 /* bias: DPL_F32 only (per column, or NULL); rq: DPL_S8 only (its vectors indexed by global column). */

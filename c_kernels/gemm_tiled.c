@@ -16,7 +16,9 @@
    slot, whose previous block belonged to an earlier tile that has been computed (and whose
    transfer has been waited, so its job is free).
    An operand whose two slots are the same offset is single-buffered: its new block is fetched
-   after tile t has been computed, so the transfer is not hidden but L1 holds one block. */
+   after tile t has been computed, so the transfer is not hidden but L1 holds one block.
+   On the NPU engine B is the packed weight matrix in the NPU's weight memory: never fetched, read in
+   place; n0 is a multiple of the channel group, so column n0's group starts n0 * k bytes in. */
 #include "dpl_kernels.h"
 
 typedef struct gt_tile {
@@ -67,6 +69,28 @@ static void gt_fetch_b(const dpl_gemm_plan_t *p, const gt_tile_t *tile, const ui
     dpl_dma_start_2d(job, dst, src, (uint32_t)tile->cols * elem, (uint32_t)p->k,
                      (uint32_t)tile->cols * elem, (uint32_t)p->n * elem, DPL_DMA_TO_L1);
   }
+}
+
+/* A tile on the NPU: one job over the A block in L1 and the column block's weight groups in place. */
+static void gt_npu_tile(const gt_work_t *w, const int8_t *weights) {
+  const dpl_requant_t *rq = w->rq;
+  dpl_npu_job_t job;
+  job.input = (const int8_t *)w->a_blk;
+  job.input_stride = (uint32_t)w->plan->k;
+  job.weights = weights;
+  job.output = (int8_t *)w->y_tile;
+  job.output_stride = (uint32_t)w->cols;
+  job.rows = (uint32_t)w->rows;
+  job.in_channels = (uint32_t)w->plan->k;
+  job.out_channels = (uint32_t)w->cols;
+  job.bias = rq->bias ? rq->bias + w->n0 : 0;
+  job.mul = rq->mul + w->n0;
+  job.shift = rq->shift + w->n0;
+  job.out_zp = rq->out_zp;
+  job.clip_lo = rq->lo;
+  job.clip_hi = rq->hi;
+  dpl_npu_submit(&job);
+  dpl_npu_wait();
 }
 
 /* One core's share of a tile: a contiguous range of rows, or of columns when the tile has fewer
@@ -135,6 +159,7 @@ void dpl_gemm_tiled(const dpl_gemm_plan_t *plan, uint8_t *l1, const void *a, con
   const uint32_t out_elem = (p->dtype == DPL_F32 || rq == 0 || rq->mode == DPL_REQUANT_NONE) ? 4u : 1u;
   dpl_dma_job_t job_a[2], job_b[2], job_y[2];
   int32_t row_blocks, col_blocks, tiles, t, i;
+  const int32_t on_npu = p->engine == DPL_ENGINE_NPU;
   int32_t a_slot = 0, b_slot = 0; /* ring slot holding the current tile's A / B block */
   const int32_t a_single = p->l1_a[0] == p->l1_a[1], b_single = p->l1_b[0] == p->l1_b[1];
   gt_tile_t cur, next;
@@ -159,7 +184,7 @@ void dpl_gemm_tiled(const dpl_gemm_plan_t *plan, uint8_t *l1, const void *a, con
   gt_tile_at(p, 0, row_blocks, col_blocks, &cur);
   next = cur;
   gt_fetch_a(p, &cur, a8, elem, l1 + p->l1_a[0], &job_a[0]);
-  gt_fetch_b(p, &cur, b8, elem, l1 + p->l1_b[0], &job_b[0]);
+  if (!on_npu) gt_fetch_b(p, &cur, b8, elem, l1 + p->l1_b[0], &job_b[0]);
 
   for (t = 0; t < tiles; ++t) {
     const int32_t ys = t & 1;
@@ -169,7 +194,7 @@ void dpl_gemm_tiled(const dpl_gemm_plan_t *plan, uint8_t *l1, const void *a, con
     if (t + 1 < tiles) {
       gt_tile_at(p, t + 1, row_blocks, col_blocks, &next);
       a_new = next.a_off != cur.a_off || next.mi != cur.mi;
-      b_new = next.b_off != cur.b_off || next.ni != cur.ni;
+      b_new = !on_npu && (next.b_off != cur.b_off || next.ni != cur.ni);
       if (a_new && !a_single) {
         a_next = 1 - a_slot;
         gt_fetch_a(p, &next, a8, elem, l1 + p->l1_a[a_next], &job_a[a_next]);
@@ -190,7 +215,12 @@ void dpl_gemm_tiled(const dpl_gemm_plan_t *plan, uint8_t *l1, const void *a, con
     work.rows = cur.rows;
     work.cols = cur.cols;
     work.n0 = cur.n0;
-    dpl_cluster_fork(work.cores, gt_core, &work);
+    if (on_npu) {
+      /* the column block's weight groups: whole groups of the packed matrix from column n0 */
+      gt_npu_tile(&work, (const int8_t *)b8 + (uint32_t)cur.n0 * (uint32_t)p->k);
+    } else {
+      dpl_cluster_fork(work.cores, gt_core, &work);
+    }
 
     y_l2 = y8 + ((uint32_t)cur.batch * (uint32_t)p->m * (uint32_t)p->n + (uint32_t)cur.m0 * (uint32_t)p->n +
                  (uint32_t)cur.n0) * out_elem;

@@ -48,7 +48,7 @@ class CPlan(ctypes.Structure):
         ("tile_m", I32), ("tile_n", I32), ("batch", I32),
         ("a_batch_offsets", P_I32), ("b_batch_offsets", P_I32),
         ("l1_a", U32 * 2), ("l1_b", U32 * 2), ("l1_y", U32 * 2),
-        ("cores", I32), ("a_zp", I32), ("b_zp", I32),
+        ("cores", I32), ("a_zp", I32), ("b_zp", I32), ("engine", I32),
     ]
 
 
@@ -193,6 +193,7 @@ int main(void) {
   P(offsetof(dpl_gemm_plan_t, a_batch_offsets)); P(offsetof(dpl_gemm_plan_t, b_batch_offsets));
   P(offsetof(dpl_gemm_plan_t, l1_a)); P(offsetof(dpl_gemm_plan_t, l1_b)); P(offsetof(dpl_gemm_plan_t, l1_y));
   P(offsetof(dpl_gemm_plan_t, cores)); P(offsetof(dpl_gemm_plan_t, a_zp)); P(offsetof(dpl_gemm_plan_t, b_zp));
+  P(offsetof(dpl_gemm_plan_t, engine));
   P(sizeof(dpl_requant_t)); P(offsetof(dpl_requant_t, shift)); P(offsetof(dpl_requant_t, hi));
   P(sizeof(dpl_dma_job_t)); P(offsetof(dpl_dma_job_t, row_bytes)); P(offsetof(dpl_dma_job_t, pending));
   return 0;
@@ -252,7 +253,7 @@ def test_struct_layouts_match_ctypes(build_dir):
     assert got == [
         ctypes.sizeof(CPlan), CPlan.batch.offset, CPlan.a_batch_offsets.offset, CPlan.b_batch_offsets.offset,
         CPlan.l1_a.offset, CPlan.l1_b.offset, CPlan.l1_y.offset, CPlan.cores.offset, CPlan.a_zp.offset,
-        CPlan.b_zp.offset,
+        CPlan.b_zp.offset, CPlan.engine.offset,
         ctypes.sizeof(CRequant), CRequant.shift.offset, CRequant.hi.offset,
         ctypes.sizeof(CDmaJob), CDmaJob.row_bytes.offset, CDmaJob.pending.offset,
     ]

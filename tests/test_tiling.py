@@ -31,15 +31,16 @@ def gemm_spec(m, n, k, dtype="int8", out_dtype="int8", batch=(), b_transposed=Fa
                     a_strides, b_strides)
 
 
-@pytest.mark.parametrize("out_dtype, best_ratio", [("int32", 4 / 3), ("int8", 5 / 3)])
-def test_256_cubed_int8_at_32_kib(out_dtype, best_ratio):
+@pytest.mark.parametrize("out_dtype, bound, most", [("int32", 4 / 3, 1.5), ("int8", 5 / 3, 2.0)])
+def test_256_cubed_int8_at_32_kib(out_dtype, bound, most):
     """Whole-reduction panels: traffic = A + (row blocks) * B + Y. A 128-row A panel alone would fill
     32 KiB, so at least 3 row blocks are needed: (64 Ki + 3 * 64 Ki + Y) against (64 Ki + 64 Ki + Y),
-    4/3 with an int32 result and 5/3 with int8; the tiler must reach that bound."""
+    4/3 with an int32 result and 5/3 with int8 — no tiling can do better. The cycle model may trade a
+    little traffic for tiles that split evenly over the cores; the int32 form stays within 1.5x."""
     plan = tile_gemm(gemm_spec(256, 256, 256, "int8", out_dtype), SIRACUSA.with_overrides(l1_bytes=32 * KIB))
     assert plan.tiles > 1 and plan.l1_bytes <= 32 * KIB
     assert plan.solver_status == "optimal" and plan.solver_seconds < 2
-    assert (plan.dma_in_bytes + plan.dma_out_bytes) / plan.dma_lower_bound == pytest.approx(best_ratio)
+    assert bound - 1e-9 <= (plan.dma_in_bytes + plan.dma_out_bytes) / plan.dma_lower_bound <= most
 
 
 @settings(max_examples=60, deadline=None)
@@ -95,11 +96,16 @@ def test_tiling_is_deterministic():
         (second.tile_m, second.tile_n, second.l1_a, second.l1_b, second.l1_y)
 
 
-def test_compile_report_fields():
-    report = tvm_deeploy.compile_report(tvm_deeploy.models.int8_mlp(), tvm_deeploy.target(l1_bytes=4 * KIB))
+@pytest.mark.parametrize("npu", [True, False])
+def test_compile_report_fields(npu):
+    mod = tvm_deeploy.models.int8_mlp()
+    report = tvm_deeploy.compile_report(mod, tvm_deeploy.target(l1_bytes=4 * KIB, npu=npu))
     assert len(report) == 2
     for entry in report.values():
-        assert entry["op"] == "gemm" and entry["engine"] == "cluster" and entry["dtype"] == "int8"
+        assert entry["op"] == "gemm" and entry["dtype"] == "int8"
+        assert entry["engine"] == ("npu" if npu else "cluster")
+        assert set(entry["modelled_cycles"]) == ({"cluster", "npu"} if npu else {"cluster"})
+        assert entry["modelled_cycles"][entry["engine"]] == min(entry["modelled_cycles"].values())
         assert entry["tiles"] > 1 and entry["l1_bytes"] <= 4 * KIB
         assert entry["dma_in_bytes"] + entry["dma_out_bytes"] >= entry["dma_lower_bound"] > 0
         assert entry["solver_status"] == "optimal" and 0 < entry["solver_seconds"] < 2
@@ -153,17 +159,16 @@ def test_tiled_int8_qdq_gemm_is_bit_exact(tmp_path_factory, m, n, k, l1_kib):
 
 def test_compile_report_256_cubed_int8_at_32_kib():
     """The tiling issue's bar, on Relax modules: more than one tile, DMA within 1.5x of the lower
-    bound (int32 result; the int8-output QDQ form's best is 5/3, see test_256_cubed_int8_at_32_kib),
-    solver under 2 s."""
+    bound (int32 result; the int8-output QDQ form cannot beat 5/3, see test_256_cubed_int8_at_32_kib),
+    solver under 2 s. On the cluster: the NPU would keep the weights resident and move far less."""
     rng = np.random.default_rng(0)
     weight = rng.integers(-128, 128, (256, 256)).astype("int8")
     int32_out = graph([((256, 256), "int8")],
                       lambda bb, x: relax.op.matmul(x, relax.const(weight), out_dtype="int32"))
     qdq = qdq_gemm_module((256, 256), weight, np.full(256, 0.01, "float32"), np.zeros(256, "int8"),
                           x_scale=0.02, x_zp=0, y_scale=0.5, y_zp=0)
-    target = tvm_deeploy.target(l1_bytes=32 * KIB)
-    for mod, bound in ((int32_out, 1.5), (qdq, 5 / 3 + 1e-9)):
-        (entry,) = tvm_deeploy.compile_report(mod, target).values()
+    for mod, bound in ((int32_out, 1.5), (qdq, 2.0)):
+        (entry,) = tvm_deeploy.compile_report(mod, tvm_deeploy.target(l1_bytes=32 * KIB, npu=False)).values()
         ratio = (entry["dma_in_bytes"] + entry["dma_out_bytes"]) / entry["dma_lower_bound"]
         assert entry["tiles"] > 1 and entry["l1_bytes"] <= 32 * KIB
         assert ratio <= bound and entry["solver_seconds"] < 2

@@ -67,6 +67,10 @@ def _compile(args, out=print) -> int:
         if memory.get("owner") == "tiler":
             out(f"  {level} tiles {memory['arena_bytes']} bytes at most, capacity {memory['capacity_bytes']}")
             continue
+        if memory.get("owner") == "npu":
+            out(f"  {level} memory of the NPU: {memory['arena_bytes']} bytes of packed weights, "
+                f"capacity {memory['capacity_bytes']}")
+            continue
         out(f"  {level} arena {memory['arena_bytes']} bytes (lower bound {memory['lower_bound_bytes']}, "
             f"TVM StaticPlanBlockMemory {memory['tvm_static_plan_block_memory_bytes']}), "
             f"capacity {memory['capacity_bytes']}")

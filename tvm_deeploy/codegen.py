@@ -20,7 +20,7 @@ from .patterns import FAMILY
 from .platforms import Platform, parse_mcpu
 from .specs import GemmSpec, Operand
 from .target import DEFAULT_PLATFORM
-from .tiling import tile_gemm
+from .engines import check_weight_memory, choose_engine
 
 
 
@@ -84,9 +84,15 @@ def lower_functions(functions) -> list[Function]:
 
 
 def plan_functions(functions: list[Function], platform: Platform) -> list[Function]:
-    """Choose each op's tiling for the platform (the strategy the emitted C applies)."""
-    return [dataclasses.replace(fn, tiling=tile_gemm(fn.spec, platform)) if isinstance(fn.spec, GemmSpec) else fn
-            for fn in functions]
+    """Choose each GEMM's engine and tiling for the platform (the strategy the emitted C applies)."""
+    planned = []
+    for fn in functions:
+        if isinstance(fn.spec, GemmSpec):
+            choice = choose_engine(fn.spec, platform)
+            fn = dataclasses.replace(fn, tiling=choice.tiling, estimates=choice.estimates)
+        planned.append(fn)
+    check_weight_memory([fn.spec for fn in planned if fn.engine == "npu"], platform)
+    return planned
 
 
 def compile_functions(functions, platform: Platform) -> list[Function]:

@@ -147,6 +147,10 @@ def _gemm_spec(tree, matmul, dtype, out_dtype, a, b, b_transposed, **extra) -> G
     out_shape, _ = static_type(matmul)
     if out_shape != batch + (m, n):
         raise Unsupported(f"matmul output {out_shape} is not {batch + (m, n)}")
+    contiguous = _contiguous_strides(batch + (m * k,))[:-1]
+    if batch and not any(b_strides) and all(d == 1 or s == c for d, s, c in zip(batch, a_strides, contiguous)):
+        # One shared B and contiguous A batches: a single GEMM with batch * m rows.
+        batch, m, a_strides, b_strides = (), math.prod(batch) * m, (), ()
     return GemmSpec(dtype, out_dtype, batch, m, n, k, a_op, b_op, b_transposed,
                     a_strides, b_strides, **extra)
 

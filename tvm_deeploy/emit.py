@@ -13,6 +13,7 @@ from string import Template
 
 import numpy as np
 
+from . import npu
 from .resources import hal_source, kernel_sources, template
 from .specs import AttentionSpec, GemmSpec, Operand, SoftmaxSpec, Strides, summary
 from .tiling.plan import GemmTiling
@@ -40,6 +41,11 @@ class Function:
     inputs: tuple[Tensor, ...]
     output: Tensor
     tiling: GemmTiling | None = None
+    estimates: tuple[tuple[str, int], ...] = ()  # (engine, modelled cycles) of each engine considered
+
+    @property
+    def engine(self) -> str:
+        return "cluster" if self.tiling is None else self.tiling.engine
 
     @property
     def l1_bytes(self) -> int:
@@ -61,7 +67,7 @@ def c_float(value) -> str:
     return f"{value.hex()}f"
 
 
-def _c_array(name: str, values: np.ndarray, dtype: str) -> str:
+def _c_array(name: str, values: np.ndarray, dtype: str, section: str = "DPL_WEIGHTS") -> str:
     flat = values.reshape(-1)
     if dtype == "float32":
         items = [c_float(v) for v in flat]
@@ -70,7 +76,7 @@ def _c_array(name: str, values: np.ndarray, dtype: str) -> str:
     per_line = 8 if dtype == "float32" else 16
     lines = ["  " + ", ".join(items[i:i + per_line]) + "," for i in range(0, len(items), per_line)]
     body = "\n".join(lines)
-    return f"static const {C_TYPES[dtype]} {name}[{len(items)}] DPL_WEIGHTS = {{\n{body}\n}};"
+    return f"static const {C_TYPES[dtype]} {name}[{len(items)}] {section} = {{\n{body}\n}};"
 
 
 class _Body:
@@ -81,9 +87,9 @@ class _Body:
         self.constants: list[str] = []
         self.lines: list[str] = []
 
-    def constant(self, name: str, values: np.ndarray, dtype: str) -> str:
+    def constant(self, name: str, values: np.ndarray, dtype: str, section: str = "DPL_WEIGHTS") -> str:
         symbol = f"{self.fn.symbol}_{name}"
-        self.constants.append(_c_array(symbol, np.asarray(values), dtype))
+        self.constants.append(_c_array(symbol, np.asarray(values), dtype, section))
         return symbol
 
     def declare(self, text: str) -> None:
@@ -113,7 +119,11 @@ def _emit_gemm(body: _Body, spec: GemmSpec) -> None:
     tiling = body.fn.tiling
     sym = body.fn.symbol
     a = body.operand("a", spec.a)
-    b = body.operand("b", spec.b)
+    if tiling.engine == "npu":  # packed for, and placed in, the NPU's weight memory
+        b = body.constant("npu_weights", npu.pack_weights(spec.b.const, spec.b_transposed), "int8",
+                          "DPL_NPU_WEIGHTS")
+    else:
+        b = body.operand("b", spec.b)
     batch = len(spec.batch_offsets("a"))
     a_offsets = _offset_table(body, "a_offsets", spec.batch_offsets("a"), spec.m * spec.k)
     b_offsets = _offset_table(body, "b_offsets", spec.batch_offsets("b"), spec.k * spec.n)
@@ -133,11 +143,13 @@ def _emit_gemm(body: _Body, spec: GemmSpec) -> None:
         rq = f"&{sym}_rq"
     slots = ", ".join("{%d, %d}" % pair for pair in (tiling.l1_a, tiling.l1_b, tiling.l1_y))
     body.declare(
-        f"/* {tiling.tiles} tiles of {tiling.tile_m}x{tiling.tile_n} on {tiling.cores} cores, "
+        f"/* {tiling.tiles} tiles of {tiling.tile_m}x{tiling.tile_n} on "
+        f"{'the NPU' if tiling.engine == 'npu' else f'{tiling.cores} cores'}, "
         f"{tiling.l1_bytes} bytes of L1, DMA {tiling.dma_in_bytes} in / {tiling.dma_out_bytes} out */\n"
         f"static const dpl_gemm_plan_t {sym}_plan = {{{'DPL_F32' if spec.dtype == 'float32' else 'DPL_S8'}, "
         f"{spec.m}, {spec.n}, {spec.k}, {int(spec.b_transposed)}, {tiling.tile_m}, {tiling.tile_n}, {batch}, "
-        f"{a_offsets}, {b_offsets}, {slots}, {tiling.cores}, {spec.a_zp}, {spec.b_zp}}};")
+        f"{a_offsets}, {b_offsets}, {slots}, {tiling.cores}, {spec.a_zp}, {spec.b_zp}, "
+        f"{'DPL_ENGINE_NPU' if tiling.engine == 'npu' else 'DPL_ENGINE_CLUSTER'}}};")
     body.lines.append(f"  dpl_gemm_tiled(&{sym}_plan, DPL_L1, {a}, {b}, out, {bias}, {rq});")
 
 

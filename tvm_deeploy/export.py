@@ -68,13 +68,13 @@ def _resolve_target(target) -> tvm.target.Target:
     return target
 
 
-def offloaded_files(prefix: str, functions: list) -> tuple[dict[str, str], int, int]:
+def offloaded_files(prefix: str, functions: list) -> tuple[dict[str, str], dict[str, int], int]:
     """The files the offloaded ops need (path in the project -> text), the bytes of weights they hold and
     of static buffers of their own (outside the arenas). The one place that decides which C the
     offloaded kernels bring into a project: their source, and the HAL they run on (hal/<platform>.c,
     built by the Makefile target for that platform)."""
     if not functions:
-        return {}, 0, 0
+        return {}, {"DPL_WEIGHTS": 0, "DPL_NPU_WEIGHTS": 0}, 0
     text, weight_bytes, scratch_bytes = proj.ops_source(prefix, functions)
     files = {f"src/{prefix}_ops.c": text, "include/dpl_hal.h": kernel_file("dpl_hal.h"),
              "hal/host.c": kernel_file("hal/host.c")}
@@ -185,7 +185,8 @@ def build_report(prefix, target, platform, lowered: Lowered, glue, placement, tv
                  "inputs": [_tensor(program.values[n]) for n in step.inputs],
                  "outputs": [_tensor(program.values[n]) for n in step.outputs]}
         if step.kind == "deeploy":
-            entry.update(engine="cluster", op=summary(ops[step.callee].spec), tiling=_tiling(ops[step.callee]))
+            fn = ops[step.callee]
+            entry.update(engine=fn.engine, op=summary(fn.spec), tiling=_tiling(fn), modelled_cycles=dict(fn.estimates))
         elif step.kind == "tvm":
             entry.update(engine="tvm", op=step.callee, workspace_bytes=glue.workspace.get(step.callee, 0))
         else:
@@ -263,8 +264,10 @@ def export_c(mod: tvm.IRModule, target=None, out_dir="deeploy_out", prefix: str 
                                   f"platform {platform.name}" + ("" if offload else ", TVM alone (no offload)"))
     inp = proj.ProjectInput(prefix, program, glue, lowered.offloaded, placement, weights_section, description)
 
-    files, weight_bytes, kernel_static_bytes = offloaded_files(prefix, lowered.offloaded)
-    weight_bytes += sum(program.values[n].nbytes for n in program.constants)
+    files, section_bytes, kernel_static_bytes = offloaded_files(prefix, lowered.offloaded)
+    npu_weight_bytes = section_bytes["DPL_NPU_WEIGHTS"]
+    weight_bytes = section_bytes["DPL_WEIGHTS"] + npu_weight_bytes + sum(
+        program.values[n].nbytes for n in program.constants)
     if lowered.prim_funcs:
         files[f"src/{prefix}_glue.c"] = glue.source
     if program.constants:
@@ -287,6 +290,10 @@ def export_c(mod: tvm.IRModule, target=None, out_dir="deeploy_out", prefix: str 
     report = build_report(prefix, target, platform, lowered, glue, placement, tvm_plan, weight_bytes, offload,
                           description)
     report["weights"]["section"] = weights_section
+    # The NPU's packed weights stay resident in its weight memory (section .dpl_npu_weights).
+    report["weights"]["npu_bytes"] = npu_weight_bytes
+    report["memory"]["weights"] = {"arena_bytes": npu_weight_bytes, "owner": "npu",
+                                   "capacity_bytes": platform.level("weights").bytes if platform.npu else 0}
     report["kernel_static_bytes"] = kernel_static_bytes  # the offloaded kernels' own buffers, outside the arenas
     report["files"] = sorted(files) + ["report.json"]
     files["report.json"] = json.dumps(report, indent=2) + "\n"

@@ -31,12 +31,40 @@ class Dma:
 
 
 @dataclass(frozen=True)
+class ClusterCosts:
+    """The cluster's cycle model: one instruction per cycle (in-order RV32 cores), so a MAC costs
+    what our kernel's inner loop executes per MAC, on each core."""
+
+    # int8: our dpl_gemm_s8 with FIXED requantization, 64x256x64 on rv32imc, gcc 12 -O2, counted with
+    # qemu -icount (4.5 instructions per MAC); fp32: twice that, for the FPU's longer latency.
+    milli_cycles_per_mac: tuple[tuple[str, int], ...] = (("int8", 4500), ("float32", 9000))
+    tile_overhead_cycles: int = 200  # fork/join over the cores and loop bookkeeping per tile (assumed)
+
+    def mac_milli_cycles(self, dtype: str) -> int:
+        return dict(self.milli_cycles_per_mac)[dtype]
+
+
+@dataclass(frozen=True)
+class NpuCosts:
+    """The NPU's cycle model, for choosing engines. Not measured here: assumptions that rank engines."""
+
+    # int8 MACs per cycle in 1x1 (linear-layer) mode: a 16-channel group against 4 input channels per
+    # cycle. N-EUREKA's published peak is reached in 3x3 mode; 1x1 uses a fraction of its array.
+    macs_per_cycle: int = 64
+    # Programming one job (about twenty register writes from a core) plus start and drain latency.
+    job_cycles: int = 120
+    channel_group: int = 16  # output channels computed side by side (the weight layout's group)
+
+
+@dataclass(frozen=True)
 class Platform:
     name: str
     levels: tuple[MemoryLevel, ...]  # fastest first: L1 is levels[0]
     cores: int
     dma: Dma
-    npu: bool
+    npu: bool  # the NPU is present and may be used
+    cluster_costs: ClusterCosts = ClusterCosts()
+    npu_costs: NpuCosts = NpuCosts()
 
     def level(self, name: str) -> MemoryLevel:
         for level in self.levels:

@@ -19,8 +19,9 @@ def _operand_shapes(spec) -> dict:
 
 
 def compile_report(mod: tvm.IRModule, target: tvm.target.Target | str = "deeploy") -> dict:
-    """One entry per offloaded function: op, shapes, dtype, engine, tiling, L1 bytes, DMA bytes against
-    their lower bound, and the solver's status and seconds. Raises TilingError like the build would."""
+    """One entry per offloaded function: op, shapes, dtype, engine and every engine's modelled cycles,
+    tiling, L1 bytes, DMA bytes against their lower bound, and the solver's status and seconds.
+    Raises TilingError (or WeightMemoryError) like the build would."""
     target = tvm.target.Target(target) if isinstance(target, str) else target
     platform = platform_of(target)
     report = {}
@@ -29,7 +30,7 @@ def compile_report(mod: tvm.IRModule, target: tvm.target.Target | str = "deeploy
         entry = {
             "op": spec.kind, "summary": summary(spec), "shapes": _operand_shapes(spec),
             "output_shape": list(fn.output.shape), "dtype": getattr(spec, "dtype", "float32"),
-            "out_dtype": fn.output.dtype, "engine": "cluster",
+            "out_dtype": fn.output.dtype, "engine": fn.engine, "modelled_cycles": dict(fn.estimates),
         }
         if tiling is None:  # attention and softmax run untiled, reading their operands where they are
             entry.update(tile=None, tiles=1, l1_bytes=0, dma_in_bytes=0, dma_out_bytes=0, dma_lower_bound=0,
@@ -38,7 +39,6 @@ def compile_report(mod: tvm.IRModule, target: tvm.target.Target | str = "deeploy
             entry.update(tile=[tiling.tile_m, tiling.tile_n, spec.k], tiles=tiling.tiles, cores=tiling.cores,
                          l1_bytes=tiling.l1_bytes, dma_in_bytes=tiling.dma_in_bytes,
                          dma_out_bytes=tiling.dma_out_bytes, dma_lower_bound=tiling.dma_lower_bound,
-                         modelled_cycles=tiling.modelled_cycles, solver_status=tiling.solver_status,
-                         solver_seconds=round(tiling.solver_seconds, 4))
+                         solver_status=tiling.solver_status, solver_seconds=round(tiling.solver_seconds, 4))
         report[fn.symbol] = entry
     return report

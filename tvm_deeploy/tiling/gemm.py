@@ -5,6 +5,7 @@ the whole reduction, a B block the whole reduction x tile columns; a block alrea
 fetched again. Each operand has two L1 slots (double buffering: the next block streams in while
 the current one is used) or one (single buffering: the next block comes in after the current tile,
 unhidden, for half the L1); the output tile always has two.
+On the NPU, B is the packed weight matrix resident in the NPU's weight memory: never fetched, no L1.
 """
 
 from __future__ import annotations
@@ -34,16 +35,22 @@ class GemmGeometry:
     y_elem: int
     a_runs: int  # batches whose A differs from the previous batch's (broadcast A repeats)
     b_runs: int
+    weights_resident: bool = False  # NPU: B lives in the weight memory
+
+    @property
+    def b_stream_elem(self) -> int:
+        """Bytes per B element that go through L1 (0 when B is resident in the NPU's weight memory)."""
+        return 0 if self.weights_resident else self.b_elem
 
     @property
     def lower_bound(self) -> int:
         """DMA bytes if every distinct input byte were loaded once and every output byte stored once."""
-        return (self.a_runs * self.m * self.k * self.a_elem + self.b_runs * self.k * self.n * self.b_elem
+        return (self.a_runs * self.m * self.k * self.a_elem + self.b_runs * self.k * self.n * self.b_stream_elem
                 + self.batch * self.m * self.n * self.y_elem)
 
     def slot_bytes(self, tile_m: int, tile_n: int) -> tuple[int, int, int]:
         """Aligned bytes of one A, B and Y slot."""
-        return (aligned(tile_m * self.k * self.a_elem), aligned(self.k * tile_n * self.b_elem),
+        return (aligned(tile_m * self.k * self.a_elem), aligned(self.k * tile_n * self.b_stream_elem),
                 aligned(tile_m * tile_n * self.y_elem))
 
     def l1_bytes(self, tile_m: int, tile_n: int, a_slots: int = 2, b_slots: int = 2) -> int:
@@ -61,7 +68,7 @@ class GemmGeometry:
         a_fetches_whole = self.a_runs if row_blocks == 1 else self.batch
         b_fetches_whole = self.b_runs if col_blocks == 1 else self.batch * row_blocks
         into_l1 = (a_fetches_whole * self.m * self.k * self.a_elem
-                   + b_fetches_whole * self.k * self.n * self.b_elem)
+                   + b_fetches_whole * self.k * self.n * self.b_stream_elem)
         return into_l1, self.batch * self.m * self.n * self.y_elem
 
 
@@ -74,8 +81,8 @@ def element_bytes(dtype: str) -> int:
     return {"float32": 4, "int32": 4, "int8": 1}[dtype]
 
 
-def geometry(spec: GemmSpec) -> GemmGeometry:
+def geometry(spec: GemmSpec, engine: str = "cluster") -> GemmGeometry:
     batch = math.prod(spec.batch)
     return GemmGeometry(batch, spec.m, spec.n, spec.k, element_bytes(spec.dtype), element_bytes(spec.dtype),
                         element_bytes(spec.out_dtype), _runs(spec.batch_offsets("a")),
-                        _runs(spec.batch_offsets("b")))
+                        _runs(spec.batch_offsets("b")), weights_resident=engine == "npu")

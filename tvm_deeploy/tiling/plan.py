@@ -16,9 +16,10 @@ class TilingError(ValueError):
 
 @dataclass(frozen=True)
 class GemmTiling:
-    """Output tiles of tile_m x tile_n with the whole reduction. An operand whose two slot offsets
-    are equal is single-buffered."""
+    """Output tiles of tile_m x tile_n with the whole reduction, computed by `engine` ("cluster" or
+    "npu"). An operand whose two slot offsets are equal is single-buffered; on the NPU, B is not in L1."""
 
+    engine: str
     tile_m: int
     tile_n: int
     tiles: int

@@ -1,10 +1,12 @@
-"""What the tiler prefers among the tilings that fit: a cycle model to minimize.
+"""What the tiler prefers among the tilings that fit: a cycle model to minimize, plus energy.
 
-The numbers are a model of the Siracusa cluster, not measurements; they rank tilings, nothing else.
-  cycles = max(DMA cycles, compute cycles) + tiles * tile_overhead      (DMA overlaps compute)
+The cycle model's parameters belong to the platform (platforms.ClusterCosts, NpuCosts); they rank
+tilings and engines, nothing else.
+  cycles = max(DMA cycles, compute cycles) + per-tile overhead        (DMA overlaps compute)
   DMA cycles = bytes / dma.bytes_per_cycle + transfers * dma.setup_cycles
-  compute cycles = tiles * (MACs of the busiest core in a tile) * cycles_per_mac
-  objective = cycles + dma_byte_weight * DMA bytes
+  compute (cluster) = tiles * (MACs of the busiest core in a tile) * cycles per MAC
+  compute (NPU) = tiles * (MACs of a tile, output channels padded to whole groups) / MACs per cycle
+  objective = cycles + exposed transfers of single-buffered operands + dma_byte_weight * DMA bytes
 The last term is energy: a byte moved costs even when its transfer hides behind compute, so among
 equally fast tilings the one that moves less wins (the paper's figure of merit is µJ per token).
 The busiest core is what rewards tiles whose rows (or columns) are a multiple of the core count.
@@ -19,14 +21,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TilingPolicy:
-    cycles_per_mac: tuple[tuple[str, int], ...] = (("float32", 2), ("int8", 1))
-    tile_overhead_cycles: int = 200  # fork/join over the cores and loop bookkeeping per tile
     dma_byte_weight: int = 1  # cycles' worth of energy per DMA byte
     seconds: float = 2.0  # CP-SAT time limit per op
     seed: int = 0
-
-    def mac_cycles(self, dtype: str) -> int:
-        return dict(self.cycles_per_mac)[dtype]
 
 
 DEFAULT_POLICY = TilingPolicy()

@@ -1,7 +1,8 @@
-"""CP-SAT search for GEMM tile sizes under the L1 budget (applying geometry and policy).
+"""CP-SAT search for GEMM tile sizes under the L1 budget, for the cluster or the NPU.
 
 Deterministic: one search worker and a fixed seed. Bounded: the policy's time limit per op; on a
-time-out the best tiling found is used and the status says so.
+time-out the best tiling found is used and the status says so. Costs are integers in units of
+1/(1000 * DMA bytes per cycle) cycles, so that every term of the policy's model stays exact.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from ..specs import GemmSpec, summary
 from .gemm import ALIGN, GemmGeometry, geometry
 from .plan import GemmTiling, TilingError
 from .policy import DEFAULT_POLICY, TilingPolicy
+
+ENGINES = ("cluster", "npu")
 
 
 def _ceil_div(model, numerator, divisor, upper, name, divisor_upper=None):
@@ -54,32 +57,37 @@ def _slots_bytes(model, slot, single, upper, name):
     return total
 
 
-def _exposed(model, cost, single, upper, name):
-    """`cost` when the operand is single-buffered (its transfers are not hidden), else 0."""
-    exposed = model.NewIntVar(0, upper, name)
-    model.Add(exposed == cost).OnlyEnforceIf(single)
-    model.Add(exposed == 0).OnlyEnforceIf(single.Not())
-    return exposed
+def _if(model, condition, value, upper, name):
+    """`value` when the boolean `condition` holds, else 0."""
+    out = model.NewIntVar(0, upper, name)
+    model.Add(out == value).OnlyEnforceIf(condition)
+    model.Add(out == 0).OnlyEnforceIf(condition.Not())
+    return out
 
 
-def _check_fits(spec: GemmSpec, geo: GemmGeometry, platform: Platform) -> None:
-    smallest = geo.l1_bytes(1, 1, a_slots=1, b_slots=1)
+def _check_fits(spec: GemmSpec, geo: GemmGeometry, platform: Platform, engine: str) -> None:
+    smallest = geo.l1_bytes(1, 1, a_slots=1, b_slots=0 if geo.weights_resident else 1)
+    where = " on the NPU" if engine == "npu" else ""
     if smallest > platform.l1_bytes:
-        raise TilingError(f"{summary(spec)}: no tiling fits L1 = {platform.l1_bytes} bytes; the smallest "
+        raise TilingError(f"{summary(spec)}{where}: no tiling fits L1 = {platform.l1_bytes} bytes; the smallest "
                           f"(1x1 output tiles, single-buffered operands, whole reduction) needs {smallest} "
                           f"bytes of L1")
-    largest_block = max(geo.k * geo.a_elem, geo.k * geo.b_elem)
+    largest_block = max(geo.k * geo.a_elem, geo.k * geo.b_stream_elem)
     if largest_block > platform.dma.max_transfer_bytes:
-        raise TilingError(f"{summary(spec)}: one row of A or column of B is {largest_block} bytes, more than "
-                          f"the DMA's largest transfer of {platform.dma.max_transfer_bytes} bytes")
+        raise TilingError(f"{summary(spec)}{where}: one row of A or column of B is {largest_block} bytes, more "
+                          f"than the DMA's largest transfer of {platform.dma.max_transfer_bytes} bytes")
 
 
-def tile_gemm(spec: GemmSpec, platform: Platform, policy: TilingPolicy = DEFAULT_POLICY) -> GemmTiling:
-    """The tile sizes with the fewest modelled cycles whose double-buffered tiles fit L1."""
-    geo = geometry(spec)
-    _check_fits(spec, geo, platform)
+def tile_gemm(spec: GemmSpec, platform: Platform, engine: str = "cluster",
+              policy: TilingPolicy = DEFAULT_POLICY) -> GemmTiling:
+    """The tile sizes with the lowest modelled cost whose tiles fit L1, for `engine`."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; engines are {', '.join(ENGINES)}")
+    geo = geometry(spec, engine)
+    _check_fits(spec, geo, platform, engine)
     m, n, k, batch = geo.m, geo.n, geo.k, geo.batch
     cores, dma, l1 = platform.cores, platform.dma, platform.l1_bytes
+    per_cycle = 1000 * dma.bytes_per_cycle  # cost units per cycle
     model = cp_model.CpModel()
     tile_m, tile_n = model.NewIntVar(1, m, "tile_m"), model.NewIntVar(1, n, "tile_n")
     row_blocks = _ceil_div(model, m, tile_m, m, "row_blocks", divisor_upper=m)
@@ -87,19 +95,26 @@ def tile_gemm(spec: GemmSpec, platform: Platform, policy: TilingPolicy = DEFAULT
     tiles = _product(model, row_blocks, col_blocks, m * n, "tiles")
     tile_elems = _product(model, tile_m, tile_n, m * n, "tile_elems")
 
-    # L1: one or two slots per operand, two for the output, each within one DMA transfer.
+    # L1: one or two slots per streamed operand, two for the output, each within one DMA transfer.
+    b_elem = geo.b_stream_elem
     a_slot = _aligned_bytes(model, tile_m * (k * geo.a_elem), m * k * geo.a_elem, "a_slot")
-    b_slot = _aligned_bytes(model, tile_n * (k * geo.b_elem), n * k * geo.b_elem, "b_slot")
+    b_slot = _aligned_bytes(model, tile_n * (k * b_elem), n * k * b_elem, "b_slot")
     y_slot = _aligned_bytes(model, tile_elems * geo.y_elem, m * n * geo.y_elem, "y_slot")
     a_single, b_single = model.NewBoolVar("a_single"), model.NewBoolVar("b_single")
     a_l1 = _slots_bytes(model, a_slot, a_single, m * k * geo.a_elem, "a_l1")
-    b_l1 = _slots_bytes(model, b_slot, b_single, n * k * geo.b_elem, "b_l1")
+    b_l1 = _slots_bytes(model, b_slot, b_single, n * k * b_elem, "b_l1")
     model.Add(a_l1 + b_l1 + 2 * y_slot <= l1)
-    for slot in (a_slot, b_slot, y_slot):
-        model.Add(slot <= dma.max_transfer_bytes + ALIGN - 1)
     model.Add(tile_m * (k * geo.a_elem) <= dma.max_transfer_bytes)
-    model.Add(tile_n * (k * geo.b_elem) <= dma.max_transfer_bytes)
+    model.Add(tile_n * (k * b_elem) <= dma.max_transfer_bytes)
     model.Add(tile_elems * geo.y_elem <= dma.max_transfer_bytes)
+    if engine == "npu":
+        # Column blocks start on whole channel groups (the packed weights' layout), unless one covers all n.
+        group = platform.npu_costs.channel_group
+        all_columns = model.NewBoolVar("all_columns")
+        model.Add(tile_n == n).OnlyEnforceIf(all_columns)
+        groups = model.NewIntVar(1, -(-n // group), "column_groups")
+        model.Add(tile_n == group * groups).OnlyEnforceIf(all_columns.Not())
+        model.Add(b_single == 1)  # no B slots at all: b_l1 is 0 either way
 
     # DMA traffic and transfer count of the schedule (see gemm.GemmGeometry.dma_bytes).
     one_row_block, one_col_block = model.NewBoolVar("one_row_block"), model.NewBoolVar("one_col_block")
@@ -107,40 +122,41 @@ def tile_gemm(spec: GemmSpec, platform: Platform, policy: TilingPolicy = DEFAULT
     model.Add(row_blocks >= 2).OnlyEnforceIf(one_row_block.Not())
     model.Add(col_blocks == 1).OnlyEnforceIf(one_col_block)
     model.Add(col_blocks >= 2).OnlyEnforceIf(one_col_block.Not())
-    b_fetches = model.NewIntVar(0, batch * m, "b_whole_fetches")
-    model.Add(b_fetches == geo.b_runs).OnlyEnforceIf(one_col_block)
-    model.Add(b_fetches == batch * row_blocks).OnlyEnforceIf(one_col_block.Not())
     a_bytes = batch * m * k * geo.a_elem + (geo.a_runs - batch) * m * k * geo.a_elem * one_row_block
-    b_bytes = b_fetches * (k * n * geo.b_elem)
-    dma_bytes = a_bytes + b_bytes + batch * m * n * geo.y_elem
     a_transfers = model.NewIntVar(0, batch * m, "a_transfers")
     model.Add(a_transfers == geo.a_runs).OnlyEnforceIf(one_row_block)
     model.Add(a_transfers == batch * row_blocks).OnlyEnforceIf(one_row_block.Not())
+    b_fetches = model.NewIntVar(0, batch * m, "b_whole_fetches")
     b_transfers = model.NewIntVar(0, batch * m * n, "b_transfers")
-    model.Add(b_transfers == geo.b_runs).OnlyEnforceIf(one_col_block)
-    model.Add(b_transfers == batch * tiles).OnlyEnforceIf(one_col_block.Not())
-    transfers = a_transfers + b_transfers + batch * tiles
-    dma_scaled = dma_bytes + transfers * (dma.setup_cycles * dma.bytes_per_cycle)
+    if engine == "npu":
+        model.Add(b_fetches == 0)
+        model.Add(b_transfers == 0)
+    else:
+        model.Add(b_fetches == geo.b_runs).OnlyEnforceIf(one_col_block)
+        model.Add(b_fetches == batch * row_blocks).OnlyEnforceIf(one_col_block.Not())
+        model.Add(b_transfers == geo.b_runs).OnlyEnforceIf(one_col_block)
+        model.Add(b_transfers == batch * tiles).OnlyEnforceIf(one_col_block.Not())
+    b_bytes = b_fetches * (k * n * b_elem)
+    dma_bytes = a_bytes + b_bytes + batch * m * n * geo.y_elem
+    setup = dma.setup_cycles * per_cycle
+    a_dma = a_bytes * 1000 + a_transfers * setup
+    b_dma = b_bytes * 1000 + b_transfers * setup
+    dma_cost = a_dma + b_dma + (batch * m * n * geo.y_elem) * 1000 + batch * tiles * setup
 
-    # Compute: the busiest core of a tile, rows split over cores (columns when that is better).
-    rows_per_core = _ceil_div(model, tile_m, cores, m, "rows_per_core")
-    cols_per_core = _ceil_div(model, tile_n, cores, n, "cols_per_core")
-    work = model.NewIntVar(1, m * n, "busiest_core_outputs")
-    model.AddMinEquality(work, [_product(model, rows_per_core, tile_n, m * n, "row_split"),
-                                _product(model, tile_m, cols_per_core, m * n, "col_split")])
-    total_work = _product(model, tiles, work, (m * n) ** 2, "total_work")
-    compute_scaled = total_work * (batch * k * policy.mac_cycles(spec.dtype) * dma.bytes_per_cycle)
-    dma_upper = (batch * (m * k * geo.a_elem + m * k * n * geo.b_elem + m * n * geo.y_elem)
-                 + batch * (m + 2 * m * n) * dma.setup_cycles * dma.bytes_per_cycle)
-    compute_upper = (m * n) ** 2 * batch * k * policy.mac_cycles(spec.dtype) * dma.bytes_per_cycle
-    busiest = model.NewIntVar(0, max(dma_upper, compute_upper), "overlapped_cycles")
-    model.AddMaxEquality(busiest, [dma_scaled, compute_scaled])
+    compute_cost, compute_upper = _compute_cost(model, engine, platform, spec.dtype, geo, tile_m, tile_n,
+                                                tile_elems, tiles, per_cycle)
+    dma_upper = (batch * (m * k * geo.a_elem + m * k * n * b_elem + m * n * geo.y_elem) * 1000
+                 + batch * (m + 2 * m * n) * setup)
+    overlapped = model.NewIntVar(0, max(dma_upper, compute_upper), "overlapped")
+    model.AddMaxEquality(overlapped, [dma_cost, compute_cost])
     # A single-buffered operand's fetches do not overlap compute.
-    setup = dma.setup_cycles * dma.bytes_per_cycle
-    exposed = [_exposed(model, a_bytes + a_transfers * setup, a_single, dma_upper, "a_exposed"),
-               _exposed(model, b_bytes + b_transfers * setup, b_single, dma_upper, "b_exposed")]
-    model.Minimize(busiest + sum(exposed) + tiles * (batch * policy.tile_overhead_cycles * dma.bytes_per_cycle)
-                   + dma_bytes * (policy.dma_byte_weight * dma.bytes_per_cycle))
+    exposed = _if(model, a_single, a_dma, dma_upper, "a_exposed")
+    if engine == "cluster":
+        exposed += _if(model, b_single, b_dma, dma_upper, "b_exposed")
+    overhead = (platform.cluster_costs.tile_overhead_cycles if engine == "cluster"
+                else platform.npu_costs.job_cycles) * per_cycle
+    model.Minimize(overlapped + exposed + batch * tiles * overhead
+                   + dma_bytes * (policy.dma_byte_weight * per_cycle))
 
     solver = cp_model.CpSolver()
     solver.parameters.num_search_workers = 1
@@ -152,20 +168,47 @@ def tile_gemm(spec: GemmSpec, platform: Platform, policy: TilingPolicy = DEFAULT
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         raise TilingError(f"{summary(spec)}: the tiler found no tiling within {policy.seconds} s "
                           f"(solver status {solver.StatusName(status)})")
-    return _plan(geo, solver.Value(tile_m), solver.Value(tile_n), 1 + (not solver.Value(a_single)),
-                 1 + (not solver.Value(b_single)), cores, solver.ObjectiveValue() / dma.bytes_per_cycle,
-                 "optimal" if status == cp_model.OPTIMAL else "feasible (time limit)", seconds)
+    cycles = (solver.Value(overlapped) + solver.Value(exposed) + batch * solver.Value(tiles) * overhead) / per_cycle
+    b_slots = 0 if engine == "npu" else 1 + (not solver.Value(b_single))
+    return _plan(geo, engine, solver.Value(tile_m), solver.Value(tile_n), 1 + (not solver.Value(a_single)),
+                 b_slots, cores, cycles, "optimal" if status == cp_model.OPTIMAL else "feasible (time limit)",
+                 seconds)
 
 
-def _plan(geo: GemmGeometry, tile_m: int, tile_n: int, a_slots: int, b_slots: int, cores: int,
+def _compute_cost(model, engine, platform, dtype, geo, tile_m, tile_n, tile_elems, tiles, per_cycle):
+    """(cost of computing every tile, its upper bound) for the engine."""
+    m, n, k, batch = geo.m, geo.n, geo.k, geo.batch
+    if engine == "npu":
+        # MACs with the output channels padded to whole groups, at the NPU's rate.
+        group = platform.npu_costs.channel_group
+        padded_n = _ceil_div(model, tile_n, group, -(-n // group), "tile_groups")
+        padded = _product(model, tile_m, padded_n, m * -(-n // group), "padded_outputs")
+        total = _product(model, tiles, padded, m * n * m * -(-n // group), "npu_outputs")
+        upper = (m * n) * (m * n + group * m) * batch * k * per_cycle // platform.npu_costs.macs_per_cycle + 1
+        cost = model.NewIntVar(0, upper, "npu_compute")
+        model.Add(cost * platform.npu_costs.macs_per_cycle >= total * (group * batch * k * per_cycle))
+        return cost, upper
+    # Cluster: the busiest core of a tile, rows split over cores (columns when that is better).
+    cores = platform.cores
+    rows_per_core = _ceil_div(model, tile_m, cores, m, "rows_per_core")
+    cols_per_core = _ceil_div(model, tile_n, cores, n, "cols_per_core")
+    work = model.NewIntVar(1, m * n, "busiest_core_outputs")
+    model.AddMinEquality(work, [_product(model, rows_per_core, tile_n, m * n, "row_split"),
+                                _product(model, tile_m, cols_per_core, m * n, "col_split")])
+    total_work = _product(model, tiles, work, (m * n) ** 2, "total_work")
+    scale = batch * k * platform.cluster_costs.mac_milli_cycles(dtype) * platform.dma.bytes_per_cycle
+    return total_work * scale, (m * n) ** 2 * scale
+
+
+def _plan(geo: GemmGeometry, engine: str, tile_m: int, tile_n: int, a_slots: int, b_slots: int, cores: int,
           cycles: float, status: str, seconds: float) -> GemmTiling:
     a_slot, b_slot, y_slot = geo.slot_bytes(tile_m, tile_n)
     offsets, end = {}, 0
     for name, size, count in (("a", a_slot, a_slots), ("b", b_slot, b_slots), ("y", y_slot, 2)):
-        starts = [end + i * size for i in range(count)]
+        starts = [end + i * size for i in range(max(count, 1))]
         offsets[name] = (starts[0], starts[-1])
         end += count * size
     into_l1, out_of_l1 = geo.dma_bytes(tile_m, tile_n)
     tiles = math.ceil(geo.m / tile_m) * math.ceil(geo.n / tile_n) * geo.batch
-    return GemmTiling(tile_m, tile_n, tiles, cores, offsets["a"], offsets["b"], offsets["y"], end, into_l1,
-                      out_of_l1, geo.lower_bound, round(cycles), status, seconds)
+    return GemmTiling(engine, tile_m, tile_n, tiles, cores, offsets["a"], offsets["b"], offsets["y"], end,
+                      into_l1, out_of_l1, geo.lower_bound, round(cycles), status, seconds)

@@ -1,0 +1,75 @@
+"""Engine choice: each offloadable GEMM goes to the cluster or the NPU, whichever the cycle model
+(platforms.ClusterCosts, NpuCosts; see tiling.policy) says is faster, both tiled for their engine.
+
+The NPU runs int8 linear layers with constant weights and "fixed" (QDQ) requantization and no weight
+zero point (tvm_deeploy/npu.py); anything else — fp32, activation x activation, integer requantization,
+int32 results — stays on the cluster. Weights mapped to the NPU stay resident in its weight memory,
+whose size bounds them all together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tvm_ffi
+
+from . import npu
+from .platforms import Platform
+from .specs import GemmSpec, summary
+from .tiling import GemmTiling, TilingError, tile_gemm
+
+
+@tvm_ffi.register_error
+class WeightMemoryError(ValueError):
+    """The weights mapped to the NPU do not fit its weight memory."""
+
+
+def npu_refusal(spec: GemmSpec, platform: Platform) -> str | None:
+    """Why the NPU cannot run this GEMM, or None when it can."""
+    if not platform.npu:
+        return "the NPU is off"
+    if (spec.dtype, spec.out_dtype) != ("int8", "int8") or spec.requant is None or spec.requant.mode != "fixed":
+        return "not an int8 linear layer with QDQ requantization"
+    if not spec.b.is_const or spec.batch:
+        return "weights are not a constant matrix"
+    if spec.b_zp or spec.a_zp:
+        return "zero points the NPU does not take"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineChoice:
+    tiling: GemmTiling
+    estimates: tuple[tuple[str, int], ...]  # (engine, modelled cycles) of every engine that can run it
+    reasons: tuple[tuple[str, str], ...]  # (engine, why not) of the others
+
+
+def choose_engine(spec: GemmSpec, platform: Platform) -> EngineChoice:
+    """Tile the GEMM for every engine that can run it and keep the one with the fewest modelled cycles."""
+    candidates, reasons, errors = [], [], []
+    refusal = npu_refusal(spec, platform)
+    for engine in ("cluster", "npu"):
+        if engine == "npu" and refusal:
+            reasons.append((engine, refusal))
+            continue
+        try:
+            candidates.append(tile_gemm(spec, platform, engine))
+        except TilingError as err:
+            reasons.append((engine, str(err)))
+            errors.append(err)
+    if not candidates:
+        raise errors[0]
+    best = min(candidates, key=lambda t: (t.modelled_cycles, t.engine))
+    return EngineChoice(best, tuple((t.engine, t.modelled_cycles) for t in candidates), tuple(reasons))
+
+
+def check_weight_memory(specs_on_npu: list[GemmSpec], platform: Platform) -> int:
+    """Bytes of packed NPU weights; raises WeightMemoryError when they overflow the weight memory."""
+    needed = sum(npu.packed_size(spec.k, spec.n) for spec in specs_on_npu)
+    available = platform.level("weights").bytes
+    if needed > available:
+        largest = max(specs_on_npu, key=lambda s: s.k * s.n)
+        raise WeightMemoryError(
+            f"the NPU's weight memory holds {available} bytes; the {len(specs_on_npu)} layers mapped to it need "
+            f"{needed} (largest: {summary(largest)}); compile with npu=False (--no-npu) to keep them on the cluster")
+    return needed
