@@ -106,7 +106,8 @@ def test_compile_report_fields(npu):
         assert entry["engine"] == ("npu" if npu else "cluster")
         assert set(entry["modelled_cycles"]) == ({"cluster", "npu"} if npu else {"cluster"})
         assert entry["modelled_cycles"][entry["engine"]] == min(entry["modelled_cycles"].values())
-        assert entry["tiles"] > 1 and entry["l1_bytes"] <= 4 * KIB
+        # on the NPU the weights never enter L1, so a layer can fit in one tile
+        assert entry["tiles"] >= (1 if npu else 2) and entry["l1_bytes"] <= 4 * KIB
         assert entry["dma_in_bytes"] + entry["dma_out_bytes"] >= entry["dma_lower_bound"] > 0
         assert entry["solver_status"] == "optimal" and 0 < entry["solver_seconds"] < 2
 
