@@ -13,9 +13,9 @@ import tvm
 from tvm import relax
 
 from . import models
-from .codegen import lower_functions, offloaded_functions
 from .partition import partition_for_deeploy
-from .specs import summary
+from .report import compile_report
+from .target import platform_of
 
 FP32_RTOL = 1e-5
 
@@ -41,12 +41,19 @@ def _kept_in_tvm(partitioned) -> str:
 
 
 def _report_partition(mod, out) -> None:
-    partitioned = partition_for_deeploy(mod)
-    lowered = lower_functions(offloaded_functions(partitioned))
-    out(f"  offloaded to deeploy ({len(lowered)} functions):")
-    for fn in lowered:
-        out(f"    {fn.symbol:<44} {summary(fn.spec)}")
-    out(f"  kept in TVM: {_kept_in_tvm(partitioned)}")
+    target = tvm.target.Target("deeploy")
+    platform = platform_of(target)
+    report = compile_report(mod, target)
+    out(f"  offloaded to deeploy ({len(report)} functions), for {platform.name} (L1 {platform.l1_bytes // 1024} "
+        f"KiB, {platform.cores} cores{', NPU' if platform.npu else ''}):")
+    for entry in report.values():
+        if entry["tile"] is None:
+            where = "untiled"
+        else:
+            tiles = f"{entry['tiles']} tile{'s' if entry['tiles'] > 1 else ''} of {entry['tile'][0]}x{entry['tile'][1]}"
+            where = f"{tiles}, {entry['l1_bytes']} B of L1"
+        out(f"    {entry['summary']:<66} {entry['engine']:<8} {where}")
+    out(f"  kept in TVM: {_kept_in_tvm(partition_for_deeploy(mod))}")
 
 
 def _run_case(title, mod, x, folder, compare, out) -> bool:
