@@ -18,9 +18,9 @@ from .describe import CallTree, describe, static_type
 from .emit import Function, Tensor, emit_module
 from .patterns import FAMILY
 from .platforms import Platform, parse_mcpu
-from .specs import GemmSpec, Operand
+from .specs import AttentionSpec, GemmSpec, Operand
 from .target import DEFAULT_PLATFORM
-from .tiling import tile_gemm
+from .tiling import tile_attention, tile_gemm
 
 
 
@@ -85,8 +85,14 @@ def lower_functions(functions) -> list[Function]:
 
 def plan_functions(functions: list[Function], platform: Platform) -> list[Function]:
     """Choose each op's tiling for the platform (the strategy the emitted C applies)."""
-    return [dataclasses.replace(fn, tiling=tile_gemm(fn.spec, platform)) if isinstance(fn.spec, GemmSpec) else fn
-            for fn in functions]
+    return [dataclasses.replace(fn, tiling=tile_gemm(fn.spec, platform)) if isinstance(fn.spec, GemmSpec)
+            else _plan_attention(fn, platform) for fn in functions]
+
+
+def _plan_attention(fn: Function, platform: Platform) -> Function:
+    if not isinstance(fn.spec, AttentionSpec):
+        return fn
+    return dataclasses.replace(fn, tiling=tile_attention(fn.spec, platform))
 
 
 def compile_functions(functions, platform: Platform) -> list[Function]:
