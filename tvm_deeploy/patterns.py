@@ -64,7 +64,7 @@ def softmax_pattern():
 # Attention operands arrive through layout ops (up to VIEW_DEPTH of them, any order: permute_dims,
 # reshape, repeat, ...) and, int8, one dequantize; the output leaves through up to OUT_DEPTH
 # permute_dims / reshape and, int8, a quantize. describe turns the chains into strides.
-VIEW_DEPTH = 4
+VIEW_DEPTH = 7
 OUT_DEPTH = 2
 
 
