@@ -141,3 +141,26 @@ def test_512_token_prompt_in_64_kib_of_l1(quantized, tmp_path):
     arrays = layer_inputs(rng, **model, tokens=512, cache=0, quantized=quantized)
     expected = [expected_s8(arrays, **model, tokens=512, cache=0)] if quantized else None
     check(mod, [arrays], tmp_path, target=target, expected=expected)
+
+
+def test_report_and_exported_project_show_the_attention_tiling(tmp_path):
+    """compile_report and the standalone project's report.json carry the attention's tiles, L1 bytes and
+    DMA against the lower bound; its scratch lives in the L1 arena (no static buffers of its own)."""
+    mod = models.attention_layer(**STORIES_260K, tokens=64, quantized=True)
+    target = tvm_deeploy.target(l1_bytes=16 * KIB)
+    (entry,) = tvm_deeploy.compile_report(mod, target).values()
+    assert entry["op"] == "attention" and entry["dtype"] == "int8" and entry["engine"] == "cluster"
+    assert len(entry["tile"]) == 3 and entry["tile_axes"] == ["heads", "queries", "keys"]
+    assert entry["tiles"] >= 1 and entry["steps"] >= entry["tiles"] and entry["cores"] == 8
+    assert 0 < entry["l1_bytes"] <= 16 * KIB
+    assert entry["dma_in_bytes"] + entry["dma_out_bytes"] >= entry["dma_lower_bound"] > 0
+    assert entry["solver_status"] == "optimal" and entry["solver_seconds"] < 2
+    result = tvm_deeploy.export_c(mod, target, tmp_path / "p", test_vectors=False)
+    (op,) = [op for op in result.report["ops"] if op["engine"] == "cluster"]
+    tiling = op["tiling"]
+    assert tiling["tile"] == entry["tile"] and tiling["l1_bytes"] == entry["l1_bytes"]
+    assert result.report["memory"]["L1"]["arena_bytes"] == entry["l1_bytes"]
+    assert result.report["kernel_static_bytes"] == 0
+    source = (tmp_path / "p" / "src" / "net_ops.c").read_text()
+    assert "dpl_attention_tiled(&" in source and "dpl_exp2_lut[256]" in source
+    assert "static float" not in source
