@@ -104,21 +104,49 @@ enum dpl_causal {
   DPL_CAUSAL_BOTTOM_RIGHT = 2  /* query i sees keys j <= i + (kv_len - q_len) */
 };
 
-typedef struct dpl_attention_shape {
-  int32_t batch, heads, kv_heads;   /* query head h reads K/V head h / (heads / kv_heads) */
-  int32_t q_len, kv_len, qk_dim, v_dim;
-  int32_t causal;                   /* enum dpl_causal */
-  float scale;                      /* scores = (q . k) * scale */
-} dpl_attention_shape_t;
+/* Fused attention o = softmax(q k^T * scale + mask [causal]) v per batch and query head, cut into
+   tiles that fit L1 (the tiler's plan): tile_h query heads x tile_q query rows, keys in blocks of
+   tile_kv. Q, K, V, the mask and O live in L2 with arbitrary element strides; blocks move through
+   double-buffered DMA slots in the L1 arena, and each tile's (head, row) pairs are shared among
+   `cores` cores (one fork for the whole call, barriers between tiles).
 
-/* o = softmax(q k^T * scale + mask [causal]) v, per batch and head.
-   mask is additive (NULL for none) in a (batch, head, q, kv) view given by ms.
-   Masked-out causal positions get weight 0; a row with every key masked gives 0.
-   scratch holds kv_len floats. */
-void dpl_attention_f32(const float *q, const float *k, const float *v, const float *mask,
-                       float *o, const dpl_attention_shape_t *shape,
-                       const dpl_strides_t *qs, const dpl_strides_t *ks, const dpl_strides_t *vs,
-                       const dpl_strides_t *ms, const dpl_strides_t *os, float *scratch);
+   Schedule (tvm_deeploy/tiling/attention.py predicts its DMA traffic, keep the two in step):
+   - row tiles in order batch, head block, query block; a row tile visits the key blocks its last
+     row can see (causal masking skips the rest; none at all: its rows are 0, or out_zp for int8);
+   - DPL_F32 runs one pass over those blocks with an online softmax (running maximum and sum);
+     DPL_S8 with more than one block runs two: the first finds each row's exact maximum score, the
+     second sums the integer weights (so the result does not depend on the blocking);
+   - a step is one key block of one pass; Q is fetched once per row tile; K (and V, needed in the
+     last pass) only when the step's (batch, head block, key block) differs from the block held;
+     the mask block every step; O goes out after the row tile's last step;
+   - while step s computes, step s+1's new blocks come in (K and V after step s when single-
+     buffered: l1_k[0] == l1_k[1]); O alternates between its two slots by row tile.
+   Query head h reads K/V head (h / kv_div) % kv_heads; k and v strides are per K/V head.
+   DPL_F32: masked-out positions get weight 0; a row with no visible key or only -inf scores is 0.
+   DPL_S8: the integer algorithm of tvm_deeploy/reference.py (attention_s8), bit-exact; no mask. */
+typedef struct dpl_attention_plan {
+  int32_t dtype;                       /* enum dpl_dtype of Q, K, V and O */
+  int32_t batch, heads, kv_heads, kv_div;
+  int32_t q_len, kv_len, qk_dim, v_dim;
+  int32_t causal;                      /* enum dpl_causal */
+  int32_t tile_h, tile_q, tile_kv;
+  dpl_strides_t q, k, v, mask, o;      /* element strides in L2 (k, v: per K/V head) */
+  uint32_t l1_q[2], l1_k[2], l1_v[2], l1_mask[2], l1_o[2];
+  uint32_t l1_state;                   /* per (head, row) of a tile: F32 {max, sum}; S8 {max, sum, acc[v_dim]} */
+  uint32_t l1_scores;                  /* per core: tile_kv scores (4 bytes each) */
+  uint32_t l1_lut;                     /* S8: the 256-entry exp2 table */
+  int32_t cores;
+  float scale;                         /* F32: scores = (q . k) * scale (+ mask) */
+  /* S8 (reference.AttentionQuant) */
+  int32_t q_zp, k_zp, v_zp, out_zp;
+  int32_t exp_mul, exp_shift, e_shift, out_mul, out_shift;
+  int32_t lo, hi;
+} dpl_attention_plan_t;
+
+/* q, k, v: float or int8_t per plan->dtype; mask: float (F32 only) or NULL; o: like q.
+   exp2_lut: S8 only, reference.EXP2_LUT (256 entries), copied into L1 at l1_lut. */
+void dpl_attention_tiled(const dpl_attention_plan_t *plan, uint8_t *l1, const void *q, const void *k,
+                         const void *v, const float *mask, void *o, const uint16_t *exp2_lut);
 
 #ifdef __cplusplus
 }

@@ -91,11 +91,39 @@ def test_chain_with_shared_scores_is_not_fused(tmp_path, rng):
         assert_close_f32(ours, ref)
 
 
-def test_grouped_kv_heads_stay_in_tvm(tmp_path, rng):
-    """TVM defines R.nn.attention with fewer K/V heads as query head h -> K/V head h % kv_heads;
-    our kernel groups h // (heads / kv_heads), so this form must not be offloaded."""
+def test_fewer_kv_heads_keep_tvms_head_mapping(tmp_path, rng):
+    """TVM defines R.nn.attention with fewer K/V heads as query head h -> K/V head h % kv_heads (not
+    the grouped h // (heads / kv_heads)): offloaded with exactly that mapping."""
     inputs = [((1, 4, 8, 4), "float32"), ((1, 4, 4, 4), "float32"), ((1, 4, 4, 4), "float32")]
     mod = graph(inputs, _attention())
-    assert offloaded(mod) == []
+    assert offloaded(mod) == ["attention"]
     arrays = random_inputs(rng, inputs)
     assert_close_f32(build_and_run(mod, "deeploy", arrays, tmp_path), build_and_run(mod, "llvm", arrays, tmp_path))
+
+
+@pytest.mark.parametrize("kv_heads, causal", [(4, "TopLeft"), (2, None), (1, "BottomRight")])
+def test_int8_attention_op(kv_heads, causal, tmp_path, rng):
+    """quantize(R.nn.attention(dequantize(q), dequantize(k), dequantize(v))): the int8 kernel, bit-exact
+    against reference.attention_s8 (with TVM's head h -> K/V head h % kv_heads), within 2 LSB of TVM."""
+    from tvm_deeploy import reference
+
+    b, s, kv_s, h, d = 1, 6, 9, 4, 8
+    shapes = [(b, s, h, d), (b, kv_s, kv_heads, d), (b, kv_s, kv_heads, d)]
+    scales, zps = (0.06, 0.05, 0.03, 0.015), (1, -2, 3, -1)
+
+    def body(bb, q, k, v):
+        dq = [bb.emit(relax.op.dequantize(x, relax.const(sc, "float32"), relax.const(zp, "int8")))
+              for x, sc, zp in zip((q, k, v), scales, zps)]
+        att = bb.emit(relax.op.nn.attention(*dq, scale=0.3, causal_mask=causal))
+        return relax.op.quantize(att, relax.const(scales[3], "float32"), relax.const(zps[3], "int8"), out_dtype="int8")
+
+    mod = graph([(shape, "int8") for shape in shapes], body)
+    assert offloaded(mod) == ["attention_s8"]
+    arrays = [rng.integers(-128, 128, shape).astype("int8") for shape in shapes]
+    ours = build_and_run(mod, "deeploy", arrays, tmp_path)
+    q, k, v = (x.transpose(0, 2, 1, 3) for x in arrays)
+    quant = reference.attention_quant(*scales, *zps, float(np.float32(0.3)), kv_s)
+    mode = {None: "none", "TopLeft": "top_left", "BottomRight": "bottom_right"}[causal]
+    expected = reference.attention_s8(q, k, v, quant, mode, kv_heads, kv_div=1).transpose(0, 2, 1, 3)
+    np.testing.assert_array_equal(ours, expected)
+    assert np.abs(ours.astype(np.int32) - build_and_run(mod, "llvm", arrays, tmp_path)).max() <= 2

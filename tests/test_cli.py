@@ -10,7 +10,7 @@ def test_demo_reports_offload_and_match(capsys):
     out = capsys.readouterr().out
     assert "offloaded to deeploy (7 functions)" in out
     assert "attention float32 batch=1 heads=4/4 q=16 kv=16 d=8/8 causal=top_left" in out
-    assert "kept in TVM: add x2, nn.layer_norm x2, nn.relu x1, reshape x4" in out
+    assert "kept in TVM: add x2, nn.layer_norm x2, nn.relu x1\n" in out
     assert "offloaded to deeploy (2 functions)" in out
     assert out.count("MATCH") == 2 and "MISMATCH" not in out
     assert out.rstrip().endswith("demo: all results match TVM's own build")

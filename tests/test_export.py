@@ -101,7 +101,7 @@ def test_program_matches_vm_and_llvm(name, offload, exported):
         llvm_max = float(re.search(r"\((\S+) of the largest", output).group(1)) if llvm_diff else 0.0
         assert llvm_max <= tolerance, output
     else:
-        assert llvm_diff <= tolerance, output
+        assert llvm_diff <= tolerance * (1 + 1e-6), output  # the driver prints float32 differences
 
 
 @pytest.mark.parametrize("offload", [True, False], ids=["offload", "tvm_alone"])

@@ -22,14 +22,13 @@ from tvm_deeploy import reference as ref
 KERNEL_DIR = Path(__file__).resolve().parents[1] / "c_kernels"
 SOURCES = sorted(KERNEL_DIR.glob("*.c"))
 HAL_HOST = KERNEL_DIR / "hal" / "host.c"  # the host HAL (gemm_tiled.c calls it)
-EXPECTED_SOURCES = {"attention_f32.c", "gemm_f32.c", "gemm_s8.c", "gemm_tiled.c", "npu_driver.c", "npu_model.c",
+EXPECTED_SOURCES = {"attention_tiled.c", "gemm_f32.c", "gemm_s8.c", "gemm_tiled.c", "npu_driver.c", "npu_model.c",
                     "softmax_f32.c"}
 
 C_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2"]
 CXX_FLAGS = ["-x", "c++", "-Wall", "-Wextra", "-Werror", "-O2"]
 
 MODE = {"none": 0, "fixed": 1, "int_ops": 2}
-CAUSAL = {"none": 0, "top_left": 1, "bottom_right": 2}
 
 HYP = settings(max_examples=40, deadline=None, database=None,
                suppress_health_check=[HealthCheck.too_slow])
@@ -50,24 +49,6 @@ class CRequant(ctypes.Structure):
         ("out_zp", I32),
         ("lo", I32),
         ("hi", I32),
-    ]
-
-
-class CStrides(ctypes.Structure):
-    _fields_ = [("batch", I32), ("head", I32), ("seq", I32), ("feat", I32)]
-
-
-class CAttentionShape(ctypes.Structure):
-    _fields_ = [
-        ("batch", I32),
-        ("heads", I32),
-        ("kv_heads", I32),
-        ("q_len", I32),
-        ("kv_len", I32),
-        ("qk_dim", I32),
-        ("v_dim", I32),
-        ("causal", I32),
-        ("scale", ctypes.c_float),
     ]
 
 
@@ -93,11 +74,6 @@ def lib(tmp_path_factory):
     dll.dpl_gemm_s8.restype = None
     dll.dpl_softmax_f32.argtypes = [P_F32, P_F32, I32, I32]
     dll.dpl_softmax_f32.restype = None
-    p_strides = ctypes.POINTER(CStrides)
-    dll.dpl_attention_f32.argtypes = [P_F32, P_F32, P_F32, P_F32, P_F32,
-                                      ctypes.POINTER(CAttentionShape),
-                                      p_strides, p_strides, p_strides, p_strides, p_strides, P_F32]
-    dll.dpl_attention_f32.restype = None
     return dll
 
 
@@ -197,29 +173,6 @@ def c_softmax(lib, x):
     return y
 
 
-def _strides(view: np.ndarray) -> CStrides:
-    assert view.ndim == 4 and view.dtype == np.float32
-    return CStrides(*(s // 4 for s in view.strides))
-
-
-def c_attention(lib, q, k, v, scale, mask=None, causal="none", out=None):
-    """q, k, v, mask, out: float32 4-D (batch, head, seq, feature) *views*; their NumPy strides
-    (possibly permuted or 0 for broadcasting) are what the kernel gets. Returns out."""
-    b, h, q_len, qk_dim = q.shape
-    kv_heads, kv_len, v_dim = k.shape[1], k.shape[2], v.shape[3]
-    if out is None:
-        out = np.full((b, h, q_len, v_dim), np.nan, dtype=np.float32)
-    shape = CAttentionShape(b, h, kv_heads, q_len, kv_len, qk_dim, v_dim, CAUSAL[causal], scale)
-    scratch = np.full(max(kv_len, 1), np.nan, dtype=np.float32)
-    ms = _strides(mask) if mask is not None else CStrides(0, 0, 0, 0)
-    lib.dpl_attention_f32(
-        _ptr(q, ctypes.c_float), _ptr(k, ctypes.c_float), _ptr(v, ctypes.c_float),
-        _ptr(mask, ctypes.c_float), _ptr(out, ctypes.c_float), ctypes.byref(shape),
-        ctypes.byref(_strides(q)), ctypes.byref(_strides(k)), ctypes.byref(_strides(v)),
-        ctypes.byref(ms), ctypes.byref(_strides(out)), _ptr(scratch, ctypes.c_float))
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # compilation
 
@@ -257,10 +210,8 @@ def test_struct_layouts_match_ctypes(tmp_path):
     prog.write_text(
         '#include <stddef.h>\n#include <stdio.h>\n#include "dpl_kernels.h"\n'
         "int main(void) {\n"
-        '  printf("%u %u %u %u %u\\n", (unsigned)sizeof(dpl_requant_t),\n'
-        "         (unsigned)offsetof(dpl_requant_t, shift), (unsigned)offsetof(dpl_requant_t, hi),\n"
-        "         (unsigned)sizeof(dpl_strides_t), (unsigned)sizeof(dpl_attention_shape_t));\n"
-        '  printf("%u\\n", (unsigned)offsetof(dpl_attention_shape_t, scale));\n'
+        '  printf("%u %u %u\\n", (unsigned)sizeof(dpl_requant_t),\n'
+        "         (unsigned)offsetof(dpl_requant_t, shift), (unsigned)offsetof(dpl_requant_t, hi));\n"
         "  return 0;\n}\n"
     )
     exe = tmp_path / "layout"
@@ -268,7 +219,6 @@ def test_struct_layouts_match_ctypes(tmp_path):
     got = [int(x) for x in subprocess.run([exe], capture_output=True, text=True, check=True).stdout.split()]
     assert got == [
         ctypes.sizeof(CRequant), CRequant.shift.offset, CRequant.hi.offset,
-        ctypes.sizeof(CStrides), ctypes.sizeof(CAttentionShape), CAttentionShape.scale.offset,
     ]
 
 
@@ -611,121 +561,3 @@ def test_softmax_matches_reference(lib, rows, cols, scale):
     got = c_softmax(lib, x)
     np.testing.assert_allclose(got, ref.softmax_f32(x), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-5)
-
-
-# ---------------------------------------------------------------------------------------------
-# dpl_attention_f32
-
-
-def _normal(rng, shape):
-    return rng.standard_normal(shape).astype(np.float32)
-
-
-def _check_attention(lib, q, k, v, scale, mask=None, causal="none", out=None):
-    got = c_attention(lib, q, k, v, scale, mask, causal, out)
-    want = ref.attention_f32(q, k, v, scale, mask, causal, kv_heads=k.shape[1])
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    return got, want
-
-
-def test_attention_plain(lib):
-    rng = np.random.default_rng(10)
-    # scale 1 with unit-normal inputs: keep qk_dim small, float32 score rounding grows with |q.k|
-    q, k, v = _normal(rng, (2, 3, 5, 4)), _normal(rng, (2, 3, 7, 4)), _normal(rng, (2, 3, 7, 6))
-    _check_attention(lib, q, k, v, 1.0)
-
-
-def test_attention_scale(lib):
-    rng = np.random.default_rng(11)
-    q, k, v = _normal(rng, (1, 2, 4, 16)), _normal(rng, (1, 2, 9, 16)), _normal(rng, (1, 2, 9, 16))
-    _check_attention(lib, q, k, v, 0.25)
-    _check_attention(lib, q, k, v, 0.0)  # uniform weights
-
-
-def test_attention_broadcast_mask(lib):
-    rng = np.random.default_rng(12)
-    b, h, ql, kl, d = 2, 3, 4, 6, 8
-    q, k, v = _normal(rng, (b, h, ql, d)), _normal(rng, (b, h, kl, d)), _normal(rng, (b, h, kl, d))
-    m = _normal(rng, (1, 1, ql, kl))
-    m[0, 0, 1, 4:] = -np.inf  # padding-style mask entries
-    mask = np.broadcast_to(m, (b, h, ql, kl))  # batch and head strides are 0
-    assert mask.strides[:2] == (0, 0)
-    _check_attention(lib, q, k, v, 1 / np.sqrt(d), mask)
-    # per-batch mask broadcast over heads only
-    mb = np.broadcast_to(_normal(rng, (b, 1, ql, kl)), (b, h, ql, kl))
-    _check_attention(lib, q, k, v, 1 / np.sqrt(d), mb)
-
-
-def test_attention_mask_all_minus_inf_row_is_zero(lib):
-    rng = np.random.default_rng(13)
-    q, k, v = _normal(rng, (1, 2, 3, 4)), _normal(rng, (1, 2, 5, 4)), _normal(rng, (1, 2, 5, 4))
-    m = np.zeros((1, 1, 3, 5), dtype=np.float32)
-    m[0, 0, 2, :] = -np.inf
-    got, _ = _check_attention(lib, q, k, v, 0.5, np.broadcast_to(m, (1, 2, 3, 5)))
-    assert (got[:, :, 2, :] == 0).all()
-
-
-@pytest.mark.parametrize("causal,ql,kl", [
-    ("top_left", 5, 5), ("top_left", 3, 7), ("top_left", 6, 4),
-    ("bottom_right", 5, 5), ("bottom_right", 3, 7), ("bottom_right", 6, 4),
-])
-def test_attention_causal(lib, causal, ql, kl):
-    rng = np.random.default_rng(ql * 10 + kl)
-    q, k, v = _normal(rng, (2, 2, ql, 8)), _normal(rng, (2, 2, kl, 8)), _normal(rng, (2, 2, kl, 5))
-    got, _ = _check_attention(lib, q, k, v, 0.35, causal=causal)
-    # hidden keys have weight exactly 0: changing their values changes nothing
-    v2 = v.copy()
-    k2 = k.copy()
-    hidden_from = 1 if causal == "top_left" else 1 + (kl - ql)  # first key hidden from query 0
-    if 0 <= hidden_from < kl:
-        v2[:, :, hidden_from:] = 1e6
-        k2[:, :, hidden_from:] = 1e3
-        got2 = c_attention(lib, q, k2, v2, 0.35, None, causal)
-        np.testing.assert_array_equal(got2[:, :, 0], got[:, :, 0])
-    if causal == "bottom_right" and ql > kl:
-        # queries i < ql - kl see no key at all
-        assert (got[:, :, : ql - kl] == 0).all()
-
-
-def test_attention_causal_with_mask(lib):
-    rng = np.random.default_rng(14)
-    q, k, v = _normal(rng, (1, 2, 4, 8)), _normal(rng, (1, 2, 6, 8)), _normal(rng, (1, 2, 6, 8))
-    mask = _normal(rng, (1, 2, 4, 6))
-    _check_attention(lib, q, k, v, 0.3, mask, "bottom_right")
-
-
-def test_attention_gqa(lib):
-    rng = np.random.default_rng(15)
-    q = _normal(rng, (2, 8, 5, 8))
-    k, v = _normal(rng, (2, 4, 6, 8)), _normal(rng, (2, 4, 6, 8))
-    _check_attention(lib, q, k, v, 1 / np.sqrt(8))
-    _check_attention(lib, q, k, v, 1 / np.sqrt(8), causal="top_left")
-    # multi-query: one kv head
-    _check_attention(lib, q, k[:, :1].copy(), v[:, :1].copy(), 0.5, causal="bottom_right")
-
-
-def test_attention_permuted_layouts(lib):
-    """q, k, v stored as (batch, seq, head, dim), v^T stored as (batch, head, dim, seq), output
-    written as (batch, seq, head, dim): all expressed through strides."""
-    rng = np.random.default_rng(16)
-    b, h, kvh, ql, kl, d, dv = 2, 4, 2, 5, 7, 8, 6
-    q = _normal(rng, (b, ql, h, d)).transpose(0, 2, 1, 3)
-    k = _normal(rng, (b, kl, kvh, d)).transpose(0, 2, 1, 3)
-    v_bshd = _normal(rng, (b, kl, kvh, dv)).transpose(0, 2, 1, 3)
-    v_t = _normal(rng, (b, kvh, dv, kl)).transpose(0, 1, 3, 2)
-    out_store = np.full((b, ql, h, dv), np.nan, dtype=np.float32)
-    out = out_store.transpose(0, 2, 1, 3)
-    assert not q.flags.c_contiguous and not out.flags.c_contiguous
-    for v in (v_bshd, v_t):
-        out_store[...] = np.nan
-        _check_attention(lib, q, k, v, 1 / np.sqrt(d), out=out)
-        _check_attention(lib, q, k, v, 1 / np.sqrt(d), causal="bottom_right", out=out)
-    # output as (batch, head, dim, seq) and the mask as (batch, head, kv, q): feature stride != 1
-    out_t = np.full((b, h, dv, ql), np.nan, dtype=np.float32).transpose(0, 1, 3, 2)
-    mask_t = _normal(rng, (b, h, kl, ql)).transpose(0, 1, 3, 2)
-    got, _ = _check_attention(lib, q, k, v_t, 1 / np.sqrt(d), mask_t, "top_left", out=out_t)
-    assert got is out_t
-    # a fused qkv buffer: q, k, v are slices of one (batch, seq, 3, head, dim) tensor
-    qkv = _normal(rng, (b, kl, 3, h, d))
-    qf, kf, vf = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
-    _check_attention(lib, qf, kf, vf, 1 / np.sqrt(d), causal="top_left")

@@ -203,6 +203,44 @@ def test_multi_head_self_attention(mask, rng, tmp_path):
     assert names.count("matmul") + names.count("gemm") == 4  # Q, K, V and output projections
 
 
+def test_qdq_multi_head_attention_is_one_int8_kernel(rng, tmp_path):
+    """int8 Q, K, V dequantized, split into heads, causal-masked attention, merged, quantized: one
+    fused int8 kernel (integer softmax), bit-exact against the reference, within 2 LSB of
+    onnxruntime's and TVM's float computation."""
+    seq, heads, dim = 32, 4, 8
+    embed = heads * dim
+    scales = {"q": 0.05, "k": 0.05, "v": 0.03, "out": 0.01}
+    zps = {"q": 1, "k": -2, "v": 3, "out": -1}
+    init = {f"{n}_scale": np.float32(scales[n]) for n in scales}
+    init.update({f"{n}_zp": np.int8(zps[n]) for n in zps})
+    init.update(heads_shape=np.array([1, seq, heads, dim], np.int64), merged_shape=np.array([1, seq, embed], np.int64),
+                scale=np.float32(1 / np.sqrt(dim)), mask=np.triu(np.full((seq, seq), -1e9, np.float32), k=1))
+    nodes = []
+    for p, perm in (("q", [0, 2, 1, 3]), ("k", [0, 2, 3, 1]), ("v", [0, 2, 1, 3])):
+        nodes += [helper.make_node("DequantizeLinear", [f"{p}q", f"{p}_scale", f"{p}_zp"], [f"{p}_f"]),
+                  helper.make_node("Reshape", [f"{p}_f", "heads_shape"], [f"{p}_split"]),
+                  helper.make_node("Transpose", [f"{p}_split"], [f"{p}_heads"], perm=perm)]
+    nodes += [helper.make_node("MatMul", ["q_heads", "k_heads"], ["scores"]),
+              helper.make_node("Mul", ["scores", "scale"], ["scaled"]),
+              helper.make_node("Add", ["scaled", "mask"], ["masked"]),
+              helper.make_node("Softmax", ["masked"], ["p"], axis=-1),
+              helper.make_node("MatMul", ["p", "v_heads"], ["context"]),
+              helper.make_node("Transpose", ["context"], ["context_t"], perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", ["context_t", "merged_shape"], ["merged"]),
+              helper.make_node("QuantizeLinear", ["merged", "out_scale", "out_zp"], ["y"])]
+    model = make_model(nodes, {f"{p}q": (I8, (1, seq, embed)) for p in "qkv"}, {"y": (I8, (1, seq, embed))}, init)
+    feeds = {f"{p}q": rng.integers(-128, 128, (1, seq, embed)).astype(np.int8) for p in "qkv"}
+    mod, deeploy, llvm, onnxruntime = run_everywhere(model, feeds, tmp_path)
+    assert offloaded(mod) == ["attention_chain_s8"]
+    q, k, v = (feeds[f"{p}q"].reshape(1, seq, heads, dim).transpose(0, 2, 1, 3) for p in "qkv")
+    quant = reference.attention_quant(scales["q"], scales["k"], scales["v"], scales["out"], zps["q"], zps["k"],
+                                      zps["v"], zps["out"], float(np.float32(1 / np.sqrt(dim))), seq)
+    expected = reference.attention_s8(q, k, v, quant, "top_left").transpose(0, 2, 1, 3).reshape(1, seq, embed)
+    np.testing.assert_array_equal(deeploy, expected)
+    for other in (onnxruntime, llvm):
+        assert np.abs(deeploy.astype(np.int32) - other).max() <= 2
+
+
 # ---------------------------------------------------------------- graphs only partly offloaded
 
 

@@ -30,7 +30,7 @@ def test_tag_is_the_siracusa_c_target():
 def test_relax_build_and_compile_both_offload():
     mod = models.mlp_attention()
     expected = ["fused_relax_matmul_relax_add1_deeploy", "fused_relax_matmul_relax_add_deeploy",
-                "fused_relax_nn_attention_deeploy"]
+                "fused_relax_reshape_relax_nn_attention_relax_reshape_deeploy"]
     assert _offloaded_calls(tvm.relax.build(mod, target="deeploy")) == expected
     assert _offloaded_calls(tvm.compile(mod, target="deeploy")) == expected
     assert _offloaded_calls(tvm.compile(mod, target=tvm.target.Target("deeploy"))) == expected

@@ -16,11 +16,12 @@ from tvm import relax
 
 from .describe import CallTree, describe, static_type
 from .emit import Function, Tensor, emit_module
+from .engines import check_weight_memory, choose_engine
 from .patterns import FAMILY
 from .platforms import Platform, parse_mcpu
-from .specs import GemmSpec, Operand
+from .specs import AttentionSpec, GemmSpec, Operand
 from .target import DEFAULT_PLATFORM
-from .engines import check_weight_memory, choose_engine
+from .tiling import tile_attention
 
 
 
@@ -84,12 +85,14 @@ def lower_functions(functions) -> list[Function]:
 
 
 def plan_functions(functions: list[Function], platform: Platform) -> list[Function]:
-    """Choose each GEMM's engine and tiling for the platform (the strategy the emitted C applies)."""
+    """Choose each op's engine and tiling for the platform (the strategy the emitted C applies)."""
     planned = []
     for fn in functions:
         if isinstance(fn.spec, GemmSpec):
             choice = choose_engine(fn.spec, platform)
             fn = dataclasses.replace(fn, tiling=choice.tiling, estimates=choice.estimates)
+        elif isinstance(fn.spec, AttentionSpec):
+            fn = dataclasses.replace(fn, tiling=tile_attention(fn.spec, platform))
         planned.append(fn)
     check_weight_memory([fn.spec for fn in planned if fn.engine == "npu"], platform)
     return planned

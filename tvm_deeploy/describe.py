@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import tvm
 from tvm import relax
 
-from . import reference
+from . import reference, views
 from .specs import AttentionSpec, GemmSpec, Operand, OpSpec, SoftmaxSpec, Strides
 
 # The int8 accumulator must not overflow int32: |a - a_zp| * |b - b_zp| <= 255 * 255 per term.
@@ -342,16 +343,231 @@ def describe_softmax(tree: CallTree, root) -> SoftmaxSpec:
 
 
 # ---------------------------------------------------------------- attention
+#
+# Q, K, V reach the kernel through chains of layout ops (permute_dims, reshape, repeat, ...) and, for
+# int8, a per-tensor dequantize; the output leaves through permute_dims / reshape and, for int8, a
+# quantize. views.py turns each chain into strides over the tensor it starts from, so the kernel reads
+# and writes those tensors in place and a repeat of K/V heads (grouped-query attention) costs nothing.
+
+# A constant additive mask is causal masking when it is 0 where keys are visible and at most this
+# (or -inf) where they are not, and every row sees a key: exp(score - 1e9 - max) is 0 in float32.
+CAUSAL_MASK_THRESHOLD = -1e9
+MAX_ATTENTION_DIM = 16384  # int8 scores stay below 2**30
 
 
-def _view_strides(tree, expr, roles):
-    """Operand and Strides of `expr` (possibly a permute_dims in the match) for axis roles
-    (batch, head, seq, feat), each an axis index into the view or None (broadcast / absent)."""
-    source, axes = _permutation(tree, expr)
-    operand = tree.operand(source)
-    contiguous = _contiguous_strides(operand.shape)
-    view = [contiguous[a] for a in axes]
-    return operand, Strides(*(0 if r is None else view[r] for r in roles))
+@dataclass(frozen=True)
+class _Resolved:
+    """An operand seen through its layout chain: the tensor it starts from, the view, and the scale
+    and zero point of a dequantize on the way (int8)."""
+
+    source: object
+    view: views.View
+    dequantize: tuple[float, int] | None
+
+
+def _scalar(values: np.ndarray, what: str):
+    if values.size != 1:
+        raise Unsupported(f"{what} is not per tensor")
+    return values.reshape(())
+
+
+def _resolve(tree: CallTree, expr) -> _Resolved:
+    """Follow layout ops (and one dequantize) inside the match from `expr` back to a parameter or
+    constant, then replay them forward as a view of it."""
+    chain, cur = [], expr
+    while True:
+        call = tree.call(cur)
+        if call is None or call.op.name not in views.VIEW_OPS + ("relax.dequantize",):
+            break
+        chain.append(call)
+        cur = call.args[0]
+    view = views.contiguous(static_type(cur)[0])
+    dq = None
+    try:
+        for call in reversed(chain):
+            op, out_shape = call.op.name, static_type(call)[0]
+            if op == "relax.permute_dims":
+                axes = call.attrs.axes
+                view = views.permute(view, None if axes is None else [int(a) for a in axes])
+            elif op == "relax.repeat":
+                if call.attrs.axis is None:
+                    raise Unsupported("repeat of the flattened tensor")
+                view = views.repeat(view, int(call.attrs.repeats), int(call.attrs.axis))
+            elif op == "relax.tile":
+                view = views.tile(view, [int(r) for r in call.attrs.repeats])
+            elif op == "relax.broadcast_to":
+                view = views.broadcast_to(view, out_shape)
+            elif op == "relax.dequantize":
+                if dq is not None:
+                    raise Unsupported("two dequantize ops on one operand")
+                scale = float(_scalar(const_array(call.args[1], "dequantize scale"), "dequantize scale"))
+                zp = int(_scalar(const_array(call.args[2], "dequantize zero point"), "dequantize zero point"))
+                dq = (scale, zp)
+            else:  # reshape, expand_dims, squeeze
+                view = views.reshape(view, out_shape)
+            if views.shape_of(view) != out_shape:
+                raise Unsupported(f"{op}: view of shape {views.shape_of(view)}, expected {out_shape}")
+    except views.ViewError as err:
+        raise Unsupported(str(err)) from err
+    return _Resolved(cur, view, dq)
+
+
+def _output_view(tree: CallTree, root):
+    """The view of the final tensor that the attention result is, walking permute_dims / reshape (and
+    one quantize) from the root inwards. Returns (view, inner expr, quantize call or None)."""
+    view = views.contiguous(static_type(root)[0])
+    quantize, cur = None, root
+    try:
+        while True:
+            call = tree.call(cur)
+            if call is None:
+                break
+            op = call.op.name
+            if op == "relax.permute_dims":
+                axes = call.attrs.axes
+                view = views.inverse_permute(view, None if axes is None else [int(a) for a in axes])
+            elif op in ("relax.reshape", "relax.expand_dims", "relax.squeeze"):
+                view = views.reshape(view, static_type(call.args[0])[0])
+            elif op == "relax.quantize" and quantize is None:
+                quantize = call
+            else:
+                break
+            cur = call.args[0]
+    except views.ViewError as err:
+        raise Unsupported(str(err)) from err
+    if any(not a.plain or a.broadcast and a.size > 1 for a in view):
+        raise Unsupported("attention output is not a plain strided view")
+    return view, cur, quantize
+
+
+def _pad(view: views.View, rank: int) -> views.View:
+    return tuple(views.Axis(1, 0) for _ in range(rank - len(view))) + view
+
+
+def _strides_of(view: views.View, roles, what: str, head_map: bool = False):
+    """Strides of a (batch, head, seq, feat) view; roles index the view (None: absent). With
+    head_map, the head axis may map heads onto fewer K/V heads: returns (Strides, kv_div, kv_heads)."""
+    def axis(role):
+        return views.Axis(1, 0) if role is None else view[role]
+
+    batch, head, seq, feat = (axis(r) for r in roles)
+    for name, a in (("batch", batch), ("sequence", seq), ("feature", feat)) + (() if head_map else (("head", head),)):
+        if not a.plain:
+            raise Unsupported(f"{what}: its {name} axis repeats ({a})")
+    strides = Strides(batch.stride, head.stride, seq.stride, feat.stride)
+    if not head_map:
+        return strides
+    return strides, head.div, head.mod
+
+
+def describe_attention(tree: CallTree, root) -> AttentionSpec:
+    view, inner, quantize = _output_view(tree, root)
+    out_shape = static_type(root)[0]
+    call = tree.call(inner)
+    if call is not None and call.op.name in ("relax.nn.attention", "relax.nn.attention_bias"):
+        return _describe_attention_op(tree, call, view, out_shape, quantize)
+    return _describe_attention_chain(tree, inner, view, out_shape, quantize)
+
+
+def _mask_operand(tree, mask, q_len, kv_len, batch, heads):
+    """The additive mask broadcast onto (batch, head, q, kv), right-aligned."""
+    operand = tree.operand(mask)
+    shape = operand.shape
+    if operand.dtype != "float32":
+        raise Unsupported(f"attention mask of {operand.dtype}")
+    if len(shape) > 4:
+        raise Unsupported(f"mask of rank {len(shape)}")
+    full = (1,) * (4 - len(shape)) + shape
+    target = (batch, heads, q_len, kv_len)
+    if any(d not in (1, t) for d, t in zip(full, target)):
+        raise Unsupported(f"mask of shape {shape} does not broadcast to {target}")
+    contiguous = _contiguous_strides(full)
+    return operand, Strides(*(0 if d == 1 else s for d, s in zip(full, contiguous)))
+
+
+def causal_mask_kind(values: np.ndarray, q_len: int, kv_len: int) -> str | None:
+    """"top_left" or "bottom_right" if a constant additive mask is that causal masking (see
+    CAUSAL_MASK_THRESHOLD), else None."""
+    values = np.asarray(values)
+    if values.size != q_len * kv_len or values.shape[-2:] != (q_len, kv_len):
+        return None
+    values = values.reshape(q_len, kv_len).astype(np.float64)
+    i, j = np.arange(q_len)[:, None], np.arange(kv_len)[None, :]
+    for kind, visible in (("top_left", j <= i), ("bottom_right", j <= i + kv_len - q_len)):
+        if (visible.any(axis=1).all() and (values[visible] == 0).all()
+                and (values[~visible] <= CAUSAL_MASK_THRESHOLD).all()):
+            return kind
+    return None
+
+
+def _finish(tree, *, q, k, v, mask_expr, out_view, out_shape, out_roles, quantize, heads, kv_div, kv_heads, batch, q_len,
+            kv_len, qk_dim, v_dim, scale, causal, q_strides, k_strides, v_strides) -> AttentionSpec:
+    """The spec, once operands and views are known: the mask (or the causal masking it is), the
+    output strides, and the int8 constants when the inputs are dequantized and the output quantized."""
+    mask = mask_strides = None
+    if mask_expr is not None:
+        mask, mask_strides = _mask_operand(tree, mask_expr, q_len, kv_len, batch, heads)
+        if causal == "none" and mask.is_const and causal_mask_kind(mask.const, q_len, kv_len):
+            causal, mask, mask_strides = causal_mask_kind(mask.const, q_len, kv_len), None, None
+    out_strides = _strides_of(out_view, out_roles, "attention output")
+    operands = {name: tree.operand(r.source) for name, r in (("q", q), ("k", k), ("v", v))}
+    dequantized = [r.dequantize is not None for r in (q, k, v)]
+    common = dict(q=operands["q"], k=operands["k"], v=operands["v"], mask=mask, q_strides=q_strides,
+                  k_strides=k_strides, v_strides=v_strides, mask_strides=mask_strides, out_strides=out_strides,
+                  out_shape=out_shape, batch=batch, heads=heads, kv_heads=kv_heads, q_len=q_len, kv_len=kv_len,
+                  qk_dim=qk_dim, v_dim=v_dim, scale=scale, causal=causal, kv_div=kv_div)
+    if quantize is None and not any(dequantized):
+        for op in (*operands.values(), mask):
+            if op is not None and op.dtype != "float32":
+                raise Unsupported(f"attention operand of {op.dtype}")
+        return AttentionSpec(**common)
+    if quantize is None or not all(dequantized):
+        raise Unsupported("int8 attention needs dequantized Q, K, V and a quantized output")
+    if any(op.dtype != "int8" for op in operands.values()) or str(quantize.attrs.out_dtype) != "int8":
+        raise Unsupported("quantized attention other than int8")
+    if mask is not None:
+        raise Unsupported("int8 attention with an additive mask other than causal masking")
+    if qk_dim > MAX_ATTENTION_DIM or scale < 0:
+        raise Unsupported(f"int8 attention with qk_dim {qk_dim}, scale {scale}")
+    out_scale = float(_scalar(const_array(quantize.args[1], "output scale"), "output scale"))
+    out_zp = int(_scalar(const_array(quantize.args[2], "output zero point"), "output zero point"))
+    try:
+        quant = reference.attention_quant(q.dequantize[0], k.dequantize[0], v.dequantize[0], out_scale,
+                                          q.dequantize[1], k.dequantize[1], v.dequantize[1], out_zp, scale, kv_len)
+    except ValueError as err:
+        raise Unsupported(str(err)) from err
+    return AttentionSpec(**common, dtype="int8", quant=quant)
+
+
+def _describe_attention_op(tree, call, out_view, out_shape, quantize) -> AttentionSpec:
+    attrs = call.attrs
+    if attrs.window_size is not None:
+        raise Unsupported("sliding-window attention")
+    q, k, v = (_resolve(tree, arg) for arg in call.args[:3])
+    for name, r in (("q", q), ("k", k), ("v", v)):
+        if len(r.view) != 4:
+            raise Unsupported(f"attention {name} of rank {len(r.view)}")
+    bshd = (0, 2, 1, 3)
+    (batch, q_len, heads, qk_dim), (_, kv_len, kv_view_heads, _) = views.shape_of(q.view), views.shape_of(k.view)
+    v_dim = v.view[3].size
+    q_strides = _strides_of(q.view, bshd, "attention q")
+    k_strides, k_div, k_mod = _strides_of(k.view, bshd, "attention k", head_map=True)
+    v_strides, v_div, v_mod = _strides_of(v.view, bshd, "attention v", head_map=True)
+    if (k_div, k_mod) != (v_div, v_mod):
+        raise Unsupported("K and V map heads differently")
+    # TVM pairs query head h with K/V head h % kv_view_heads; an exact head axis keeps that as
+    # ((h % n) // div) % mod == (h // div) % mod (n == div * mod).
+    if kv_view_heads != heads and not (k.view[2].broadcast or k.view[2].div * k.view[2].mod == kv_view_heads):
+        raise Unsupported("K/V head axis does not map heads exactly")
+    scale = 1.0 / math.sqrt(qk_dim) if attrs.scale is None else float(attrs.scale.value)
+    causal = {None: "none", "TopLeft": "top_left", "BottomRight": "bottom_right"}[attrs.causal_mask]
+    if len(out_view) != 4:
+        raise Unsupported("attention output of rank other than 4")
+    return _finish(tree, q=q, k=k, v=v, mask_expr=call.args[3] if len(call.args) > 3 else None, out_view=out_view,
+                   out_shape=out_shape,
+                   out_roles=bshd, quantize=quantize, heads=heads, kv_div=k_div, kv_heads=k_mod, batch=batch,
+                   q_len=q_len, kv_len=kv_len, qk_dim=qk_dim, v_dim=v_dim, scale=scale, causal=causal,
+                   q_strides=q_strides, k_strides=k_strides, v_strides=v_strides)
 
 
 def _lead_roles(rank):
@@ -365,118 +581,70 @@ def _lead_roles(rank):
     raise Unsupported(f"attention operand of rank {rank}")
 
 
-def describe_attention(tree: CallTree, root) -> AttentionSpec:
-    if root.op.name in ("relax.nn.attention", "relax.nn.attention_bias"):
-        return _describe_attention_op(tree, root)
-    return _describe_attention_chain(tree, root)
-
-
-def _check_float32(*operands):
-    for op in operands:
-        if op is not None and op.dtype != "float32":
-            raise Unsupported(f"attention operand of {op.dtype}")
-
-
-def _mask_operand(tree, mask, q_len, kv_len, batch, heads):
-    """The additive mask broadcast onto (batch, head, q, kv), right-aligned."""
-    operand = tree.operand(mask)
-    shape = operand.shape
-    if len(shape) > 4:
-        raise Unsupported(f"mask of rank {len(shape)}")
-    full = (1,) * (4 - len(shape)) + shape
-    target = (batch, heads, q_len, kv_len)
-    if any(d not in (1, t) for d, t in zip(full, target)):
-        raise Unsupported(f"mask of shape {shape} does not broadcast to {target}")
-    contiguous = _contiguous_strides(full)
-    return operand, Strides(*(0 if d == 1 else s for d, s in zip(full, contiguous)))
-
-
-def _describe_attention_op(tree, call) -> AttentionSpec:
-    attrs = call.attrs
-    if attrs.window_size is not None:
-        raise Unsupported("sliding-window attention")
-    bshd = (0, 2, 1, 3)
-    q, q_strides = _view_strides(tree, call.args[0], bshd)
-    k, k_strides = _view_strides(tree, call.args[1], bshd)
-    v, v_strides = _view_strides(tree, call.args[2], bshd)
-    (batch, q_len, heads, qk_dim), (_, kv_len, kv_heads, _), v_dim = q.shape, k.shape, v.shape[-1]
-    if heads != kv_heads:
-        # TVM's legalization pairs query head h with K/V head h % kv_heads, not the grouped-query
-        # h // (heads / kv_heads) our kernel implements: offloading would change the result.
-        raise Unsupported(f"{heads} query heads over {kv_heads} key/value heads")
-    mask, mask_strides = None, None
-    if len(call.args) > 3:
-        mask, mask_strides = _mask_operand(tree, call.args[3], q_len, kv_len, batch, heads)
-    _check_float32(q, k, v, mask)
-    out_shape = static_type(call)[0]
-    scale = 1.0 / math.sqrt(qk_dim) if attrs.scale is None else float(attrs.scale.value)
-    causal = {None: "none", "TopLeft": "top_left", "BottomRight": "bottom_right"}[attrs.causal_mask]
-    out_strides = Strides(*(_contiguous_strides(out_shape)[a] for a in bshd))
-    return AttentionSpec(q, k, v, mask, q_strides, k_strides, v_strides, mask_strides, out_strides,
-                         out_shape, batch, heads, kv_heads, q_len, kv_len, qk_dim, v_dim, scale, causal)
-
-
-def _describe_attention_chain(tree, root) -> AttentionSpec:
-    out_source, out_axes = _permutation(tree, root)
-    pv = tree.call(out_source, "relax.matmul")
+def _describe_attention_chain(tree, inner, out_view, out_shape, quantize) -> AttentionSpec:
+    pv = tree.call(inner, "relax.matmul")
     if pv is None:
         raise Unsupported("attention chain does not end in matmul(P, V)")
     softmax = tree.call(pv.args[0], "relax.nn.softmax")
     if softmax is None:
         raise Unsupported("attention chain without softmax")
-    rank = len(static_type(pv)[0])
+    pv_shape = static_type(pv)[0]
+    rank = len(pv_shape)
     if int(softmax.attrs.axis) % rank != rank - 1:
         raise Unsupported("softmax not over the key axis")
     scores, mask_expr = softmax.args[0], None
     add = tree.call(scores, "relax.add")
     if add is not None:
-        inner = next((a for a in add.args if tree.call(a) is not None), None)
-        if inner is None:
+        inner_scores = next((a for a in add.args if tree.call(a) is not None), None)
+        if inner_scores is None:
             raise Unsupported("mask add without a score operand")
-        scores, mask_expr = inner, _other_arg(add, inner)
+        scores, mask_expr = inner_scores, _other_arg(add, inner_scores)
     scale = 1.0
     for op, invert in (("relax.multiply", False), ("relax.divide", True)):
         call = tree.call(scores, op)
         if call is None:
             continue
-        inner = call.args[0] if invert else next((a for a in call.args if tree.call(a) is not None), None)
-        if inner is None:
+        factor_inner = call.args[0] if invert else next((a for a in call.args if tree.call(a) is not None), None)
+        if factor_inner is None:
             raise Unsupported("scale of two constants")
-        factor = const_array(_other_arg(call, inner), "attention scale")
+        factor = const_array(_other_arg(call, factor_inner), "attention scale")
         if factor.size != 1:
             raise Unsupported("attention scale is not a scalar")
         scale = 1.0 / float(factor.reshape(())) if invert else float(factor.reshape(()))
-        scores = inner
+        scores = factor_inner
     qk = tree.call(scores, "relax.matmul")
     if qk is None:
         raise Unsupported("attention chain does not start with matmul(Q, K^T)")
-    lead = _lead_roles(rank)
-    q, q_strides = _view_strides(tree, qk.args[0], lead + (rank - 2, rank - 1))
-    k, k_strides = _view_strides(tree, qk.args[1], lead + (rank - 1, rank - 2))
-    v, v_strides = _view_strides(tree, pv.args[1], lead + (rank - 2, rank - 1))
-    pv_shape = static_type(pv)[0]
-    lead_shape = pv_shape[:-2]
-    for expr in (qk.args[0], qk.args[1], pv.args[1]):
-        if static_type(expr)[0][:-2] != lead_shape:
-            raise Unsupported("attention operands with broadcast batch or head dims")
-    batch = lead_shape[0] if rank == 4 else 1
-    heads = lead_shape[-1] if rank >= 3 else 1
-    q_len, qk_dim = static_type(qk.args[0])[0][-2:]
-    kv_len, v_dim = static_type(pv.args[1])[0][-2:]
-    mask, mask_strides = None, None
-    if mask_expr is not None:
-        mask, mask_strides = _mask_operand(tree, mask_expr, q_len, kv_len, batch, heads)
-    _check_float32(q, k, v, mask)
-    # The output is written straight into the (possibly permuted) result tensor.
-    out_shape = static_type(root)[0]
-    final = _contiguous_strides(out_shape)
-    result_strides = [0] * rank
-    for position, axis in enumerate(out_axes):
-        result_strides[axis] = final[position]
-    roles = lead + (rank - 2, rank - 1)
-    out_strides = Strides(*(0 if r is None else result_strides[r] for r in roles))
-    return AttentionSpec(q, k, v, mask, q_strides, k_strides, v_strides, mask_strides, out_strides,
-                         out_shape, batch, heads, heads, q_len, kv_len, qk_dim, v_dim, scale, "none")
+    q, kt, v = _resolve(tree, qk.args[0]), _resolve(tree, qk.args[1]), _resolve(tree, pv.args[1])
+    if rank < 2 or any(len(r.view) < 2 for r in (q, kt, v)) or len(out_view) != rank:
+        raise Unsupported("attention chain of vectors")
+    q_len, qk_dim = q.view[-2].size, q.view[-1].size
+    kv_len, v_dim = kt.view[-1].size, v.view[-1].size
+    if kt.view[-2].size != qk_dim or v.view[-2].size != kv_len or pv_shape[-2:] != (q_len, v_dim):
+        raise Unsupported("attention chain shapes do not line up")
+    lead = pv_shape[:-2]
+    padded = []
+    for r in (q, kt, v):
+        view = _pad(r.view, rank)
+        for a, n in zip(view[:-2], lead):
+            if a.size not in (1, n):
+                raise Unsupported("attention operand lead dims do not broadcast")
+        # size-1 lead dims broadcast against the output's
+        padded.append(tuple(views.Axis(n, 0) if a.size == 1 else a for a, n in zip(view[:-2], lead)) + view[-2:])
+    qv, ktv, vv = padded
+    batch_role, head_role = _lead_roles(rank)
+    batch = lead[0] if rank == 4 else 1
+    heads = lead[-1] if rank >= 3 else 1
+    q_strides = _strides_of(qv, (batch_role, head_role, rank - 2, rank - 1), "attention q")
+    k_strides, k_div, k_mod = _strides_of(ktv, (batch_role, head_role, rank - 1, rank - 2), "attention k", True)
+    v_strides, v_div, v_mod = _strides_of(vv, (batch_role, head_role, rank - 2, rank - 1), "attention v", True)
+    if (k_div, k_mod) != (v_div, v_mod):
+        raise Unsupported("K and V map heads differently")
+    return _finish(tree, q=q, k=kt, v=v, mask_expr=mask_expr, out_view=out_view, out_shape=out_shape,
+                   out_roles=(batch_role, head_role, rank - 2, rank - 1), quantize=quantize, heads=heads,
+                   kv_div=k_div, kv_heads=k_mod, batch=batch, q_len=q_len, kv_len=kv_len, qk_dim=qk_dim,
+                   v_dim=v_dim, scale=scale, causal="none", q_strides=q_strides, k_strides=k_strides,
+                   v_strides=v_strides)
 
 
 DESCRIBERS = {"gemm": describe_gemm, "softmax": describe_softmax, "attention": describe_attention}

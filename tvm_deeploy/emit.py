@@ -14,9 +14,10 @@ from string import Template
 import numpy as np
 
 from . import npu
+from .reference import EXP2_LUT
 from .resources import hal_source, kernel_sources, template
 from .specs import AttentionSpec, GemmSpec, Operand, SoftmaxSpec, Strides, summary
-from .tiling.plan import GemmTiling
+from .tiling.plan import AttentionTiling, GemmTiling
 
 C_TYPES = {"float32": "float", "int8": "int8_t", "int32": "int32_t"}
 DL_TYPES = {"float32": ("kDLFloat", 32), "int8": ("kDLInt", 8), "int32": ("kDLInt", 32)}
@@ -34,18 +35,18 @@ class Tensor:
 
 @dataclass(frozen=True)
 class Function:
-    """One offloaded function: its C symbol, its op, its signature and (GEMMs) its tiling."""
+    """One offloaded function: its C symbol, its op, its signature and (GEMMs, attention) its tiling."""
 
     symbol: str
     spec: OpSpec
     inputs: tuple[Tensor, ...]
     output: Tensor
-    tiling: GemmTiling | None = None
+    tiling: GemmTiling | AttentionTiling | None = None
     estimates: tuple[tuple[str, int], ...] = ()  # (engine, modelled cycles) of each engine considered
 
     @property
     def engine(self) -> str:
-        return "cluster" if self.tiling is None else self.tiling.engine
+        return self.tiling.engine if isinstance(self.tiling, GemmTiling) else "cluster"
 
     @property
     def l1_bytes(self) -> int:
@@ -53,8 +54,9 @@ class Function:
 
     @property
     def static_bytes(self) -> int:
-        """Bytes of the function's own mutable static buffers (attention's score row)."""
-        return 4 * self.spec.kv_len if isinstance(self.spec, AttentionSpec) else 0
+        """Bytes of the function's own mutable static buffers: none, every op's scratch (attention's
+        scores and running sums included) lives in the L1 arena."""
+        return 0
 
 
 def c_float(value) -> str:
@@ -159,21 +161,36 @@ def _emit_softmax(body: _Body, spec: SoftmaxSpec) -> None:
 
 
 def _emit_attention(body: _Body, spec: AttentionSpec) -> None:
+    t = body.fn.tiling
     sym = body.fn.symbol
     q, k, v = body.operand("q", spec.q), body.operand("k", spec.k), body.operand("v", spec.v)
     mask = body.operand("mask", spec.mask)
+    quant = spec.quant
+    ints = [0] * 11 if quant is None else [
+        quant.q_zp, quant.k_zp, quant.v_zp, quant.out_zp, quant.exp_mul, quant.exp_shift, quant.e_shift,
+        quant.out_mul, quant.out_shift, quant.lo, quant.hi]
+    strides = ", ".join(_strides(x) for x in (spec.q_strides, spec.k_strides, spec.v_strides, spec.mask_strides,
+                                               spec.out_strides))
+    slots = ", ".join("{%d, %d}" % pair for pair in (t.l1_q, t.l1_k, t.l1_v, t.l1_mask, t.l1_o))
     body.declare(
-        f"static const dpl_attention_shape_t {sym}_shape = {{{spec.batch}, {spec.heads}, {spec.kv_heads}, "
-        f"{spec.q_len}, {spec.kv_len}, {spec.qk_dim}, {spec.v_dim}, {CAUSAL[spec.causal]}, "
-        f"{c_float(spec.scale)}}};")
-    names = ("q", "k", "v", "mask", "out")
-    strides = (spec.q_strides, spec.k_strides, spec.v_strides, spec.mask_strides, spec.out_strides)
-    body.declare(f"static const dpl_strides_t {sym}_strides[5] = {{"
-                 + ", ".join(_strides(s) for s in strides) + f"}}; /* {', '.join(names)} */")
-    body.declare(f"static float {sym}_scratch[{spec.kv_len}];")
-    body.lines.append(
-        f"  dpl_attention_f32({q}, {k}, {v}, {mask}, out, &{sym}_shape, &{sym}_strides[0], "
-        f"&{sym}_strides[1], &{sym}_strides[2], &{sym}_strides[3], &{sym}_strides[4], {sym}_scratch);")
+        f"/* {t.tiles} row tiles of {t.tile_h} heads x {t.tile_q} queries over key blocks of {t.tile_kv}, "
+        f"{t.steps} steps on {t.cores} cores, {t.l1_bytes} bytes of L1, DMA {t.dma_in_bytes} in / "
+        f"{t.dma_out_bytes} out; strides q, k, v, mask, o */\n"
+        f"static const dpl_attention_plan_t {sym}_plan = {{{'DPL_F32' if spec.dtype == 'float32' else 'DPL_S8'}, "
+        f"{spec.batch}, {spec.heads}, {spec.kv_heads}, {spec.kv_div}, {spec.q_len}, {spec.kv_len}, {spec.qk_dim}, "
+        f"{spec.v_dim}, {CAUSAL[spec.causal]}, {t.tile_h}, {t.tile_q}, {t.tile_kv}, {strides}, {slots}, "
+        f"{t.l1_state}, {t.l1_scores}, {t.l1_lut}, {t.cores}, {c_float(spec.scale)}, "
+        f"{', '.join(str(i) for i in ints)}}};")
+    lut = "dpl_exp2_lut" if spec.dtype == "int8" else "NULL"
+    body.lines.append(f"  dpl_attention_tiled(&{sym}_plan, DPL_L1, {q}, {k}, {v}, {mask}, out, {lut});")
+
+
+def _exp2_lut_source() -> str:
+    """reference.EXP2_LUT, once per module, for the int8 attentions."""
+    items = [str(int(x)) for x in EXP2_LUT]
+    lines = "\n".join("  " + ", ".join(items[i:i + 16]) + "," for i in range(0, len(items), 16))
+    return ("/* 2^15 * 2^(-f/256), rounded: the integer softmax's exponent table (reference.EXP2_LUT) */\n"
+            f"static const uint16_t dpl_exp2_lut[{len(items)}] DPL_WEIGHTS = {{\n{lines}\n}};\n")
 
 
 EMITTERS = {"gemm": _emit_gemm, "softmax": _emit_softmax, "attention": _emit_attention}
@@ -224,6 +241,8 @@ def emit_module(functions: list[Function], ffi_wrappers: bool = True) -> str:
     if l1_bytes:
         arena = (f"/* The L1 scratchpad: every tiled op lays out its tiles from the start. */\n"
                  f"static uint64_t dpl_l1_arena[{-(-l1_bytes // 8)}];\n#define DPL_L1 ((uint8_t *)dpl_l1_arena)\n")
+    if any(isinstance(f.spec, AttentionSpec) and f.spec.dtype == "int8" for f in functions):
+        arena += _exp2_lut_source()
     return Template(template("module.c.tmpl")).substitute(
         host_prelude=host_prelude, host_includes=host_includes, kernels=kernel_sources(), l1_arena=arena,
         functions="".join(emit_function(f) for f in functions), wrappers=wrappers)

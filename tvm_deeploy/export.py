@@ -39,6 +39,7 @@ from .resources import kernel_file
 from .program import DTYPES, ExportError, Lowered, Program, c_identifier, lower_program
 from .specs import summary
 from .target import is_deeploy_target, platform_of
+from .tiling import AttentionTiling
 
 DEFAULT_WEIGHTS_SECTION = ".dpl_weights"
 
@@ -169,6 +170,8 @@ def _tiling(fn) -> dict | None:
     t = fn.tiling
     if t is None:
         return None
+    if isinstance(t, AttentionTiling):
+        return t.report()
     return {"tile": [t.tile_m, t.tile_n, fn.spec.k], "tiles": t.tiles, "cores": t.cores, "l1_bytes": t.l1_bytes,
             "single_buffered": [name for name, slots in (("a", t.l1_a), ("b", t.l1_b)) if slots[0] == slots[1]],
             "dma_in_bytes": t.dma_in_bytes, "dma_out_bytes": t.dma_out_bytes,

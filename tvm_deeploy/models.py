@@ -184,3 +184,100 @@ def mlp(tokens: int = 16, dim: int = 32, hidden: int = 64, quantized: bool = Fal
             out = bb.emit_output(linear(h, hidden, dim, in_scale=0.02))
         bb.emit_func_output(out)
     return bb.get()
+
+
+def attention_layer(heads: int = 16, kv_heads: int | None = None, head_dim: int = 4, tokens: int = 64,
+                    cache: int = 0, cache_form: str = "concat", gqa: str = "broadcast", quantized: bool = False,
+                    mask: str = "const", scales: tuple[float, float, float, float] = (0.08, 0.08, 0.03, 0.02),
+                    zero_points: tuple[int, int, int, int] = (2, -3, 1, -4)) -> tvm.IRModule:
+    """The attention of a Llama decoder layer as exported graphs write it, on the already projected
+    (and rotated) q [1, tokens, heads * head_dim], k and v [1, tokens, kv_heads * head_dim]:
+    reshape to heads, permute_dims to [1, heads, tokens, head_dim], K/V heads repeated for grouped-
+    query attention, matmul(Q, Kᵀ) * 1/sqrt(head_dim) [+ mask], softmax, matmul V, back to
+    [1, tokens, heads * head_dim].
+
+    cache 0: prompt; `mask` "const" is the additive causal mask (-1e9 above the diagonal), "none" none.
+    cache > 0: decode against a KV cache, inputs k_cache and v_cache [1, kv_heads, cache, head_dim];
+      cache_form "concat": keys are concat(cache, new) (cache + tokens of them; the new tokens see every
+      cached key: a bottom-right causal mask when tokens > 1), returned as the new cache;
+      cache_form "position": a fixed-size cache and an int32 position input [1]; the new token (tokens
+      must be 1) is written at that position (TVM's where) and an additive mask computed from the
+      position (keys after it get -inf) goes into the scores; returns the updated cache.
+    gqa (kv_heads < heads): "broadcast" (expand_dims, broadcast_to, reshape: query head h reads K/V head
+      h // (heads / kv_heads), as Llama's repeat_kv), "repeat" (R.repeat, the same mapping) or "tile"
+      (R.tile: head h reads h % kv_heads).
+    quantized: q, k, v (and the caches) are int8 inputs, dequantized with per-tensor `scales` and
+      `zero_points` (q, k, v, output); the output is quantized to int8.
+    """
+    kv_heads = kv_heads or heads
+    group = heads // kv_heads
+    dtype = "int8" if quantized else "float32"
+    if cache_form == "position" and (tokens != 1 or quantized):
+        raise ValueError("the fixed-size cache form is fp32 decode of one token")
+    bb = relax.BlockBuilder()
+    params = [relax.Var("q", relax.TensorType((1, tokens, heads * head_dim), dtype)),
+              relax.Var("k", relax.TensorType((1, tokens, kv_heads * head_dim), dtype)),
+              relax.Var("v", relax.TensorType((1, tokens, kv_heads * head_dim), dtype))]
+    if cache:
+        params += [relax.Var(f"{n}_cache", relax.TensorType((1, kv_heads, cache, head_dim), dtype)) for n in "kv"]
+        if cache_form == "position":
+            params.append(relax.Var("position", relax.TensorType((1,), "int32")))
+
+    def const(value, dtype_):
+        return relax.const(value, dtype_)
+
+    with bb.function("main", params):
+        with bb.dataflow():
+            def heads_first(x, n):  # [1, tokens, n * head_dim] -> [1, n, tokens, head_dim]
+                x = bb.emit(relax.op.reshape(x, (1, tokens, n, head_dim)))
+                return bb.emit(relax.op.permute_dims(x, [0, 2, 1, 3]))
+
+            def dequantize(x, i):
+                if not quantized:
+                    return x
+                return bb.emit(relax.op.dequantize(x, const(scales[i], "float32"), const(zero_points[i], "int8")))
+
+            q = heads_first(params[0], heads)
+            k, v = heads_first(params[1], kv_heads), heads_first(params[2], kv_heads)
+            keys, extra_outputs, add_mask = tokens, [], None
+            if cache and cache_form == "concat":
+                k = bb.emit(relax.op.concat([params[3], k], axis=2))
+                v = bb.emit(relax.op.concat([params[4], v], axis=2))
+                keys, extra_outputs = cache + tokens, [k, v]
+            elif cache:
+                index = bb.emit(relax.op.reshape(relax.op.arange(0, cache, 1, "int32"), (1, 1, cache, 1)))
+                here = bb.emit(relax.op.equal(index, params[5]))
+                k = bb.emit(relax.op.where(here, k, params[3]))
+                v = bb.emit(relax.op.where(here, v, params[4]))
+                seen = bb.emit(relax.op.less_equal(relax.op.reshape(index, (1, 1, 1, cache)), params[5]))
+                add_mask = bb.emit(relax.op.where(seen, const(0.0, "float32"), const(-np.inf, "float32")))
+                keys, extra_outputs = cache, [k, v]
+            q, k, v = dequantize(q, 0), dequantize(k, 1), dequantize(v, 2)
+            if group > 1:
+                if gqa == "repeat":
+                    k, v = (bb.emit(relax.op.repeat(x, group, axis=1)) for x in (k, v))
+                elif gqa == "tile":
+                    k, v = (bb.emit(relax.op.tile(x, [1, group, 1, 1])) for x in (k, v))
+                else:
+                    def repeat_kv(x):
+                        x = bb.emit(relax.op.expand_dims(x, 2))
+                        x = bb.emit(relax.op.broadcast_to(x, (1, kv_heads, group, keys, head_dim)))
+                        return bb.emit(relax.op.reshape(x, (1, heads, keys, head_dim)))
+                    k, v = repeat_kv(k), repeat_kv(v)
+            scores = bb.emit(relax.op.matmul(q, bb.emit(relax.op.permute_dims(k, [0, 1, 3, 2]))))
+            scores = bb.emit(relax.op.multiply(scores, const(1.0 / np.sqrt(head_dim), "float32")))
+            if add_mask is not None:
+                scores = bb.emit(relax.op.add(scores, add_mask))
+            elif mask == "const" and tokens > 1:
+                i, j = np.arange(tokens)[:, None], np.arange(keys)[None, :]
+                causal = np.where(j <= i + keys - tokens, 0.0, -1e9).astype("float32")
+                scores = bb.emit(relax.op.add(scores, const(causal, "float32")))
+            att = bb.emit(relax.op.matmul(bb.emit(relax.op.nn.softmax(scores, axis=-1)), v))
+            att = bb.emit(relax.op.permute_dims(att, [0, 2, 1, 3]))
+            out = bb.emit(relax.op.reshape(att, (1, tokens, heads * head_dim)))
+            if quantized:
+                out = bb.emit(relax.op.quantize(out, const(scales[3], "float32"), const(zero_points[3], "int8"),
+                                                out_dtype="int8"))
+            result = bb.emit_output(relax.Tuple([out, *extra_outputs]) if extra_outputs else out)
+        bb.emit_func_output(result)
+    return bb.get()

@@ -61,24 +61,89 @@ def softmax_pattern():
     return is_op("relax.nn.softmax")(wildcard())
 
 
-def attention_pattern():
-    q, k, v = wildcard(), wildcard(), wildcard()
+# Attention operands arrive through layout ops (up to VIEW_DEPTH of them, any order: permute_dims,
+# reshape, repeat, ...) and, int8, one dequantize; the output leaves through up to OUT_DEPTH
+# permute_dims / reshape and, int8, a quantize. describe turns the chains into strides.
+VIEW_DEPTH = 7
+OUT_DEPTH = 2
+
+
+def _either(*patterns):
+    result = patterns[0]
+    for p in patterns[1:]:
+        result = result | p
+    return result
+
+
+def _viewed(depth: int = VIEW_DEPTH, dequantize: bool = False):
+    x = wildcard()
+    for _ in range(depth):
+        steps = [is_op("relax.permute_dims")(x), is_op("relax.reshape")(x, wildcard()), is_op("relax.repeat")(x),
+                 is_op("relax.tile")(x), is_op("relax.broadcast_to")(x, wildcard()), is_op("relax.expand_dims")(x),
+                 is_op("relax.squeeze")(x)]
+        if dequantize:
+            steps.append(is_op("relax.dequantize")(x, is_const(), is_const()))
+        x = _either(*steps) | x
+    return x
+
+
+def _out_viewed(inner, depth: int = OUT_DEPTH):
+    for _ in range(depth):
+        inner = is_op("relax.permute_dims")(inner) | is_op("relax.reshape")(inner, wildcard()) | inner
+    return inner
+
+
+def _quantized(inner):
+    return _out_viewed(is_op("relax.quantize")(_out_viewed(inner), is_const(), is_const()))
+
+
+def _attention_op(operand):
+    q, k, v = operand(), operand(), operand()
     return is_op("relax.nn.attention")(q, k, v) | is_op("relax.nn.attention_bias")(q, k, v, wildcard())
 
 
-def attention_chain_pattern():
-    # [permute] matmul(softmax([mask +] [scale *|/] matmul(Q, K^T)), V) [permute], as ONNX imports it
-    scores = is_op("relax.matmul")(_maybe_permuted(wildcard()), _maybe_permuted(wildcard()))
+def _attention_chain(operand):
+    # matmul(softmax([mask +] [scale *|/] matmul(Q, K^T)), V), each operand through its layout ops
+    scores = is_op("relax.matmul")(operand(), operand())
     scaled = is_op("relax.divide")(scores, is_const()) | _maybe("relax.multiply", scores)
     masked = _add_either_order(scaled, wildcard()) | scaled
-    out = is_op("relax.matmul")(is_op("relax.nn.softmax")(masked), _maybe_permuted(wildcard()))
-    return _maybe_permuted(out)
+    return is_op("relax.matmul")(is_op("relax.nn.softmax")(masked), operand())
+
+
+def attention_pattern():
+    return _out_viewed(_attention_op(_viewed))
+
+
+def attention_chain_pattern():
+    return _out_viewed(_attention_chain(_viewed))
+
+
+def attention_s8_pattern():
+    return _quantized(_attention_op(lambda: _viewed(dequantize=True)))
+
+
+def attention_chain_s8_pattern():
+    return _quantized(_attention_chain(lambda: _viewed(dequantize=True)))
+
+
+def attention_direct_pattern():
+    """The fallback when a layout op of the full pattern cannot be absorbed (its result is used
+    elsewhere, or no strided view expresses it): operands as they are."""
+    return _attention_op(wildcard)
+
+
+def attention_chain_direct_pattern():
+    return _maybe_permuted(_attention_chain(lambda: _maybe_permuted(wildcard())))
 
 
 # (pattern name, op family for `describe`, pattern builder), highest priority first.
 PATTERNS = (
+    ("attention_s8", "attention", attention_s8_pattern),
+    ("attention_chain_s8", "attention", attention_chain_s8_pattern),
     ("attention", "attention", attention_pattern),
     ("attention_chain", "attention", attention_chain_pattern),
+    ("attention_direct", "attention", attention_direct_pattern),
+    ("attention_chain_direct", "attention", attention_chain_direct_pattern),
     ("gemm_qdq", "gemm", qdq_gemm_pattern),
     ("gemm_int_requant", "gemm", int_requant_gemm_pattern),
     ("gemm", "gemm", gemm_pattern),

@@ -17,6 +17,28 @@ Integer semantics, in order:
   ``t >> shift[n]`` (arithmetic, ``0 <= shift <= 31``), ``t + out_zp``, each in int32 with
   wrap-around, each of mul/add/shift skipped when None; clamp to ``[lo, hi]``, int8.
 
+Integer attention (``attention_s8``, the kernel ``dpl_attention_tiled`` with DPL_S8): int8 Q, K, V
+with per-tensor scales and zero points, an integer-only softmax, int8 output. Per query row i, with
+the keys j it sees (causal masking), in exact integer arithmetic:
+
+* score: ``s[j] = sum_c (q[i, c] - q_zp) * (k[j, c] - k_zp)`` (int32), and the row maximum ``m``;
+* exponent: ``t[j] = ((m - s[j]) * exp_mul + 2**(exp_shift-1)) >> exp_shift``, the distance from the
+  maximum in powers of two with 8 fractional bits (``exp_mul * 2**-exp_shift`` is
+  ``q_scale * k_scale * scale * log2(e) * 256``); with ``n = (t >> 8) + e_shift``,
+  ``e[j] = (EXP2_LUT[t & 255] + (2**n >> 1)) >> n`` (rounded), 0 when ``n >= 17``;
+  ``EXP2_LUT[f] = round(2**15 * 2**(-f/256))``. So ``e[j]`` is
+  ``2**(15 - e_shift) * exp(real score - real maximum)``, to 0.14 %;
+* sums: ``l = sum_j e[j]`` and ``a[c] = sum_j e[j] * (v[j, c] - v_zp)`` (int32: ``e_shift`` is the
+  smallest that keeps ``255 * kv_len * 2**(15 - e_shift) < 2**31``);
+* output: ``inv = 2**46 // l``, ``w = (a * inv) >> 30`` (the weighted mean of ``v - v_zp`` with 16
+  fractional bits), ``y = out_zp + ((w * out_mul + 2**(out_shift+15)) >> (out_shift+16))`` with
+  ``out_mul * 2**-out_shift = v_scale / out_scale``, clamped to ``[lo, hi]``; a row that sees no key
+  gives ``clamp(out_zp)``.
+
+Shifts are arithmetic (floor). The kernel works on key blocks when K and V do not fit L1: a first
+pass over the blocks finds ``m`` exactly, a second computes the sums, which are exact integer sums,
+so the result does not depend on the blocking (unlike a float online softmax, no rescaling happens).
+
 The float references (`softmax_f32`, `attention_f32`) are for tolerance checks only: they compute
 in float64 and return float32.
 """
@@ -28,8 +50,12 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "EXP2_LUT",
+    "AttentionQuant",
     "Requant",
     "attention_f32",
+    "attention_quant",
+    "attention_s8",
     "gemm_s8",
     "quantize_multiplier",
     "requantize_fixed",
@@ -41,6 +67,12 @@ _I32_MIN = -(2**31)
 _I32_MAX = 2**31 - 1
 _MODES = ("none", "fixed", "int_ops")
 _CAUSAL = ("none", "top_left", "bottom_right")
+
+# Integer softmax constants (see the module docstring).
+EXP_FRAC_BITS = 8  # t counts powers of two in steps of 1/256
+EXP_LUT_BITS = 15  # EXP2_LUT[0] = 2**15
+ATTENTION_RECIP_BITS = 46  # inv = 2**46 // l
+ATTENTION_MEAN_BITS = 16  # fractional bits of the weighted mean w
 
 
 def _wrap_i32(x: np.ndarray) -> np.ndarray:
@@ -237,29 +269,52 @@ def softmax_f32(x) -> np.ndarray:
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-def attention_f32(q, k, v, scale, mask=None, causal="none", kv_heads=None) -> np.ndarray:
-    """Reference of ``dpl_attention_f32`` in (batch, heads, seq, dim) layout.
+def kv_head_index(heads: int, kv_heads: int, kv_div: int | None = None) -> np.ndarray:
+    """The K/V head each query head reads: ``(h // kv_div) % kv_heads``.
 
-    ``q`` is ``[b, h, q_len, d]``, ``k`` ``[b, kv_heads, kv_len, d]``, ``v``
-    ``[b, kv_heads, kv_len, dv]``; query head h reads kv head ``h // (h_total // kv_heads)``.
-    ``mask`` is additive and broadcasts to ``[b, h, q_len, kv_len]``. ``causal`` is "none",
-    "top_left" (query i sees keys j <= i) or "bottom_right" (j <= i + kv_len - q_len); hidden keys
-    get weight 0, and a row with no visible key, or whose visible scores are all -inf, is 0.
-    Computed in float64, returned as float32.
-    """
+    ``kv_div`` None is the grouped-query convention ``kv_div = heads // kv_heads`` (query heads
+    0..g-1 share K/V head 0); TVM's ``R.nn.attention`` pairs head h with ``h % kv_heads`` (kv_div 1)."""
+    if kv_div is None:
+        if heads % kv_heads:
+            raise ValueError(f"{heads} query heads do not group over {kv_heads} K/V heads")
+        kv_div = heads // kv_heads
+    return (np.arange(heads) // int(kv_div)) % int(kv_heads)
+
+
+def _visible(q_len: int, kv_len: int, causal: str) -> np.ndarray:
+    """[q_len, kv_len] bool: which keys each query sees."""
     if causal not in _CAUSAL:
         raise ValueError(f"causal={causal!r} must be one of {_CAUSAL}")
+    i = np.arange(q_len)[:, None]
+    j = np.arange(kv_len)[None, :]
+    if causal == "top_left":
+        return j <= i
+    if causal == "bottom_right":
+        return j <= i + (kv_len - q_len)
+    return np.ones((q_len, kv_len), dtype=bool)
+
+
+def attention_f32(q, k, v, scale, mask=None, causal="none", kv_heads=None, kv_div=None) -> np.ndarray:
+    """Reference of ``dpl_attention_tiled`` with DPL_F32, in (batch, heads, seq, dim) layout.
+
+    ``q`` is ``[b, h, q_len, d]``, ``k`` ``[b, kv_heads, kv_len, d]``, ``v``
+    ``[b, kv_heads, kv_len, dv]``; query head h reads K/V head ``kv_head_index(h, kv_heads, kv_div)``
+    (grouped by default). ``mask`` is additive and broadcasts to ``[b, h, q_len, kv_len]``. ``causal``
+    is "none", "top_left" (query i sees keys j <= i) or "bottom_right" (j <= i + kv_len - q_len);
+    hidden keys get weight 0, and a row with no visible key, or whose visible scores are all -inf,
+    is 0. Computed in float64, returned as float32.
+    """
     q64 = np.asarray(q, dtype=np.float64)
     k64 = np.asarray(k, dtype=np.float64)
     v64 = np.asarray(v, dtype=np.float64)
     heads = q64.shape[1]
     kvh = k64.shape[1] if kv_heads is None else int(kv_heads)
-    if k64.shape[1] != kvh or v64.shape[1] != kvh or heads % kvh:
-        raise ValueError(f"kv_heads={kvh} does not fit q {q64.shape}, k {k64.shape}, v {v64.shape}")
-    group = heads // kvh
-    k64 = np.repeat(k64, group, axis=1)
-    v64 = np.repeat(v64, group, axis=1)
+    if k64.shape[1] != kvh or v64.shape[1] != kvh:
+        raise ValueError(f"kv_heads={kvh} does not fit k {k64.shape}, v {v64.shape}")
+    index = kv_head_index(heads, kvh, kv_div)
+    k64, v64 = k64[:, index], v64[:, index]
     q_len, kv_len = q64.shape[2], k64.shape[2]
+    visible = _visible(q_len, kv_len, causal)
     if kv_len == 0:
         return np.zeros(q64.shape[:3] + v64.shape[3:], dtype=np.float32)
 
@@ -267,15 +322,6 @@ def attention_f32(q, k, v, scale, mask=None, causal="none", kv_heads=None) -> np
     if mask is not None:
         scores = scores + np.asarray(mask, dtype=np.float64)
     scores = np.broadcast_to(scores, q64.shape[:2] + (q_len, kv_len)).copy()
-
-    i = np.arange(q_len)[:, None]
-    j = np.arange(kv_len)[None, :]
-    if causal == "top_left":
-        visible = j <= i
-    elif causal == "bottom_right":
-        visible = j <= i + (kv_len - q_len)
-    else:
-        visible = np.ones((q_len, kv_len), dtype=bool)
     visible = np.broadcast_to(visible, scores.shape)
 
     scores = np.where(visible, scores, -np.inf)
@@ -285,3 +331,108 @@ def attention_f32(q, k, v, scale, mask=None, causal="none", kv_heads=None) -> np
     denom = e.sum(axis=-1, keepdims=True)
     p = np.where(empty, 0.0, e / np.where(empty, 1.0, denom))
     return (p @ v64).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# integer attention
+
+
+def _exp2_lut() -> np.ndarray:
+    exact = np.ldexp(np.exp2(-np.arange(1 << EXP_FRAC_BITS) / float(1 << EXP_FRAC_BITS)), EXP_LUT_BITS)
+    # Far from every rounding boundary (the closest is 2.7e-4 away), so any libm gives this table.
+    assert (np.abs(exact - np.floor(exact) - 0.5) > 1e-6).all()
+    return np.floor(exact + 0.5).astype(np.uint16)
+
+
+EXP2_LUT = _exp2_lut()
+EXP2_LUT.setflags(write=False)
+
+
+@dataclass(frozen=True)
+class AttentionQuant:
+    """The integer constants of one int8 attention, all derived at compile time from the scales
+    (see the module docstring for how each is used)."""
+
+    q_zp: int
+    k_zp: int
+    v_zp: int
+    out_zp: int
+    exp_mul: int
+    exp_shift: int
+    e_shift: int
+    out_mul: int
+    out_shift: int
+    lo: int = -128
+    hi: int = 127
+
+
+MAX_ATTENTION_KV_LEN = 1 << 15  # beyond this e keeps fewer than 8 bits
+
+
+def attention_quant(q_scale, k_scale, v_scale, out_scale, q_zp, k_zp, v_zp, out_zp, scale, kv_len,
+                    lo=-128, hi=127) -> AttentionQuant:
+    """The integer constants for int8 attention with these per-tensor scales and zero points, the
+    score scale ``scale`` (the real multiplier of q.k, e.g. 1/sqrt(d)) and ``kv_len`` keys.
+    Raises ValueError when the integer arithmetic cannot represent them."""
+    for name, zp in (("q_zp", q_zp), ("k_zp", k_zp), ("v_zp", v_zp), ("out_zp", out_zp)):
+        _check_int(name, zp, -128, 127)
+    scales = [float(x) for x in (q_scale, k_scale, v_scale, out_scale)]
+    if not all(np.isfinite(x) and x > 0 for x in scales):
+        raise ValueError(f"scales {scales} must be positive and finite")
+    if not (np.isfinite(scale) and scale >= 0):
+        raise ValueError(f"attention scale {scale} must be non-negative and finite")
+    if not 1 <= int(kv_len) <= MAX_ATTENTION_KV_LEN:
+        raise ValueError(f"kv_len={kv_len} must be in [1, {MAX_ATTENTION_KV_LEN}]")
+    real = scales[0] * scales[1] * float(scale) * np.log2(np.e) * (1 << EXP_FRAC_BITS)
+    if real == 0.0:
+        exp_mul, exp_shift = 0, 1  # every key weighs the same
+    else:
+        mul, shift = quantize_multiplier(real)
+        exp_mul, exp_shift = int(mul[0]), int(shift[0])
+    e_shift = 0
+    while 255 * int(kv_len) * (1 << (EXP_LUT_BITS - e_shift)) >= 2**31:
+        e_shift += 1
+    mul, shift = quantize_multiplier(scales[2] / scales[3])
+    out_mul, out_shift = int(mul[0]), int(shift[0])
+    if out_shift + ATTENTION_MEAN_BITS > 62:
+        raise ValueError(f"v_scale / out_scale = {scales[2] / scales[3]} is too small")
+    return AttentionQuant(int(q_zp), int(k_zp), int(v_zp), int(out_zp), exp_mul, exp_shift, e_shift,
+                          out_mul, out_shift, _check_int("lo", lo, -128, 127), _check_int("hi", hi, -128, 127))
+
+
+def exp2_weights(delta, quant: AttentionQuant) -> np.ndarray:
+    """``e`` for distances ``delta = m - s >= 0`` from the row maximum (int64 array)."""
+    delta = np.asarray(delta, dtype=np.int64)
+    t = (delta * quant.exp_mul + (1 << (quant.exp_shift - 1))) >> quant.exp_shift
+    n = np.minimum((t >> EXP_FRAC_BITS) + quant.e_shift, 17)
+    lut = EXP2_LUT.astype(np.int64)[t & ((1 << EXP_FRAC_BITS) - 1)]
+    return np.where(n >= 17, 0, (lut + ((1 << n) >> 1)) >> n)
+
+
+def attention_s8(q, k, v, quant: AttentionQuant, causal="none", kv_heads=None, kv_div=None) -> np.ndarray:
+    """Reference of ``dpl_attention_tiled`` with DPL_S8 (the module docstring defines it).
+
+    ``q`` int8 ``[b, h, q_len, d]``, ``k`` int8 ``[b, kv_heads, kv_len, d]``, ``v`` int8
+    ``[b, kv_heads, kv_len, dv]``; heads map as in `attention_f32`. Returns int8 ``[b, h, q_len, dv]``."""
+    q, k, v = (np.asarray(x) for x in (q, k, v))
+    if not (q.dtype == k.dtype == v.dtype == np.int8):
+        raise ValueError(f"q, k, v must be int8, got {q.dtype}, {k.dtype}, {v.dtype}")
+    heads = q.shape[1]
+    kvh = k.shape[1] if kv_heads is None else int(kv_heads)
+    index = kv_head_index(heads, kvh, kv_div)
+    k, v = k[:, index], v[:, index]
+    q_len, kv_len = q.shape[2], k.shape[2]
+    visible = np.broadcast_to(_visible(q_len, kv_len, causal), q.shape[:2] + (q_len, kv_len))
+    scores = (q.astype(np.int64) - quant.q_zp) @ np.swapaxes(k.astype(np.int64) - quant.k_zp, -1, -2)
+    assert np.abs(scores).max(initial=0) < 2**30, "scores exceed the int32 range the kernel assumes"
+    m = np.where(visible, scores, np.iinfo(np.int64).min).max(axis=-1, keepdims=True, initial=np.iinfo(np.int64).min)
+    e = np.where(visible, exp2_weights(np.where(visible, m - scores, 0), quant), 0)
+    l = e.sum(axis=-1, keepdims=True)
+    acc = e @ (v.astype(np.int64) - quant.v_zp)
+    assert l.max(initial=0) < 2**31 and np.abs(acc).max(initial=0) < 2**31, "sums exceed int32"
+    inv = np.where(l > 0, (1 << ATTENTION_RECIP_BITS) // np.maximum(l, 1), 0)
+    w = (acc * inv) >> (ATTENTION_RECIP_BITS - ATTENTION_MEAN_BITS)
+    shift = quant.out_shift + ATTENTION_MEAN_BITS
+    y = quant.out_zp + ((w * quant.out_mul + (1 << (shift - 1))) >> shift)
+    y = np.where(l > 0, y, quant.out_zp)
+    return _clamp_to_i8(y, quant.lo, quant.hi)

@@ -7,6 +7,7 @@ import tvm
 from .codegen import compile_functions, offloaded_functions
 from .partition import partition_for_deeploy
 from .specs import GemmSpec, summary
+from .tiling import AttentionTiling
 from .target import platform_of
 
 
@@ -32,7 +33,9 @@ def compile_report(mod: tvm.IRModule, target: tvm.target.Target | str = "deeploy
             "output_shape": list(fn.output.shape), "dtype": getattr(spec, "dtype", "float32"),
             "out_dtype": fn.output.dtype, "engine": fn.engine, "modelled_cycles": dict(fn.estimates),
         }
-        if tiling is None:  # attention and softmax run untiled, reading their operands where they are
+        if isinstance(tiling, AttentionTiling):
+            entry.update(tiling.report(), solver_seconds=round(tiling.solver_seconds, 4))
+        elif tiling is None:  # softmax runs untiled, reading its operands where they are
             entry.update(tile=None, tiles=1, l1_bytes=0, dma_in_bytes=0, dma_out_bytes=0, dma_lower_bound=0,
                          solver_status="untiled", solver_seconds=0.0)
         else:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .reference import Requant
+from .reference import AttentionQuant, Requant
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,11 @@ class Strides:
 
 @dataclass(frozen=True)
 class AttentionSpec:
-    """softmax(Q K^T * scale + mask [causal]) V per batch and head, fp32, strided operands."""
+    """softmax(Q K^T * scale + mask [causal]) V per batch and query head, strided operands.
+
+    Query head h reads K/V head ``(h // kv_div) % kv_heads``; `k_strides` and `v_strides` step over
+    K/V heads of the K and V tensors as stored. fp32 ("float32"), or int8 Q, K, V and output with the
+    integer constants in `quant` (then `scale` is folded into them and there is no mask)."""
 
     q: Operand
     k: Operand
@@ -108,6 +112,9 @@ class AttentionSpec:
     v_dim: int
     scale: float
     causal: str  # "none", "top_left" or "bottom_right"
+    kv_div: int = 1
+    dtype: str = "float32"
+    quant: AttentionQuant | None = field(default=None, compare=False)
 
     kind = "attention"
 
@@ -124,5 +131,5 @@ def summary(spec: OpSpec) -> str:
                 f"m={spec.m} n={spec.n} k={spec.k}{', B^T' if spec.b_transposed else ''}{quant}")
     if isinstance(spec, SoftmaxSpec):
         return f"softmax float32 rows={spec.rows} cols={spec.cols}"
-    return (f"attention float32 batch={spec.batch} heads={spec.heads}/{spec.kv_heads} q={spec.q_len} "
+    return (f"attention {spec.dtype} batch={spec.batch} heads={spec.heads}/{spec.kv_heads} q={spec.q_len} "
             f"kv={spec.kv_len} d={spec.qk_dim}/{spec.v_dim} causal={spec.causal}")

@@ -34,3 +34,43 @@ class GemmTiling:
     modelled_cycles: int
     solver_status: str  # "optimal", or "feasible (time limit)" when the search was cut short
     solver_seconds: float
+
+
+@dataclass(frozen=True)
+class AttentionTiling:
+    """Row tiles of tile_h query heads x tile_q query rows visiting key blocks of tile_kv keys
+    (see tiling/attention.py). K and V are single-buffered when their two slot offsets are equal."""
+
+    tile_h: int
+    tile_q: int
+    tile_kv: int
+    tiles: int  # row tiles
+    steps: int  # key blocks visited, over every pass of every row tile
+    cores: int
+    l1_q: tuple[int, int]
+    l1_k: tuple[int, int]
+    l1_v: tuple[int, int]
+    l1_mask: tuple[int, int]
+    l1_o: tuple[int, int]
+    l1_state: int
+    l1_scores: int
+    l1_lut: int
+    l1_bytes: int
+    dma_in_bytes: int
+    dma_out_bytes: int
+    dma_lower_bound: int
+    modelled_cycles: int
+    solver_status: str
+    solver_seconds: float
+
+    @property
+    def single_buffered(self) -> list[str]:
+        return [name for name, slots in (("k", self.l1_k), ("v", self.l1_v)) if slots[0] == slots[1]]
+
+    def report(self) -> dict:
+        """The fields compile_report and the exported report.json show (without solver seconds)."""
+        return {"tile": [self.tile_h, self.tile_q, self.tile_kv], "tile_axes": ["heads", "queries", "keys"],
+                "tiles": self.tiles, "steps": self.steps, "cores": self.cores, "l1_bytes": self.l1_bytes,
+                "single_buffered": self.single_buffered, "dma_in_bytes": self.dma_in_bytes,
+                "dma_out_bytes": self.dma_out_bytes, "dma_lower_bound": self.dma_lower_bound,
+                "modelled_cycles": self.modelled_cycles, "solver_status": self.solver_status}

@@ -27,3 +27,29 @@ class TilingPolicy:
 
 
 DEFAULT_POLICY = TilingPolicy()
+
+
+@dataclass(frozen=True)
+class AttentionPolicy:
+    """The attention tiler's cycle model (same form as the GEMM's):
+      cycles = max(DMA cycles, compute cycles) + steps * step_overhead + exposed single-buffered K/V DMA
+      compute cycles = sum over steps of (rows of the busiest core) * (keys of the step) * key cycles
+      key cycles = (qk_dim + v_dim) * mac cycles + exp cycles   (int8 first passes: qk_dim * mac cycles)
+      objective = cycles + dma_byte_weight * DMA bytes
+    """
+
+    cycles_per_mac: tuple[tuple[str, int], ...] = (("float32", 2), ("int8", 1))
+    exp_cycles: tuple[tuple[str, int], ...] = (("float32", 30), ("int8", 10))  # expf / table lookup per key
+    step_overhead_cycles: int = 300  # two barriers and core 0's DMA bookkeeping per step
+    dma_byte_weight: int = 1
+    seconds: float = 2.0
+    seed: int = 0
+
+    def mac_cycles(self, dtype: str) -> int:
+        return dict(self.cycles_per_mac)[dtype]
+
+    def exp(self, dtype: str) -> int:
+        return dict(self.exp_cycles)[dtype]
+
+
+DEFAULT_ATTENTION_POLICY = AttentionPolicy()

@@ -1,0 +1,556 @@
+/* dpl_attention_tiled: fused attention cut into L1 tiles, double-buffered over the cluster DMA and
+   shared among the cluster's cores, see dpl_kernels.h (the schedule) and tvm_deeploy/reference.py
+   (attention_f32, and attention_s8, which DPL_S8 matches bit for bit).
+
+   One fork runs the whole call: core 0 drives the DMA, every core computes its share of each step,
+   two barriers per step keep them in step:
+     core 0: start step s+1's new blocks, wait for step s's        | barrier
+     all:    step s for (head, row) pairs core, core + cores, ...  | barrier
+     core 0: send a finished row tile out, fetch single-buffered blocks, move to step s+1
+   A block goes into the slot of its operand's ring that the block in use does not occupy, so a
+   prefetch never lands on data a step still reads; the slot's previous block belonged to an earlier
+   step, whose transfer was waited before that step ran. */
+#include <float.h>
+#include <math.h>
+
+#include "dpl_kernels.h"
+
+/* Element strides of a block in L1: what the compute reads. */
+typedef struct at_view {
+  int32_t head, seq, feat;
+} at_view_t;
+
+/* One step: one key block of one pass of one row tile (tile_h heads x tile_q query rows). */
+typedef struct at_step {
+  int32_t b, hb, qi;         /* the row tile: batch, head block, query block */
+  int32_t tile;              /* running row-tile number: its O slot is tile & 1 */
+  int32_t h0, nh, kv_lo, span, q0, nq;
+  int32_t blocks, passes;    /* key blocks the row tile visits; passes over them (1 or 2) */
+  int32_t pass, ki, k0, nk;  /* ki < 0: the row tile sees no key (one step, no K/V) */
+  int32_t first, last;       /* first / last step of the row tile */
+} at_step_t;
+
+/* The two L1 slots of a streamed operand and the block each holds. */
+typedef struct at_ring {
+  int32_t single;            /* both slots at one offset: fetch after the step that used it */
+  int32_t slot, next;        /* slot of the current step's block, of the next step's */
+  int32_t held[3];           /* (batch, head block, key block) of the newest block; batch -1: none */
+  at_view_t view[2];
+  dpl_dma_job_t job[2];
+} at_ring_t;
+
+typedef struct at_ctx {
+  const dpl_attention_plan_t *p;
+  uint8_t *l1;
+  const uint8_t *q, *k, *v, *mask;
+  uint8_t *o;
+  uint32_t elem;             /* bytes of a Q, K, V and O element */
+  int32_t done;
+  at_step_t step, next;      /* the step computing now and the one after it */
+  int32_t has_next;
+  at_ring_t rq, rk, rv, rm;
+  at_view_t o_view[2];
+  dpl_dma_job_t jo[2], jlut;
+  /* the current step's blocks, for the compute */
+  const uint8_t *q_blk, *k_blk, *v_blk, *m_blk;
+  uint8_t *o_blk;
+  at_view_t qv, kv, vv, mv, ov;
+} at_ctx_t;
+
+static int32_t at_min(int32_t a, int32_t b) { return a < b ? a : b; }
+
+static int32_t at_ceil_div(int32_t a, int32_t b) { return (a + b - 1) / b; }
+
+/* How many keys query i sees. */
+static int32_t at_visible(const dpl_attention_plan_t *p, int32_t i) {
+  int32_t n = p->kv_len;
+  if (p->causal == DPL_CAUSAL_TOP_LEFT) {
+    n = i + 1;
+  } else if (p->causal == DPL_CAUSAL_BOTTOM_RIGHT) {
+    n = i + 1 + p->kv_len - p->q_len;
+  }
+  if (n < 0) n = 0;
+  return n < p->kv_len ? n : p->kv_len;
+}
+
+static int32_t at_kv_head(const dpl_attention_plan_t *p, int32_t h) { return (h / p->kv_div) % p->kv_heads; }
+
+/* ------------------------------------------------------------------------------------------ */
+/* the schedule */
+
+static void at_row_tile(const dpl_attention_plan_t *p, at_step_t *s) {
+  int32_t h, lo, hi;
+  s->h0 = s->hb * p->tile_h;
+  s->nh = at_min(p->tile_h, p->heads - s->h0);
+  lo = hi = at_kv_head(p, s->h0);
+  for (h = s->h0 + 1; h < s->h0 + s->nh; ++h) {
+    const int32_t kh = at_kv_head(p, h);
+    if (kh < lo) lo = kh;
+    if (kh > hi) hi = kh;
+  }
+  s->kv_lo = lo;
+  s->span = hi - lo + 1;
+  s->q0 = s->qi * p->tile_q;
+  s->nq = at_min(p->tile_q, p->q_len - s->q0);
+  /* the last row sees the most keys */
+  s->blocks = at_ceil_div(at_visible(p, s->q0 + s->nq - 1), p->tile_kv);
+  s->passes = (p->dtype == DPL_S8 && s->blocks > 1) ? 2 : 1;
+  s->pass = 0;
+  s->ki = s->blocks > 0 ? 0 : -1;
+}
+
+static void at_block(const dpl_attention_plan_t *p, at_step_t *s) {
+  s->k0 = s->ki > 0 ? s->ki * p->tile_kv : 0;
+  s->nk = s->ki >= 0 ? at_min(p->tile_kv, p->kv_len - s->k0) : 0;
+  s->first = s->pass == 0 && s->ki <= 0;
+  s->last = s->pass == s->passes - 1 && (s->ki < 0 || s->ki == s->blocks - 1);
+}
+
+static void at_first(const dpl_attention_plan_t *p, at_step_t *s) {
+  s->b = s->hb = s->qi = s->tile = 0;
+  at_row_tile(p, s);
+  at_block(p, s);
+}
+
+/* Advance to the next step; 0 when s was the last. */
+static int32_t at_next(const dpl_attention_plan_t *p, at_step_t *s) {
+  if (s->ki >= 0 && s->ki + 1 < s->blocks) {
+    ++s->ki;
+  } else if (s->pass + 1 < s->passes) {
+    ++s->pass;
+    s->ki = 0;
+  } else {
+    if (++s->qi == at_ceil_div(p->q_len, p->tile_q)) {
+      s->qi = 0;
+      if (++s->hb == at_ceil_div(p->heads, p->tile_h)) {
+        s->hb = 0;
+        if (++s->b == p->batch) return 0;
+      }
+    }
+    ++s->tile;
+    at_row_tile(p, s);
+  }
+  at_block(p, s);
+  return 1;
+}
+
+static int32_t at_needs_kv(const at_step_t *s) { return s->ki >= 0; }
+
+static int32_t at_needs_v(const at_step_t *s) { return s->ki >= 0 && s->pass == s->passes - 1; }
+
+/* ------------------------------------------------------------------------------------------ */
+/* DMA */
+
+static void at_transfer(dpl_dma_job_t *job, uint8_t *l1, const uint8_t *l2, uint32_t row_bytes, int32_t rows,
+                        uint32_t l1_stride, uint32_t l2_stride, int32_t to_l1) {
+  dpl_dma_wait(job); /* a block of several transfers: one at a time on the block's job */
+  if (to_l1) {
+    dpl_dma_start_2d(job, l1, l2, row_bytes, (uint32_t)rows, l1_stride, l2_stride, DPL_DMA_TO_L1);
+  } else {
+    dpl_dma_start_2d(job, (void *)(uintptr_t)l2, l1, row_bytes, (uint32_t)rows, l2_stride, l1_stride,
+                     DPL_DMA_TO_L2);
+  }
+}
+
+/* Move a block of nh heads x nr rows x nf features between L2 (element strides s, elements of e
+   bytes, first element at l2) and a packed L1 buffer, in the fewest transfers the strides allow;
+   `go` 0 only computes the L1 layout. Returns the L1 view. */
+static at_view_t at_move(dpl_dma_job_t *job, uint8_t *l1, const uint8_t *l2, const dpl_strides_t *s, int32_t nh,
+                         int32_t nr, int32_t nf, uint32_t e, int32_t to_l1, int32_t go) {
+  at_view_t view;
+  const int32_t feat_contiguous = nf == 1 || s->feat == 1;
+  const uint32_t row = (uint32_t)nf * e;
+  int32_t hh, r;
+  view.head = nr * nf;
+  view.seq = nf;
+  view.feat = 1;
+  if (feat_contiguous && (nr == 1 || s->seq == nf)) {
+    /* each head's rows are one contiguous run: one transfer of nh runs */
+    if (go) at_transfer(job, l1, l2, (uint32_t)nr * row, nh, (uint32_t)nr * row, (uint32_t)s->head * e, to_l1);
+  } else if (feat_contiguous && (nh == 1 || s->head == nf)) {
+    /* the heads sit side by side in every row: one transfer of nr rows, L1 rows hold every head */
+    view.head = nf;
+    view.seq = nh * nf;
+    if (go) at_transfer(job, l1, l2, (uint32_t)nh * row, nr, (uint32_t)nh * row, (uint32_t)s->seq * e, to_l1);
+  } else if (feat_contiguous) {
+    for (hh = 0; go && hh < nh; ++hh) {
+      at_transfer(job, l1 + (uint32_t)(hh * nr) * row, l2 + (uint32_t)hh * (uint32_t)s->head * e, row, nr, row,
+                  (uint32_t)s->seq * e, to_l1);
+    }
+  } else if (nr == 1 || s->seq == 1) {
+    /* strided features, contiguous rows: each head's block feature-major */
+    view.seq = 1;
+    view.feat = nr;
+    for (hh = 0; go && hh < nh; ++hh) {
+      at_transfer(job, l1 + (uint32_t)(hh * nr) * row, l2 + (uint32_t)hh * (uint32_t)s->head * e,
+                  (uint32_t)nr * e, nf, (uint32_t)nr * e, (uint32_t)s->feat * e, to_l1);
+    }
+  } else {
+    for (hh = 0; go && hh < nh; ++hh) {
+      for (r = 0; r < nr; ++r) {
+        at_transfer(job, l1 + (uint32_t)(hh * nr + r) * row,
+                    l2 + ((uint32_t)hh * (uint32_t)s->head + (uint32_t)r * (uint32_t)s->seq) * e, e, nf, e,
+                    (uint32_t)s->feat * e, to_l1);
+      }
+    }
+  }
+  return view;
+}
+
+static const uint8_t *at_at(const uint8_t *base, const dpl_strides_t *s, int32_t b, int32_t h, int32_t r, int32_t f,
+                            uint32_t e) {
+  return base + ((uint32_t)b * (uint32_t)s->batch + (uint32_t)h * (uint32_t)s->head + (uint32_t)r * (uint32_t)s->seq +
+                 (uint32_t)f * (uint32_t)s->feat) * e;
+}
+
+static void at_fetch_q(at_ctx_t *x, const at_step_t *s, int32_t slot) {
+  const dpl_attention_plan_t *p = x->p;
+  x->rq.view[slot] = at_move(&x->rq.job[slot], x->l1 + p->l1_q[slot], at_at(x->q, &p->q, s->b, s->h0, s->q0, 0, x->elem),
+                             &p->q, s->nh, s->nq, p->qk_dim, x->elem, 1, 1);
+}
+
+static void at_fetch_kv(at_ctx_t *x, at_ring_t *ring, const at_step_t *s, int32_t slot, int32_t is_v) {
+  const dpl_attention_plan_t *p = x->p;
+  const dpl_strides_t *st = is_v ? &p->v : &p->k;
+  const uint32_t off = is_v ? p->l1_v[slot] : p->l1_k[slot];
+  ring->view[slot] = at_move(&ring->job[slot], x->l1 + off, at_at(is_v ? x->v : x->k, st, s->b, s->kv_lo, s->k0, 0, x->elem),
+                             st, s->span, s->nk, is_v ? p->v_dim : p->qk_dim, x->elem, 1, 1);
+  ring->held[0] = s->b;
+  ring->held[1] = s->hb;
+  ring->held[2] = s->ki;
+}
+
+/* the mask block: axes the mask broadcasts (stride 0) are fetched once and read with stride 0 */
+static void at_fetch_mask(at_ctx_t *x, const at_step_t *s, int32_t slot) {
+  const dpl_attention_plan_t *p = x->p;
+  const dpl_strides_t *st = &p->mask;
+  at_view_t view = at_move(&x->rm.job[slot], x->l1 + p->l1_mask[slot], at_at(x->mask, st, s->b, s->h0, s->q0, s->k0, 4),
+                           st, st->head ? s->nh : 1, st->seq ? s->nq : 1, st->feat ? s->nk : 1, 4, 1, 1);
+  if (!st->head) view.head = 0;
+  if (!st->seq) view.seq = 0;
+  if (!st->feat) view.feat = 0;
+  x->rm.view[slot] = view;
+}
+
+static int32_t at_holds(const at_ring_t *ring, const at_step_t *s) {
+  return ring->held[0] == s->b && ring->held[1] == s->hb && ring->held[2] == s->ki;
+}
+
+/* Fetch the K or V block step s needs, when new, into the ring's free slot (`after`: this is the
+   fetch of a single-buffered ring, after the step that used its only slot). */
+static void at_fetch_if_new(at_ctx_t *x, at_ring_t *ring, const at_step_t *s, int32_t is_v, int32_t after) {
+  if (ring->single != after || !(is_v ? at_needs_v(s) : at_needs_kv(s)) || at_holds(ring, s)) return;
+  ring->next = ring->single ? 0 : 1 - ring->slot;
+  at_fetch_kv(x, ring, s, ring->next, is_v);
+}
+
+static void at_fetch_mask_for(at_ctx_t *x, const at_step_t *s, int32_t after) {
+  at_ring_t *ring = &x->rm;
+  if (!x->mask || ring->single != after || !at_needs_kv(s)) return;
+  ring->next = ring->single ? 0 : 1 - ring->slot;
+  at_fetch_mask(x, s, ring->next);
+}
+
+/* Core 0, before step s computes: start step s+1's new blocks in double-buffered slots, then wait
+   for step s's blocks and point the compute at them. */
+static void at_before(at_ctx_t *x) {
+  const dpl_attention_plan_t *p = x->p;
+  const at_step_t *s = &x->step;
+  const int32_t o_slot = s->tile & 1;
+  x->rq.next = x->rq.slot;
+  x->rk.next = x->rk.slot;
+  x->rv.next = x->rv.slot;
+  x->rm.next = x->rm.slot;
+  if (x->has_next) {
+    const at_step_t *n = &x->next;
+    if (n->first) {
+      x->rq.next = 1 - x->rq.slot;
+      at_fetch_q(x, n, x->rq.next);
+    }
+    at_fetch_if_new(x, &x->rk, n, 0, 0);
+    at_fetch_if_new(x, &x->rv, n, 1, 0);
+    at_fetch_mask_for(x, n, 0);
+  }
+  if (s->first) {
+    /* the row tile's O slot is free once the row tile two before has gone out */
+    dpl_dma_wait(&x->jo[o_slot]);
+    x->o_view[o_slot] = at_move(&x->jo[o_slot], x->l1 + p->l1_o[o_slot], x->o, &p->o, s->nh, s->nq, p->v_dim,
+                                x->elem, 0, 0);
+  }
+  dpl_dma_wait(&x->rq.job[x->rq.slot]);
+  x->q_blk = x->l1 + p->l1_q[x->rq.slot];
+  x->qv = x->rq.view[x->rq.slot];
+  x->k_blk = x->v_blk = x->m_blk = 0;
+  if (at_needs_kv(s)) {
+    dpl_dma_wait(&x->rk.job[x->rk.slot]);
+    x->k_blk = x->l1 + p->l1_k[x->rk.slot];
+    x->kv = x->rk.view[x->rk.slot];
+    if (x->mask) {
+      dpl_dma_wait(&x->rm.job[x->rm.slot]);
+      x->m_blk = x->l1 + p->l1_mask[x->rm.slot];
+      x->mv = x->rm.view[x->rm.slot];
+    }
+  }
+  if (at_needs_v(s)) {
+    dpl_dma_wait(&x->rv.job[x->rv.slot]);
+    x->v_blk = x->l1 + p->l1_v[x->rv.slot];
+    x->vv = x->rv.view[x->rv.slot];
+  }
+  x->o_blk = x->l1 + p->l1_o[o_slot];
+  x->ov = x->o_view[o_slot];
+}
+
+/* Core 0, after step s computed: send a finished row tile out, fetch the next step's blocks of
+   single-buffered operands, and move on. */
+static void at_after(at_ctx_t *x) {
+  const dpl_attention_plan_t *p = x->p;
+  const at_step_t *s = &x->step;
+  if (s->last) {
+    const int32_t o_slot = s->tile & 1;
+    at_move(&x->jo[o_slot], x->l1 + p->l1_o[o_slot], at_at(x->o, &p->o, s->b, s->h0, s->q0, 0, x->elem), &p->o, s->nh,
+            s->nq, p->v_dim, x->elem, 0, 1);
+  }
+  if (!x->has_next) {
+    x->done = 1;
+    return;
+  }
+  at_fetch_if_new(x, &x->rk, &x->next, 0, 1);
+  at_fetch_if_new(x, &x->rv, &x->next, 1, 1);
+  at_fetch_mask_for(x, &x->next, 1);
+  x->rq.slot = x->rq.next;
+  x->rk.slot = x->rk.next;
+  x->rv.slot = x->rv.next;
+  x->rm.slot = x->rm.next;
+  x->step = x->next;
+  x->has_next = at_next(p, &x->next);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* compute: one (head, row) pair of the current step */
+
+static void at_row_f32(const at_ctx_t *x, int32_t hl, int32_t r, float *scores) {
+  const dpl_attention_plan_t *p = x->p;
+  const at_step_t *s = &x->step;
+  const int32_t dv = p->v_dim;
+  float *state = (float *)(void *)(x->l1 + p->l1_state) + 2 * (hl * p->tile_q + r); /* max, sum */
+  float *acc = (float *)(void *)x->o_blk + hl * x->ov.head + r * x->ov.seq;       /* feature stride ov.feat */
+  int32_t j, c, visible;
+  if (s->first) {
+    state[0] = -INFINITY;
+    state[1] = 0.0f;
+    for (c = 0; c < dv; ++c) acc[c * x->ov.feat] = 0.0f;
+  }
+  visible = at_min(at_visible(p, s->q0 + r) - s->k0, s->nk);
+  if (visible > 0) {
+    const float *qr = (const float *)(const void *)x->q_blk + hl * x->qv.head + r * x->qv.seq;
+    const int32_t kh = at_kv_head(p, s->h0 + hl) - s->kv_lo;
+    const float *kb = (const float *)(const void *)x->k_blk + kh * x->kv.head;
+    const float *vb = (const float *)(const void *)x->v_blk + kh * x->vv.head;
+    const float *mr = x->m_blk ? (const float *)(const void *)x->m_blk + hl * x->mv.head + r * x->mv.seq : 0;
+    float block_max = 0.0f;
+    for (j = 0; j < visible; ++j) {
+      const float *kr = kb + j * x->kv.seq;
+      float dot = 0.0f;
+      for (c = 0; c < p->qk_dim; ++c) dot += qr[c * x->qv.feat] * kr[c * x->kv.feat];
+      dot = dot * p->scale;
+      if (mr) dot += mr[j * x->mv.feat];
+      scores[j] = dot;
+      if (j == 0 || dot > block_max) block_max = dot; /* seeded from score 0 so that a NaN propagates */
+    }
+    if (!(block_max < -FLT_MAX)) { /* some visible score is above -inf */
+      const float old_max = state[0];
+      const float new_max = old_max > block_max ? old_max : block_max;
+      const float rescale = old_max < -FLT_MAX ? 0.0f : expf(old_max - new_max);
+      float sum = state[1] * rescale;
+      if (rescale != 1.0f) {
+        for (c = 0; c < dv; ++c) acc[c * x->ov.feat] *= rescale;
+      }
+      for (j = 0; j < visible; ++j) {
+        const float e = expf(scores[j] - new_max);
+        const float *vr = vb + j * x->vv.seq;
+        sum += e;
+        for (c = 0; c < dv; ++c) acc[c * x->ov.feat] += e * vr[c * x->vv.feat];
+      }
+      state[0] = new_max;
+      state[1] = sum;
+    }
+  }
+  if (s->last) {
+    const float sum = state[1];
+    /* divide (not multiply by 1/sum), like TVM's softmax; no visible key: 0 */
+    for (c = 0; c < dv; ++c) acc[c * x->ov.feat] = sum == 0.0f ? 0.0f : acc[c * x->ov.feat] / sum;
+  }
+}
+
+/* e = 2^(15 - e_shift) * exp(-(real distance from the row maximum)), see reference.exp2_weights */
+static int32_t at_exp2(const dpl_attention_plan_t *p, const uint16_t *lut, int32_t delta) {
+  const int64_t t = ((int64_t)delta * p->exp_mul + ((int64_t)1 << (p->exp_shift - 1))) >> p->exp_shift;
+  const int64_t n = (t >> 8) + p->e_shift;
+  if (n >= 17) return 0;
+  return ((int32_t)lut[t & 255] + (((int32_t)1 << (int32_t)n) >> 1)) >> (int32_t)n;
+}
+
+static void at_row_s8(const at_ctx_t *x, int32_t hl, int32_t r, int32_t *scores) {
+  const dpl_attention_plan_t *p = x->p;
+  const at_step_t *s = &x->step;
+  const int32_t dv = p->v_dim;
+  int32_t *state = (int32_t *)(void *)(x->l1 + p->l1_state) + (2 + dv) * (hl * p->tile_q + r); /* max, sum, acc */
+  int32_t *acc = state + 2;
+  int32_t j, c, visible;
+  if (s->first) {
+    state[0] = INT32_MIN;
+    state[1] = 0;
+    for (c = 0; c < dv; ++c) acc[c] = 0;
+  }
+  visible = at_min(at_visible(p, s->q0 + r) - s->k0, s->nk);
+  if (visible > 0) {
+    const int8_t *qr = (const int8_t *)x->q_blk + hl * x->qv.head + r * x->qv.seq;
+    const int32_t kh = at_kv_head(p, s->h0 + hl) - s->kv_lo;
+    const int8_t *kb = (const int8_t *)x->k_blk + kh * x->kv.head;
+    int32_t block_max = INT32_MIN;
+    for (j = 0; j < visible; ++j) {
+      const int8_t *kr = kb + j * x->kv.seq;
+      int32_t dot = 0;
+      for (c = 0; c < p->qk_dim; ++c) dot += ((int32_t)qr[c * x->qv.feat] - p->q_zp) * ((int32_t)kr[c * x->kv.feat] - p->k_zp);
+      scores[j] = dot;
+      if (dot > block_max) block_max = dot;
+    }
+    if (s->passes == 2 && s->pass == 0) {
+      if (block_max > state[0]) state[0] = block_max; /* first pass: the row's exact maximum */
+    } else {
+      /* one block: its maximum is the row's; two passes: the first found it */
+      const int32_t row_max = s->passes == 1 ? block_max : state[0];
+      const uint16_t *lut = (const uint16_t *)(const void *)(x->l1 + p->l1_lut);
+      const int8_t *vb = (const int8_t *)x->v_blk + kh * x->vv.head;
+      int32_t sum = state[1];
+      for (j = 0; j < visible; ++j) {
+        const int32_t e = at_exp2(p, lut, row_max - scores[j]);
+        const int8_t *vr = vb + j * x->vv.seq;
+        if (e == 0) continue;
+        sum += e;
+        for (c = 0; c < dv; ++c) acc[c] += e * ((int32_t)vr[c * x->vv.feat] - p->v_zp);
+      }
+      state[1] = sum;
+    }
+  }
+  if (s->last) {
+    int8_t *out = (int8_t *)x->o_blk + hl * x->ov.head + r * x->ov.seq;
+    const int32_t sum = state[1];
+    const int32_t shift = p->out_shift + 16;
+    /* 2^46 / sum: the weighted mean of v - v_zp with 16 fractional bits is (acc * inv) >> 30 */
+    const int64_t inv = sum > 0 ? (int64_t)(((uint64_t)1 << 46) / (uint64_t)sum) : 0;
+    for (c = 0; c < dv; ++c) {
+      int64_t y = p->out_zp;
+      if (sum > 0) {
+        const int64_t w = ((int64_t)acc[c] * inv) >> 30; /* arithmetic shift (gcc guarantees it) */
+        y += (w * p->out_mul + ((int64_t)1 << (shift - 1))) >> shift;
+      }
+      if (y < p->lo) y = p->lo;
+      if (y > p->hi) y = p->hi;
+      out[c * x->ov.feat] = (int8_t)y;
+    }
+  }
+}
+
+static void at_compute(const at_ctx_t *x, int32_t core) {
+  const dpl_attention_plan_t *p = x->p;
+  const at_step_t *s = &x->step;
+  const int32_t pairs = s->nh * s->nq;
+  const int32_t cores = p->cores > 1 ? p->cores : 1;
+  uint8_t *scores = x->l1 + p->l1_scores + (uint32_t)core * (uint32_t)p->tile_kv * 4u;
+  int32_t i;
+  /* interleaved, so that causal rows (later rows see more keys) spread over the cores */
+  for (i = core; i < pairs; i += cores) {
+    if (p->dtype == DPL_F32) {
+      at_row_f32(x, i / s->nq, i % s->nq, (float *)(void *)scores);
+    } else {
+      at_row_s8(x, i / s->nq, i % s->nq, (int32_t *)(void *)scores);
+    }
+  }
+}
+
+static void at_worker(void *arg) {
+  at_ctx_t *x = (at_ctx_t *)arg;
+  const int32_t core = dpl_core_id();
+  if (core == 0) at_before(x);
+  dpl_barrier();
+  for (;;) {
+    at_compute(x, core);
+    dpl_barrier();
+    if (core == 0) {
+      at_after(x);
+      if (!x->done) at_before(x);
+    }
+    dpl_barrier();
+    if (x->done) break;
+  }
+}
+
+static void at_ring_init(at_ring_t *ring, const uint32_t off[2]) {
+  int32_t i;
+  ring->single = off[0] == off[1];
+  ring->slot = ring->next = 0;
+  ring->held[0] = -1;
+  ring->held[1] = ring->held[2] = 0;
+  for (i = 0; i < 2; ++i) {
+    ring->view[i].head = ring->view[i].seq = ring->view[i].feat = 0;
+    ring->job[i].dst = 0;
+    ring->job[i].src = 0;
+    ring->job[i].row_bytes = ring->job[i].rows = ring->job[i].dst_stride = ring->job[i].src_stride = 0;
+    ring->job[i].direction = 0;
+    ring->job[i].pending = 0;
+  }
+}
+
+void dpl_attention_tiled(const dpl_attention_plan_t *plan, uint8_t *l1, const void *q, const void *k,
+                         const void *v, const float *mask, void *o, const uint16_t *exp2_lut) {
+  const dpl_attention_plan_t *p = plan;
+  at_ctx_t x;
+  int32_t i;
+  if (p->batch <= 0 || p->heads <= 0 || p->q_len <= 0 || p->v_dim <= 0 || p->kv_len < 0 || p->tile_h <= 0 ||
+      p->tile_q <= 0 || p->tile_kv <= 0 || p->kv_heads <= 0 || p->kv_div <= 0) {
+    return;
+  }
+  x.p = p;
+  x.l1 = l1;
+  x.q = (const uint8_t *)q;
+  x.k = (const uint8_t *)k;
+  x.v = (const uint8_t *)v;
+  x.mask = p->dtype == DPL_F32 ? (const uint8_t *)(const void *)mask : 0;
+  x.o = (uint8_t *)o;
+  x.elem = p->dtype == DPL_F32 ? 4u : 1u;
+  x.done = 0;
+  at_ring_init(&x.rq, p->l1_q);
+  at_ring_init(&x.rk, p->l1_k);
+  at_ring_init(&x.rv, p->l1_v);
+  at_ring_init(&x.rm, p->l1_mask);
+  x.rq.single = 0; /* Q always has two slots */
+  for (i = 0; i < 2; ++i) {
+    x.jo[i] = x.rq.job[i];
+    x.o_view[i] = x.rq.view[i];
+  }
+  x.jlut = x.rq.job[0];
+
+  /* the first step's blocks, and the exp2 table */
+  at_first(p, &x.step);
+  x.next = x.step;
+  x.has_next = at_next(p, &x.next);
+  at_fetch_q(&x, &x.step, 0);
+  if (at_needs_kv(&x.step)) {
+    at_fetch_kv(&x, &x.rk, &x.step, 0, 0);
+    if (x.mask) at_fetch_mask(&x, &x.step, 0);
+  }
+  if (at_needs_v(&x.step)) at_fetch_kv(&x, &x.rv, &x.step, 0, 1);
+  if (p->dtype == DPL_S8) dpl_dma_start_1d(&x.jlut, l1 + p->l1_lut, exp2_lut, 512u, DPL_DMA_TO_L1);
+  dpl_dma_wait(&x.jlut);
+
+  dpl_cluster_fork(p->cores > 1 ? p->cores : 1, at_worker, &x);
+
+  for (i = 0; i < 2; ++i) {
+    dpl_dma_wait(&x.rq.job[i]);
+    dpl_dma_wait(&x.rk.job[i]);
+    dpl_dma_wait(&x.rv.job[i]);
+    dpl_dma_wait(&x.rm.job[i]);
+    dpl_dma_wait(&x.jo[i]);
+  }
+}

@@ -1,0 +1,191 @@
+"""CP-SAT search for attention tiles under the L1 budget (applying tiling/attention.py's geometry and
+policy.AttentionPolicy), in the style of the GEMM tiler.
+
+The choices are the head tile, a (query tile, key tile) pair and whether K and V are single-buffered.
+What a pair costs along the key axis (fetched K/V rows, mask elements, steps, key visits: causal
+skipping makes them depend on both tiles jointly) comes from the geometry as tables the model indexes
+with element constraints; L1 bytes, DMA bytes and cycles are then products of table entries.
+Candidate tile sizes are, per axis, the smallest size for each block count (tiling/attention.py).
+Deterministic (one worker, fixed seed) and bounded by the policy's time limit.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ortools.sat.python import cp_model
+
+from ..platforms import Platform
+from ..specs import AttentionSpec, summary
+from .attention import ALIGN, LUT_BYTES, AttentionGeometry, candidates, geometry
+from .plan import AttentionTiling, TilingError
+from .policy import DEFAULT_ATTENTION_POLICY, AttentionPolicy
+
+MAX_HEAD_CANDIDATES = 64
+
+
+def _check_fits(spec: AttentionSpec, geo: AttentionGeometry, platform: Platform) -> None:
+    smallest = geo.l1_bytes(1, 1, 1, kv_slots=1)
+    if smallest > platform.l1_bytes:
+        raise TilingError(f"{summary(spec)}: no tiling fits L1 = {platform.l1_bytes} bytes; the smallest "
+                          f"(one head, one query, one key, single-buffered K/V) needs {smallest} bytes of L1")
+    row = max(spec.qk_dim, spec.v_dim) * geo.elem
+    if row > platform.dma.max_transfer_bytes:
+        raise TilingError(f"{summary(spec)}: one row of Q, K, V or O is {row} bytes, more than the DMA's "
+                          f"largest transfer of {platform.dma.max_transfer_bytes} bytes")
+
+
+class _Model:
+    """A CP-SAT model with helpers for table lookups and products."""
+
+    def __init__(self):
+        self.m = cp_model.CpModel()
+
+    def table(self, index, values, name):
+        values = [int(v) for v in values]
+        var = self.m.NewIntVar(min(values), max(values), name)
+        self.m.AddElement(index, values, var)
+        return var
+
+    def columns(self, rows, names):
+        """Variables constrained to be one of the rows of a table (a table constraint)."""
+        columns = list(zip(*rows))
+        variables = [self.m.NewIntVarFromDomain(cp_model.Domain.FromValues(sorted(set(int(v) for v in column))), name)
+                     for column, name in zip(columns, names)]
+        self.m.AddAllowedAssignments(variables, [tuple(int(v) for v in row) for row in rows])
+        return variables
+
+    def product(self, a, b, upper, name):
+        out = self.m.NewIntVar(0, upper, name)
+        self.m.AddMultiplicationEquality(out, [a, b])
+        return out
+
+    def aligned(self, nbytes, upper, name):
+        units = self.m.NewIntVar(0, upper // ALIGN + 1, name)
+        self.m.Add(ALIGN * units >= nbytes)
+        self.m.Add(ALIGN * units <= nbytes + ALIGN - 1)
+        return ALIGN * units
+
+    def ceil_div(self, numerator, divisor: int, upper, name):
+        q = self.m.NewIntVar(0, upper, name)
+        self.m.Add(q * divisor >= numerator)
+        self.m.Add(q * divisor <= numerator + divisor - 1)
+        return q
+
+
+def tile_attention(spec: AttentionSpec, platform: Platform,
+                   policy: AttentionPolicy = DEFAULT_ATTENTION_POLICY) -> AttentionTiling:
+    """The tiles with the fewest modelled cycles whose buffers fit L1."""
+    cores, dma, l1 = platform.cores, platform.dma, platform.l1_bytes
+    geo = geometry(spec, cores)
+    _check_fits(spec, geo, platform)
+    d, dv, e = spec.qk_dim, spec.v_dim, geo.elem
+    heads = list(range(spec.heads, 0, -1)) if spec.heads <= MAX_HEAD_CANDIDATES else candidates(spec.heads)
+    head_blocks = [geo.head_blocks(h) for h in heads]
+    smallest_rest = geo.l1_bytes(1, 1, 1, kv_slots=1)
+    pairs, traffic = [], []
+    for tq in candidates(spec.q_len):
+        for tkv in candidates(spec.kv_len):
+            if geo.l1_bytes(1, tq, tkv, kv_slots=1) <= l1:
+                pairs.append((tq, tkv))
+                traffic.append(geo.key_traffic(tq, tkv))
+    assert pairs, smallest_rest  # (1, 1) fits, _check_fits said so
+
+    mac, exp = policy.mac_cycles(spec.dtype), policy.exp(spec.dtype)
+    key_cycles = (d + dv) * mac + exp
+    first_pass_cycles = d * mac
+    bpc = dma.bytes_per_cycle
+    batch = spec.batch
+
+    md = _Model()
+    m = md.m
+    single = m.NewBoolVar("kv_single")
+    head_rows = [(h, b.count, b.span_sum, b.span_max, b.mask_heads_sum, b.mask_heads_max)
+                 for h, b in zip(heads, head_blocks)]
+    th, hb, span_sum, span_max, mh_sum, mh_max = md.columns(
+        head_rows, ("tile_h", "head_blocks", "span_sum", "span_max", "mask_heads_sum", "mask_heads_max"))
+    pair_rows = [(p[0], p[1], t.k_rows * d + t.v_rows * dv, t.mask_elements, geo.mask_block(*p), t.steps,
+                  2 * t.row_tiles + t.k_fetches + t.v_fetches + t.mask_fetches,
+                  (t.key_visits - t.first_pass_visits) * key_cycles + t.first_pass_visits * first_pass_cycles)
+                 for p, t in zip(pairs, traffic)]
+    tq, tkv, kv_elems, mask_elems, mask_block, steps, transfers, row_cycles = md.columns(
+        pair_rows, ("tile_q", "tile_kv", "kv_elements", "mask_elements", "mask_block", "steps", "transfers",
+                    "row_cycles"))
+
+    # L1: the buffers of tiling/attention.py's layout.
+    H, Q, KV = spec.heads, spec.q_len, spec.kv_len
+    rows = md.product(th, tq, H * Q, "tile_rows")
+    kv_rows = md.product(span_max, tkv, spec.kv_heads * KV, "kv_block_rows")
+    q_slot = md.aligned(rows * (d * e), H * Q * d * e, "q_slot")
+    k_slot = md.aligned(kv_rows * (d * e), spec.kv_heads * KV * d * e, "k_slot")
+    v_slot = md.aligned(kv_rows * (dv * e), spec.kv_heads * KV * dv * e, "v_slot")
+    mask_elements_max = max(h.mask_heads_max for h in head_blocks) * max(geo.mask_block(*p) for p in pairs)
+    mask_slot_elems = md.product(mh_max, mask_block, mask_elements_max, "mask_block_elements")
+    m_slot = md.aligned(mask_slot_elems * 4, mask_elements_max * 4, "mask_slot")
+    o_slot = md.aligned(rows * (dv * e), H * Q * dv * e, "o_slot")
+    state = md.aligned(rows * (geo.state_words * 4), H * Q * geo.state_words * 4, "state")
+    scores = md.aligned(tkv * (cores * 4), cores * KV * 4, "scores")
+    kv_upper = 2 * (spec.kv_heads * KV * (d + dv) * e + 2 * ALIGN)
+    kv_l1 = m.NewIntVar(0, kv_upper, "kv_l1")
+    m.Add(kv_l1 == k_slot + v_slot).OnlyEnforceIf(single)
+    m.Add(kv_l1 == 2 * (k_slot + v_slot)).OnlyEnforceIf(single.Not())
+    lut = LUT_BYTES if spec.dtype == "int8" else 0
+    m.Add(2 * q_slot + kv_l1 + 2 * m_slot * (geo.mask is not None) + 2 * o_slot + state + scores + lut <= l1)
+    limit = dma.max_transfer_bytes
+    m.Add(rows * (max(d, dv) * e) <= limit)
+    m.Add(kv_rows * (max(d, dv) * e) <= limit)
+    m.Add(mask_slot_elems * 4 <= limit)
+
+    # DMA: Q and O once, K/V and mask per the key tables, scaled to cycles * bytes_per_cycle.
+    fixed_bytes = batch * H * Q * (d + dv) * e + lut
+    kv_upper_bytes = max(h.span_sum for h in head_blocks) * max(t.k_rows * d + t.v_rows * dv for t in traffic)
+    kv_bytes = md.product(span_sum, kv_elems, kv_upper_bytes, "kv_traffic")
+    mask_upper = max(h.mask_heads_sum for h in head_blocks) * max(t.mask_elements for t in traffic)
+    mask_bytes = md.product(mh_sum, mask_elems, mask_upper, "mask_traffic")
+    dma_bytes = fixed_bytes + batch * e * kv_bytes + batch * 4 * mask_bytes
+    transfer_upper = max(h.count for h in head_blocks) * max(2 * t.row_tiles + t.k_fetches + t.v_fetches
+                                                             + t.mask_fetches for t in traffic)
+    all_transfers = md.product(hb, transfers, transfer_upper, "all_transfers")
+    setup = dma.setup_cycles * bpc
+    dma_scaled = dma_bytes + batch * setup * all_transfers
+
+    # Compute: the busiest core's rows of a tile times the key cycles of every step.
+    rows_per_core = md.ceil_div(rows, cores, H * Q, "rows_per_core")
+    block_rows = md.product(hb, rows_per_core, H * H * Q, "head_block_rows")
+    cycles_upper = H * H * Q * max(t.key_visits for t in traffic) * key_cycles
+    compute = md.product(block_rows, row_cycles, cycles_upper, "compute_cycles")
+    all_steps = md.product(hb, steps, max(h.count for h in head_blocks) * max(t.steps for t in traffic), "all_steps")
+    dma_upper = fixed_bytes + batch * e * kv_upper_bytes + batch * 4 * mask_upper + batch * setup * transfer_upper
+    busiest = m.NewIntVar(0, max(dma_upper, batch * bpc * cycles_upper), "overlapped")
+    m.AddMaxEquality(busiest, [dma_scaled, compute * (batch * bpc)])
+    exposed = m.NewIntVar(0, batch * e * kv_upper_bytes, "kv_exposed")
+    m.Add(exposed == batch * e * kv_bytes).OnlyEnforceIf(single)
+    m.Add(exposed == 0).OnlyEnforceIf(single.Not())
+    m.Minimize(busiest + exposed + all_steps * (batch * policy.step_overhead_cycles * bpc)
+               + dma_bytes * (policy.dma_byte_weight * bpc))
+
+    solver = cp_model.CpSolver()
+    solver.parameters.num_search_workers = 1
+    solver.parameters.random_seed = policy.seed
+    solver.parameters.max_time_in_seconds = policy.seconds
+    start = time.perf_counter()
+    status = solver.Solve(m)
+    seconds = time.perf_counter() - start
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        raise TilingError(f"{summary(spec)}: the tiler found no tiling within {policy.seconds} s "
+                          f"(solver status {solver.StatusName(status)})")
+    tile_h, tile_q, tile_kv = solver.Value(th), solver.Value(tq), solver.Value(tkv)
+    return plan_attention(geo, tile_h, tile_q, tile_kv, 1 if solver.Value(single) else 2, cores,
+                          round(solver.ObjectiveValue() / bpc),
+                          "optimal" if status == cp_model.OPTIMAL else "feasible (time limit)", seconds)
+
+
+def plan_attention(geo: AttentionGeometry, tile_h: int, tile_q: int, tile_kv: int, kv_slots: int, cores: int,
+                   cycles: int = 0, status: str = "given", seconds: float = 0.0) -> AttentionTiling:
+    """The plan of given tiles: the L1 layout and the traffic the geometry predicts."""
+    layout = geo.layout(tile_h, tile_q, tile_kv, kv_slots)
+    into, out = geo.dma_bytes(tile_h, tile_q, tile_kv)
+    tiles, steps = geo.counts(tile_h, tile_q, tile_kv)
+    return AttentionTiling(tile_h, tile_q, tile_kv, tiles, steps, cores, layout["q"], layout["k"], layout["v"],
+                           layout["mask"], layout["o"], layout["state"][0], layout["scores"][0], layout["lut"][0],
+                           layout["end"][0], into, out, geo.lower_bound, cycles, status, seconds)
