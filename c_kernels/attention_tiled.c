@@ -331,14 +331,15 @@ static void at_after(at_ctx_t *x) {
 static void at_row_f32(const at_ctx_t *x, int32_t hl, int32_t r, float *scores) {
   const dpl_attention_plan_t *p = x->p;
   const at_step_t *s = &x->step;
-  const int32_t dv = p->v_dim;
+  const int32_t dv = p->v_dim, d = p->qk_dim, of = x->ov.feat;
+  const int32_t qf = x->qv.feat, ks = x->kv.seq, kf = x->kv.feat, vs = x->vv.seq, vf = x->vv.feat;
   float *state = (float *)(void *)(x->l1 + p->l1_state) + 2 * (hl * p->tile_q + r); /* max, sum */
-  float *acc = (float *)(void *)x->o_blk + hl * x->ov.head + r * x->ov.seq;       /* feature stride ov.feat */
+  float *acc = (float *)(void *)x->o_blk + hl * x->ov.head + r * x->ov.seq;       /* feature stride of */
   int32_t j, c, visible;
   if (s->first) {
     state[0] = -INFINITY;
     state[1] = 0.0f;
-    for (c = 0; c < dv; ++c) acc[c * x->ov.feat] = 0.0f;
+    for (c = 0; c < dv; ++c) acc[c * of] = 0.0f;
   }
   visible = at_min(at_visible(p, s->q0 + r) - s->k0, s->nk);
   if (visible > 0) {
@@ -349,9 +350,9 @@ static void at_row_f32(const at_ctx_t *x, int32_t hl, int32_t r, float *scores) 
     const float *mr = x->m_blk ? (const float *)(const void *)x->m_blk + hl * x->mv.head + r * x->mv.seq : 0;
     float block_max = 0.0f;
     for (j = 0; j < visible; ++j) {
-      const float *kr = kb + j * x->kv.seq;
+      const float *kr = kb + j * ks;
       float dot = 0.0f;
-      for (c = 0; c < p->qk_dim; ++c) dot += qr[c * x->qv.feat] * kr[c * x->kv.feat];
+      for (c = 0; c < d; ++c) dot += qr[c * qf] * kr[c * kf];
       dot = dot * p->scale;
       if (mr) dot += mr[j * x->mv.feat];
       scores[j] = dot;
@@ -363,13 +364,13 @@ static void at_row_f32(const at_ctx_t *x, int32_t hl, int32_t r, float *scores) 
       const float rescale = old_max < -FLT_MAX ? 0.0f : expf(old_max - new_max);
       float sum = state[1] * rescale;
       if (rescale != 1.0f) {
-        for (c = 0; c < dv; ++c) acc[c * x->ov.feat] *= rescale;
+        for (c = 0; c < dv; ++c) acc[c * of] *= rescale;
       }
       for (j = 0; j < visible; ++j) {
         const float e = expf(scores[j] - new_max);
-        const float *vr = vb + j * x->vv.seq;
+        const float *vr = vb + j * vs;
         sum += e;
-        for (c = 0; c < dv; ++c) acc[c * x->ov.feat] += e * vr[c * x->vv.feat];
+        for (c = 0; c < dv; ++c) acc[c * of] += e * vr[c * vf];
       }
       state[0] = new_max;
       state[1] = sum;
@@ -378,7 +379,7 @@ static void at_row_f32(const at_ctx_t *x, int32_t hl, int32_t r, float *scores) 
   if (s->last) {
     const float sum = state[1];
     /* divide (not multiply by 1/sum), like TVM's softmax; no visible key: 0 */
-    for (c = 0; c < dv; ++c) acc[c * x->ov.feat] = sum == 0.0f ? 0.0f : acc[c * x->ov.feat] / sum;
+    for (c = 0; c < dv; ++c) acc[c * of] = sum == 0.0f ? 0.0f : acc[c * of] / sum;
   }
 }
 
@@ -393,7 +394,9 @@ static int32_t at_exp2(const dpl_attention_plan_t *p, const uint16_t *lut, int32
 static void at_row_s8(const at_ctx_t *x, int32_t hl, int32_t r, int32_t *scores) {
   const dpl_attention_plan_t *p = x->p;
   const at_step_t *s = &x->step;
-  const int32_t dv = p->v_dim;
+  /* locals: the int32 stores below could alias the context's int32 fields otherwise */
+  const int32_t dv = p->v_dim, d = p->qk_dim, q_zp = p->q_zp, k_zp = p->k_zp, v_zp = p->v_zp;
+  const int32_t qf = x->qv.feat, ks = x->kv.seq, kf = x->kv.feat, vs = x->vv.seq, vf = x->vv.feat;
   int32_t *state = (int32_t *)(void *)(x->l1 + p->l1_state) + (2 + dv) * (hl * p->tile_q + r); /* max, sum, acc */
   int32_t *acc = state + 2;
   int32_t j, c, visible;
@@ -409,9 +412,9 @@ static void at_row_s8(const at_ctx_t *x, int32_t hl, int32_t r, int32_t *scores)
     const int8_t *kb = (const int8_t *)x->k_blk + kh * x->kv.head;
     int32_t block_max = INT32_MIN;
     for (j = 0; j < visible; ++j) {
-      const int8_t *kr = kb + j * x->kv.seq;
+      const int8_t *kr = kb + j * ks;
       int32_t dot = 0;
-      for (c = 0; c < p->qk_dim; ++c) dot += ((int32_t)qr[c * x->qv.feat] - p->q_zp) * ((int32_t)kr[c * x->kv.feat] - p->k_zp);
+      for (c = 0; c < d; ++c) dot += ((int32_t)qr[c * qf] - q_zp) * ((int32_t)kr[c * kf] - k_zp);
       scores[j] = dot;
       if (dot > block_max) block_max = dot;
     }
@@ -425,17 +428,17 @@ static void at_row_s8(const at_ctx_t *x, int32_t hl, int32_t r, int32_t *scores)
       int32_t sum = state[1];
       for (j = 0; j < visible; ++j) {
         const int32_t e = at_exp2(p, lut, row_max - scores[j]);
-        const int8_t *vr = vb + j * x->vv.seq;
+        const int8_t *vr = vb + j * vs;
         if (e == 0) continue;
         sum += e;
-        for (c = 0; c < dv; ++c) acc[c] += e * ((int32_t)vr[c * x->vv.feat] - p->v_zp);
+        for (c = 0; c < dv; ++c) acc[c] += e * ((int32_t)vr[c * vf] - v_zp);
       }
       state[1] = sum;
     }
   }
   if (s->last) {
     int8_t *out = (int8_t *)x->o_blk + hl * x->ov.head + r * x->ov.seq;
-    const int32_t sum = state[1];
+    const int32_t of = x->ov.feat, sum = state[1];
     const int32_t shift = p->out_shift + 16;
     /* 2^46 / sum: the weighted mean of v - v_zp with 16 fractional bits is (acc * inv) >> 30 */
     const int64_t inv = sum > 0 ? (int64_t)(((uint64_t)1 << 46) / (uint64_t)sum) : 0;
@@ -447,7 +450,7 @@ static void at_row_s8(const at_ctx_t *x, int32_t hl, int32_t r, int32_t *scores)
       }
       if (y < p->lo) y = p->lo;
       if (y > p->hi) y = p->hi;
-      out[c * x->ov.feat] = (int8_t)y;
+      out[c * of] = (int8_t)y;
     }
   }
 }

@@ -4,7 +4,8 @@ from, so a kernel can read (or write) that tensor in place instead of TVM materi
 A view is one `Axis` per dimension of the result: element index i along it contributes
 ``((i // div) % mod) * stride`` elements of offset. A plain axis has div 1 and mod = size; `repeat`
 grows div (K/V heads shared by groups of query heads), `tile` and merges of a broadcast axis give mod
-(heads cycling over K/V heads); a broadcast axis has stride 0. Every other axis keeps size == div * mod.
+(heads cycling over K/V heads); a broadcast axis has stride 0. Every other axis has a size that is a
+multiple of div * mod (equal unless tiled).
 Supported ops: permute_dims, reshape, expand_dims, squeeze, repeat, tile, broadcast_to; anything a
 view cannot express raises ViewError.
 """
@@ -81,30 +82,35 @@ def inverse_permute(view: View, axes: Sequence[int] | None) -> View:
 
 def _merge(outer: Axis, inner: Axis) -> Axis:
     size = outer.size * inner.size
-    if outer.broadcast:  # the index is i % inner.size, which an exact inner axis absorbs
+    if outer.broadcast:  # the index is i % inner.size, a multiple of inner.div * inner.mod
         return Axis(size, inner.stride, inner.div, inner.mod) if not inner.broadcast else Axis(size, 0)
     if inner.broadcast:
         return Axis(size, outer.stride, outer.div * inner.size, outer.mod)
-    if outer.div == 1 and outer.mod == outer.size and outer.stride == inner.mod * inner.stride:
+    if (outer.div == 1 and outer.mod == outer.size and inner.size == inner.div * inner.mod
+            and outer.stride == inner.mod * inner.stride):
         return Axis(size, inner.stride, inner.div, inner.mod * outer.size)
     raise ViewError(f"cannot merge axes {outer} and {inner}")
 
 
 def _split(axis: Axis, dims: Sequence[int]) -> list[Axis]:
+    """Split an axis into dims (outer first). Index i contributes ((i // div) % mod) * stride: the
+    innermost dims whose product is div do not move it, the next ones whose product is mod step it
+    plainly, the outer rest (a tiled axis' repetitions) do not move it."""
     if len(dims) == 1:
         return [axis]
     if axis.broadcast:
         return [Axis(d, 0) for d in dims]
-    if axis.plain:
-        out, step = [], axis.stride
-        for d in reversed(dims):
-            out.append(Axis(d, step))
-            step *= d
-        return list(reversed(out))
-    # offset = (i // div) * stride: the innermost dims whose product is div do not move
-    for k in range(len(dims) + 1):
-        if math.prod(dims[k:]) == axis.div:
-            return _split(Axis(math.prod(dims[:k]), axis.stride), dims[:k]) + [Axis(d, 0) for d in dims[k:]]
+    n = len(dims)
+    for k2 in range(n, -1, -1):
+        if math.prod(dims[k2:]) != axis.div:
+            continue
+        for k1 in range(k2, -1, -1):
+            if math.prod(dims[k1:k2]) == axis.mod:
+                moving, step = [], axis.stride
+                for d in reversed(dims[k1:k2]):
+                    moving.append(Axis(d, step))
+                    step *= d
+                return [Axis(d, 0) for d in dims[:k1]] + moving[::-1] + [Axis(d, 0) for d in dims[k2:]]
     raise ViewError(f"cannot split {axis} into {list(dims)}")
 
 
