@@ -211,7 +211,7 @@ def emit_module(functions: list[Function], ffi_wrappers: bool = True) -> str:
     arena = ""
     if l1_bytes:
         arena = (f"/* The L1 scratchpad: every tiled op lays out its tiles from the start. */\n"
-                 f"static uint64_t dpl_l1_arena[{-(-l1_bytes // 8)}];\n#define DPL_L1 ((uint8_t *)dpl_l1_arena)\n")
+                 f"static uint64_t dpl_l1_arena[{-(-l1_bytes // 8)}] DPL_L1_PLACEMENT;\n#define DPL_L1 ((uint8_t *)dpl_l1_arena)\n")
     return Template(template("module.c.tmpl")).substitute(
         host_prelude=host_prelude, host_includes=host_includes, kernels=kernel_sources(), l1_arena=arena,
         functions="".join(emit_function(f) for f in functions), wrappers=wrappers)

@@ -1,0 +1,77 @@
+"""The RV32 build under qemu: exported projects built with `make rv32` and run with `tvm-deeploy run --on
+qemu` on 1 and 8 harts (Errors: 0, exact and repeatable instruction counts per step and hart), and the
+bare-metal HAL's fork/join, barrier and DMA on 1, 2 and 8 harts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import tvm_deeploy
+from tvm_deeploy import models, qemu
+from tvm_deeploy.cli import main
+
+from test_cli_compile import attention_onnx  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.rv32
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def int8_mlp_projects(tmp_path_factory):
+    """int8_mlp (int8 in and out, QDQ layers) exported for 8 cores and for 1."""
+    folder = tmp_path_factory.mktemp("rv32")
+    return {cores: tvm_deeploy.export_c(models.int8_mlp(), tvm_deeploy.target(cores=cores), folder / f"c{cores}")
+            for cores in (8, 1)}
+
+
+def test_int8_model_on_8_harts(int8_mlp_projects, capsys):
+    exported = int8_mlp_projects[8]
+    assert "-march=rv32imc -mabi=ilp32" in (exported.out_dir / "Makefile").read_text()
+    code = main(["run", str(exported.out_dir), "--on", "qemu", "--harts", "8", "--json"])
+    run = json.loads(capsys.readouterr().out)
+    assert code == 0 and run["errors"] == 0 and run["checked"] == 16 * 64, run["output"]
+    ops = exported.report["ops"]
+    assert [s["step"] for s in run["steps"]] == [op["step"] for op in ops]
+    for step, op in zip(run["steps"], ops):
+        assert step["op"] == op["op"] and len(step["instructions"]) == 8
+        assert all(count > 0 for count in step["instructions"])  # every hart ran its share
+        assert step["dma_to_l1"] == op["tiling"]["dma_in_bytes"] and step["dma_to_l2"] == op["tiling"]["dma_out_bytes"]
+    assert run["instructions"]["slowest_hart"] == max(run["instructions"]["per_hart"])
+
+
+def test_counts_are_repeatable_and_8_harts_beat_1(int8_mlp_projects):
+    eight = qemu.run_project(int8_mlp_projects[8].out_dir, harts=8)
+    assert eight.steps == qemu.run_project(int8_mlp_projects[8].out_dir, harts=8).steps
+    one = qemu.run_project(int8_mlp_projects[1].out_dir, harts=1)
+    assert one.errors == 0 and one.harts == 1
+    assert 5 * eight.slowest_hart_instructions < one.slowest_hart_instructions
+    # the work is split, not repeated: the harts together run about what one hart runs alone
+    assert sum(eight.per_hart_instructions) < 1.2 * one.slowest_hart_instructions
+
+
+def test_too_few_harts_is_a_clear_error(int8_mlp_projects, capsys):
+    assert main(["run", str(int8_mlp_projects[8].out_dir), "--on", "qemu", "--harts", "2"]) == 2
+    assert "forks over 8 cores: run it on at least 8 harts" in capsys.readouterr().err
+
+
+def test_compiled_float_onnx_model_under_qemu(attention_onnx, tmp_path, capfd):  # noqa: F811
+    """`tvm-deeploy compile` then `run --on qemu`: a float model builds for rv32imafc."""
+    out = tmp_path / "mha"
+    assert main(["compile", str(attention_onnx), "-o", str(out)]) == 0
+    assert "-march=rv32imafc -mabi=ilp32f" in (out / "Makefile").read_text()
+    capfd.readouterr()
+    assert main(["run", str(out), "--on", "qemu"]) == 0
+    printed = capfd.readouterr().out
+    assert "RV32 under qemu, 8 harts" in printed and "Errors: 0 out of 512" in printed
+    assert "cluster" in printed and "total" in printed
+
+
+@pytest.mark.parametrize("harts", [1, 2, 8])
+def test_hal_fork_join_barrier_dma(harts, tmp_path):
+    elf = qemu.build_program([HERE / "rv32" / "hal_check.c"], tmp_path / "hal_check.elf", harts=harts,
+                             flags=("-DDPL_PROFILE_STEPS=1",))
+    code, output = qemu.run_elf(elf, harts, timeout=60)
+    assert code == 0 and "hal check: 0 errors" in output, output
