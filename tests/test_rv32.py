@@ -1,6 +1,7 @@
 """The RV32 build under qemu: exported projects built with `make rv32` and run with `tvm-deeploy run --on
-qemu` on 1 and 8 harts (Errors: 0, exact and repeatable instruction counts per step and hart), and the
-bare-metal HAL's fork/join, barrier and DMA on 1, 2 and 8 harts."""
+qemu` on 1 and 8 harts (Errors: 0, exact and repeatable instruction counts per step and hart), the
+bare-metal HAL's fork/join, barrier and DMA on 1, 2 and 8 harts, and the int8 GEMM kernel's instructions
+per MAC and bit-exactness on rv32imc."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import tvm_deeploy
-from tvm_deeploy import models, qemu
+from tvm_deeploy import kernel_count, models, qemu
 from tvm_deeploy.cli import main
 
 from test_cli_compile import attention_onnx  # noqa: F401 (a fixture)
@@ -75,3 +76,23 @@ def test_hal_fork_join_barrier_dma(harts, tmp_path):
                              flags=("-DDPL_PROFILE_STEPS=1",))
     code, output = qemu.run_elf(elf, harts, timeout=60)
     assert code == 0 and "hal check: 0 errors" in output, output
+
+
+def test_int8_gemm_kernel_under_3_instructions_per_mac():
+    """c_kernels/gemm_s8.c on rv32imc, one hart: the 64x256x64 GEMM (int32 out) at most 3 instructions per
+    MAC, and with the fixed-point requantization to int8 as QDQ models use it at most 3.1."""
+    plain = kernel_count.gemm_s8_count(64, 64, 256)
+    requantized = kernel_count.gemm_s8_count(64, 64, 256, requantize=True)
+    assert plain.errors == 0 and requantized.errors == 0
+    assert plain.per_mac <= 3.0 and requantized.per_mac <= 3.1, (plain.per_mac, requantized.per_mac)
+
+
+@pytest.mark.parametrize("m, n, k, a_zp, b_zp, transposed, requantize", [
+    (7, 13, 37, 3, -2, False, True),   # every edge block, both zero points
+    (7, 13, 37, -5, 4, True, False),   # B transposed
+    (1, 24, 65, 0, 0, False, True),    # a GEMV
+    (6, 70, 16, -128, 0, False, False),  # more columns than a chunk of column sums
+])
+def test_int8_gemm_kernel_is_bit_exact_on_rv32(m, n, k, a_zp, b_zp, transposed, requantize):
+    count = kernel_count.gemm_s8_count(m, n, k, a_zp, b_zp, transposed, requantize, seed=m * n)
+    assert count.errors == 0

@@ -327,6 +327,7 @@ uint64_t dpl_profile_instructions(int32_t step, int32_t hart) {
 }
 
 uint64_t dpl_profile_dma_bytes(int32_t step, int32_t direction) {
-  if (step < 0 || step > DPL_PROFILE_STEPS || (direction != DPL_DMA_TO_L1 && direction != DPL_DMA_TO_L2)) return 0;
+  if (step < 0 || step > DPL_PROFILE_STEPS) return 0;
+  if (direction != DPL_DMA_TO_L1 && direction != DPL_DMA_TO_L2) return 0;
   return rv32_step_dma[step][direction];
 }
