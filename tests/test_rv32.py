@@ -31,7 +31,7 @@ def int8_mlp_projects(tmp_path_factory):
 def test_int8_model_on_8_harts(int8_mlp_projects, capsys):
     exported = int8_mlp_projects[8]
     assert "-march=rv32imc -mabi=ilp32" in (exported.out_dir / "Makefile").read_text()
-    code = main(["run", str(exported.out_dir), "--on", "qemu", "--harts", "8", "--json"])
+    code = main(["run", str(exported.out_dir), "--on", "qemu", "--harts", "8", "--json", "--timeout", "120"])
     run = json.loads(capsys.readouterr().out)
     assert code == 0 and run["errors"] == 0 and run["checked"] == 16 * 64, run["output"]
     ops = exported.report["ops"]
@@ -44,13 +44,21 @@ def test_int8_model_on_8_harts(int8_mlp_projects, capsys):
 
 
 def test_counts_are_repeatable_and_8_harts_beat_1(int8_mlp_projects):
-    eight = qemu.run_project(int8_mlp_projects[8].out_dir, harts=8)
-    assert eight.steps == qemu.run_project(int8_mlp_projects[8].out_dir, harts=8).steps
-    one = qemu.run_project(int8_mlp_projects[1].out_dir, harts=1)
+    eight = qemu.run_project(int8_mlp_projects[8].out_dir, harts=8, timeout=120)
+    assert eight.steps == qemu.run_project(int8_mlp_projects[8].out_dir, harts=8, timeout=120).steps
+    one = qemu.run_project(int8_mlp_projects[1].out_dir, harts=1, timeout=120)
     assert one.errors == 0 and one.harts == 1
     assert 5 * eight.slowest_hart_instructions < one.slowest_hart_instructions
     # the work is split, not repeated: the harts together run about what one hart runs alone
     assert sum(eight.per_hart_instructions) < 1.2 * one.slowest_hart_instructions
+
+
+def test_int8_model_with_harts_running_at_once(int8_mlp_projects):
+    """The same ELF under qemu without -icount: 8 host threads run the forks at once."""
+    elf = qemu.build(int8_mlp_projects[8].out_dir, 8, "net")
+    for _ in range(3):
+        code, output = qemu.run_elf(elf, 8, timeout=120, icount=False)
+        assert code == 0 and "Errors: 0 out of 1024" in output, output
 
 
 def test_too_few_harts_is_a_clear_error(int8_mlp_projects, capsys):
@@ -64,7 +72,7 @@ def test_compiled_float_onnx_model_under_qemu(attention_onnx, tmp_path, capfd): 
     assert main(["compile", str(attention_onnx), "-o", str(out)]) == 0
     assert "-march=rv32imafc -mabi=ilp32f" in (out / "Makefile").read_text()
     capfd.readouterr()
-    assert main(["run", str(out), "--on", "qemu"]) == 0
+    assert main(["run", str(out), "--on", "qemu", "--timeout", "120"]) == 0
     printed = capfd.readouterr().out
     assert "RV32 under qemu, 8 harts" in printed and "Errors: 0 out of 512" in printed
     assert "cluster" in printed and "total" in printed
@@ -76,6 +84,16 @@ def test_hal_fork_join_barrier_dma(harts, tmp_path):
                              flags=("-DDPL_PROFILE_STEPS=1",))
     code, output = qemu.run_elf(elf, harts, timeout=60)
     assert code == 0 and "hal check: 0 errors" in output, output
+
+
+def test_hal_with_harts_running_at_once(tmp_path):
+    """Without -icount qemu runs every hart on a thread of its own: the flags alone keep fork/join and the
+    barriers right (the instruction counts then follow the host's clock and are not checked)."""
+    elf = qemu.build_program([HERE / "rv32" / "hal_check.c"], tmp_path / "hal_check.elf", harts=8,
+                             flags=("-DDPL_PROFILE_STEPS=1", "-DCHECK_COUNTS=0"))
+    for _ in range(3):
+        code, output = qemu.run_elf(elf, 8, timeout=60, icount=False)
+        assert code == 0 and "hal check: 0 errors" in output, output
 
 
 def test_int8_gemm_kernel_under_3_instructions_per_mac():

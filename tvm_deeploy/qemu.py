@@ -82,12 +82,13 @@ def missing_tools() -> list[str]:
     return [tool for tool in ("make", CROSS_COMPILER, QEMU) if shutil.which(tool) is None]
 
 
-def qemu_command(elf: Path, harts: int) -> list[str]:
+def qemu_command(elf: Path, harts: int, icount: bool = True) -> list[str]:
     """qemu's virt machine, no firmware, the program's output on stdout through semihosting, one
-    instruction per virtual nanosecond (-icount shift=0: exact, repeatable counts)."""
+    instruction per virtual nanosecond (-icount shift=0: exact, repeatable counts). Without `icount` the
+    harts run at once, each on a host thread, and the counters follow the host's clock."""
     return [QEMU, "-machine", "virt", "-smp", str(harts), "-m", "128M", "-bios", "none", "-display", "none",
             "-serial", "none", "-monitor", "none", "-chardev", "stdio,id=s0",
-            "-semihosting-config", "enable=on,target=native,chardev=s0", "-icount", "shift=0",
+            "-semihosting-config", "enable=on,target=native,chardev=s0", *(["-icount", "shift=0"] if icount else []),
             "-kernel", str(elf)]
 
 
@@ -108,10 +109,10 @@ def build_program(sources: list, elf: Path, harts: int = 1, isa: Isa = INTEGER, 
     return elf
 
 
-def run_elf(elf: Path, harts: int, timeout: float = DEFAULT_TIMEOUT) -> tuple[int, str]:
+def run_elf(elf: Path, harts: int, timeout: float = DEFAULT_TIMEOUT, icount: bool = True) -> tuple[int, str]:
     """Run an RV32 program under qemu, killed after `timeout` seconds; (exit code, output)."""
     try:
-        ran = subprocess.run(qemu_command(elf, harts), capture_output=True, text=True, timeout=timeout)
+        ran = subprocess.run(qemu_command(elf, harts, icount), capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise QemuError(f"qemu did not finish {elf} within {timeout:g} s") from None
     return ran.returncode, ran.stdout + ran.stderr

@@ -9,12 +9,14 @@
    with `fence r, rw`: on a weakly ordered core the flags alone would not publish the data.
 
    Waiting is wfi, woken by the hart's CLINT software interrupt (its "bell"). A hart that stops, at
-   the end of its task or at a barrier, rings only the next hart of the fork, so under qemu's
-   round-robin scheduler the harts of a fork run one after the other. That is deliberate: with
-   -icount, minstret is qemu's virtual clock, which advances with the instructions of every hart, so
-   the clock's advance is one hart's own instruction count only while no other hart runs. Each hart
-   counts its own instructions that way, leaving out its sleeps and the DMA copies (the DMA engine's
-   work, not the core's). The protocol does not rely on that order: the harts may as well run at once.
+   the end of its task or at a barrier, rings the next hart of the fork, and hart 0 as well when it
+   sees every worker done (or arrived), so under qemu's round-robin scheduler the harts of a fork run
+   one after the other, the last waking hart 0. That is deliberate: with -icount, minstret is qemu's
+   virtual clock, which advances with the instructions of every hart, so the clock's advance is one
+   hart's own instruction count only while no other hart runs. Each hart counts its own instructions
+   that way, leaving out its sleeps and the DMA copies (the DMA engine's work, not the core's). The
+   protocol does not rely on that order: the harts may as well run at once (qemu without -icount runs
+   them on host threads; the tests run both).
 
    DMA: the copy happens at start (the transfer is complete before dpl_dma_wait), and its bytes are
    counted per direction. Misuse aborts as on the host: a transfer started on a pending job, one
@@ -136,6 +138,26 @@ static void rv32_sleep(rv32_hart_t *self, uint32_t hart) {
 /* Stamps wrap around: a stamp has been reached when it is at most 2^31 behind. */
 static int rv32_reached(uint32_t value, uint32_t target) { return (uint32_t)(value - target) < 0x80000000u; }
 
+/* Whether the flags of harts 1..count-1 all show `value`: equal to it, or (stamps) having reached it. */
+static int rv32_all(volatile const uint32_t *flags, uint32_t count, uint32_t value, int stamps) {
+  uint32_t h;
+  for (h = 1; h < count; ++h) {
+    if (stamps ? !rv32_reached(flags[h], value) : flags[h] != value) return 0;
+  }
+  return 1;
+}
+
+/* After hart `hart` wrote its flag among `count` harts: ring the next hart, and hart 0, which waits for
+   every worker's flag, when this hart sees them all. With the full fence between its own write and
+   reading the others', the last of several writers sees them all even when they write at once. */
+static void rv32_signal(uint32_t hart, uint32_t count, volatile const uint32_t *flags, uint32_t value,
+                        int stamps) {
+  const uint32_t next = (hart + 1u) % count;
+  rv32_ring(next);
+  __asm__ __volatile__("fence rw, rw" ::: "memory");
+  if (next != 0 && rv32_all(flags, count, value, stamps)) rv32_ring(0u);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* start-up */
 
@@ -144,7 +166,6 @@ static int rv32_reached(uint32_t value, uint32_t target) { return (uint32_t)(val
 static void rv32_boot(void) __attribute__((constructor));
 static void rv32_boot(void) {
   rv32_hart_t *self = &rv32_harts[0];
-  uint32_t h;
   self->cores = 1;
   rv32_resume(self);
   __asm__ __volatile__("csrr %0, mtvec" : "=r"(rv32_trap_vector));
@@ -152,9 +173,7 @@ static void rv32_boot(void) {
   rv32_gate = RV32_GATE_OPEN;
   if (DPL_RV32_HARTS < 2) return;
   rv32_ring(1u);
-  for (h = 1; h < DPL_RV32_HARTS; ++h) {
-    while (!rv32_alive[h]) rv32_sleep(self, 0u);
-  }
+  while (!rv32_all(rv32_alive, DPL_RV32_HARTS, 1u, 0)) rv32_sleep(self, 0u);
   RV32_ACQUIRE();
 }
 
@@ -177,7 +196,7 @@ void dpl_rv32_worker(uint32_t hart) {
   rv32_resume(self);
   RV32_RELEASE();
   rv32_alive[hart] = 1u;
-  rv32_ring((hart + 1u) % DPL_RV32_HARTS);
+  rv32_signal(hart, DPL_RV32_HARTS, rv32_alive, 1u, 0);
   for (;;) {
     rv32_fork_t fork;
     uint64_t start;
@@ -190,7 +209,7 @@ void dpl_rv32_worker(uint32_t hart) {
     rv32_instructions[fork.step][hart] += rv32_own(self) - start;
     RV32_RELEASE();
     rv32_done[hart] = seen;
-    rv32_ring((hart + 1u) % (uint32_t)fork.cores);
+    rv32_signal(hart, (uint32_t)fork.cores, rv32_done, seen, 0);
   }
 }
 
@@ -216,9 +235,7 @@ void dpl_cluster_fork(int32_t cores, dpl_task_t task, void *arg) {
   rv32_run(self, &rv32_fork_now);
   if (cores > 1) {
     rv32_ring(1u);
-    for (h = 1; h < (uint32_t)cores; ++h) {
-      while (rv32_done[h] != fork_id) rv32_sleep(self, 0u);
-    }
+    while (!rv32_all(rv32_done, (uint32_t)cores, fork_id, 0)) rv32_sleep(self, 0u);
     RV32_ACQUIRE();
   }
 }
@@ -234,20 +251,19 @@ void dpl_barrier(void) {
   const uint32_t hart = rv32_hart_id();
   rv32_hart_t *self = &rv32_harts[hart];
   const uint32_t cores = (uint32_t)self->cores;
-  uint32_t stamp, h;
+  uint32_t stamp;
   if (DPL_RV32_HARTS < 2 || !self->in_task || cores <= 1) return;
   stamp = ++self->stamp;
   RV32_RELEASE();
   rv32_arrived[hart] = stamp;
-  rv32_ring((hart + 1u) % cores);
   if (hart == 0) {
-    for (h = 1; h < cores; ++h) {
-      while (!rv32_reached(rv32_arrived[h], stamp)) rv32_sleep(self, 0u);
-    }
+    rv32_ring(1u);
+    while (!rv32_all(rv32_arrived, cores, stamp, 1)) rv32_sleep(self, 0u);
     /* the others' writes before the barrier, then ours, before the release */
     __asm__ __volatile__("fence rw, rw" ::: "memory");
     rv32_release = stamp;
   } else {
+    rv32_signal(hart, cores, rv32_arrived, stamp, 1);
     while (!rv32_reached(rv32_release, stamp)) rv32_sleep(self, hart);
     RV32_ACQUIRE();
   }

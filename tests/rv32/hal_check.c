@@ -1,6 +1,7 @@
 /* Checks hal/rv32.c on DPL_RV32_HARTS harts: fork/join over every core count, barriers (each core sees
    what every other core wrote before the barrier), core ids, 1-D and 2-D DMA and their byte counters,
-   and the profile: equal work on every hart gives every worker the same instruction count.
+   and (unless built with CHECK_COUNTS=0, for harts that run at once) the profile: equal work on every
+   hart gives every worker the same instruction count.
    Prints "hal check: E errors" and one "workers: ..." line of counts; exits with E != 0. */
 #include <stdint.h>
 #include <stdio.h>
@@ -9,6 +10,9 @@
 #include "dpl_profile.h"
 
 #define ROUNDS 3
+#ifndef CHECK_COUNTS
+#define CHECK_COUNTS 1
+#endif
 
 static volatile int32_t posted[DPL_RV32_HARTS][ROUNDS];
 static int32_t seen[DPL_RV32_HARTS][ROUNDS];
@@ -87,9 +91,9 @@ int main(void) {
   printf("workers:");
   for (hart = 1; hart < dpl_profile_harts(); ++hart) {
     printf(" %llu", (unsigned long long)dpl_profile_instructions(1, hart));
-    errors += dpl_profile_instructions(1, hart) != dpl_profile_instructions(1, 1);
+    errors += CHECK_COUNTS && dpl_profile_instructions(1, hart) != dpl_profile_instructions(1, 1);
   }
-  errors += dpl_profile_instructions(1, 0) < 2000;
+  errors += CHECK_COUNTS && dpl_profile_instructions(1, 0) < 2000;
   printf("\nhal check: %ld errors\n", (long)errors);
   return errors != 0;
 }
