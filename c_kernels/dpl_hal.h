@@ -2,7 +2,8 @@
  * tvm-deeploy hardware abstraction: the cluster DMA and fork/join over the cluster's cores.
  *
  * Generated code and kernels call only these functions; each platform supplies one implementation
- * (c_kernels/hal/host.c emulates the cluster on this host; the RV32 one comes with the qemu work).
+ * (c_kernels/hal/host.c emulates the cluster on this host; c_kernels/hal/rv32.c runs it bare metal on
+ * the harts of qemu's RISC-V virt machine).
  * A DMA transfer is asynchronous: between start and dpl_dma_wait on the same job its destination
  * is undefined (the host implementation fills it with a poison pattern) and must be neither read,
  * written nor targeted by another transfer, and its source must not be overwritten.

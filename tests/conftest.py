@@ -9,6 +9,17 @@ from tvm import relax
 
 import tvm_deeploy
 from tvm_deeploy.patterns import PREFIX
+from tvm_deeploy.qemu import missing_tools
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked rv32 skip, saying what is missing, only where the RV32 tools are not installed."""
+    missing = missing_tools()
+    if missing:
+        skip = pytest.mark.skip(reason=f"rv32: {', '.join(missing)} not found (scripts/setup.sh installs them)")
+        for item in items:
+            if "rv32" in item.keywords:
+                item.add_marker(skip)
 
 
 def build_and_run(mod: tvm.IRModule, target, inputs, tmp_path, name: str = "lib"):

@@ -3,6 +3,7 @@
     tvm-deeploy demo
     tvm-deeploy compile MODEL.onnx -o OUT [--platform P] [--l1 BYTES] [--l2 BYTES] [--no-npu] [--no-offload]
     tvm-deeploy run OUT --on host [--sanitize]
+    tvm-deeploy run OUT --on qemu [--harts N] [--json] [--timeout S]
 """
 
 from __future__ import annotations
@@ -35,8 +36,12 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="build a compiled project and run its test driver")
     run.add_argument("project", help="the folder `tvm-deeploy compile` wrote")
-    run.add_argument("--on", choices=["host", "rv32"], default="host", help="where to run (default: host)")
+    run.add_argument("--on", choices=["host", "qemu"], default="host",
+                     help="where to run: this host (gcc), or RV32 under qemu with instruction counts")
     run.add_argument("--sanitize", action="store_true", help="build with AddressSanitizer and UBSan (host)")
+    run.add_argument("--harts", type=int, metavar="N", help="qemu: harts to run on (default: the platform's cores)")
+    run.add_argument("--json", action="store_true", help="qemu: print the counts as JSON")
+    run.add_argument("--timeout", type=float, default=600.0, metavar="S", help="qemu: seconds before it is killed")
     return parser
 
 
@@ -75,7 +80,7 @@ def _compile(args, out=print) -> int:
             f"TVM StaticPlanBlockMemory {memory['tvm_static_plan_block_memory_bytes']}), "
             f"capacity {memory['capacity_bytes']}")
     out(f"  weights {report['weights']['bytes']} bytes in section {report['weights']['section']}")
-    out(f"  run it: tvm-deeploy run {args.output} --on host")
+    out(f"  run it: tvm-deeploy run {args.output} --on host (or --on qemu: RV32, instruction counts)")
     return 0
 
 
@@ -84,8 +89,8 @@ def _run(args) -> int:
     report_path = project / "report.json"
     if not report_path.is_file():
         return _fail("run", f"{project} is not a project written by `tvm-deeploy compile` (no report.json)")
-    if args.on != "host":
-        return _fail("run", f"--on {args.on} is not available yet")
+    if args.on == "qemu":
+        return _run_qemu(project, args)
     prefix = json.loads(report_path.read_text())["prefix"]
     target = "host-asan" if args.sanitize else "host"
     built = subprocess.run(["make", "-s", "-C", str(project), target])
@@ -93,6 +98,19 @@ def _run(args) -> int:
         return _fail("run", f"building {project} failed (make {target})")
     program = project / "build" / target / f"{prefix}_test"
     return subprocess.run([str(program.resolve())]).returncode
+
+
+def _run_qemu(project: Path, args) -> int:
+    from .qemu import QemuError, format_run, run_project
+
+    if args.harts is not None and args.harts < 1:
+        return _fail("run", f"--harts must be at least 1, got {args.harts}")
+    try:
+        run = run_project(project, args.harts, args.timeout)
+    except QemuError as err:
+        return _fail("run", str(err))
+    print(json.dumps(run.to_json(), indent=2) if args.json else format_run(run))
+    return run.exit_code
 
 
 def main(argv: list[str] | None = None) -> int:

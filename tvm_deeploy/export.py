@@ -10,7 +10,9 @@ writes
     out/src/net_weights.c    the constants TVM's glue reads (const, in a named section)
     out/src/dpl_runtime.c    the runtime functions TVM's C calls; dpl_support.h declares what it uses
     out/test/main.c, out/test/net_test_vectors.h   host driver and test vectors
-    out/Makefile             `make host`, `make host-asan`, `make rv32` (placeholder)
+    out/hal/, out/include/dpl_hal.h, dpl_profile.h   the HAL: host.c (threads) when ops are offloaded, and
+                             the bare-metal RV32 one (rv32.c, rv32_start.S, rv32.ld) for qemu
+    out/Makefile             `make host`, `make host-asan`, `make rv32` (RISC-V, run by `tvm_deeploy.qemu`)
     out/report.json          ops with engine, memory per level against bounds, weights, solver figures
 
 Stages, one module each: `program` (Relax -> call sequence), `glue` (TIR -> C), `placement` and
@@ -32,6 +34,7 @@ from tvm.relax import pipeline as relax_pipeline
 from tvm.relax import transform
 
 from . import project as proj
+from . import rv32
 from .glue import build_glue
 from .memory_plan import DEFAULT_TIME_LIMIT
 from .placement import place
@@ -42,6 +45,7 @@ from .target import is_deeploy_target, platform_of
 from .tiling import AttentionTiling
 
 DEFAULT_WEIGHTS_SECTION = ".dpl_weights"
+HOST_HAL = "hal/host.c"
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ def offloaded_files(prefix: str, functions: list) -> tuple[dict[str, str], dict[
         return {}, {"DPL_WEIGHTS": 0, "DPL_NPU_WEIGHTS": 0}, 0
     text, weight_bytes, scratch_bytes = proj.ops_source(prefix, functions)
     files = {f"src/{prefix}_ops.c": text, "include/dpl_hal.h": kernel_file("dpl_hal.h"),
-             "hal/host.c": kernel_file("hal/host.c")}
+             HOST_HAL: kernel_file(HOST_HAL)}
     return files, weight_bytes, scratch_bytes
 
 
@@ -286,8 +290,11 @@ def export_c(mod: tvm.IRModule, target=None, out_dir="deeploy_out", prefix: str 
         files[f"test/{prefix}_test_vectors.h"] = proj.test_vectors_source(
             prefix, program, placement.io_fields, arrays, expected, llvm)
         files["test/main.c"] = proj.main_source(prefix, program, placement.io_fields)
+    files.update(rv32.hal_files())
     sources, headers = project_sources(files)
-    files["Makefile"] = proj.makefile(prefix, sources, headers, sorted(n for n in files if n.startswith("hal/")))
+    build = rv32.Build(rv32.isa(program, glue.source), platform.cores, len(program.steps), platform.l1_bytes,
+                       platform.level("L2").bytes)
+    files["Makefile"] = proj.makefile(prefix, sources, headers, sorted(n for n in files if n == HOST_HAL), build)
 
     tvm_plan = tvm_static_plan_bytes(lowered.module)
     report = build_report(prefix, target, platform, lowered, glue, placement, tvm_plan, weight_bytes, offload,

@@ -16,6 +16,7 @@ from .glue import SUPPORT_HEADER, Glue
 from .placement import Placement
 from .program import DTYPES, Program, Step
 from .resources import template
+from .rv32 import CROSS_COMPILER, HAL_SOURCES, TOOLCHAIN_FLAGS, Build
 
 RUNTIME_SOURCE = "src/dpl_runtime.c"
 FP32_TOLERANCE = 1e-6
@@ -299,7 +300,7 @@ def network_source(inp: ProjectInput) -> str:
     body = [] if inp.placement.io_in_arena else ["  if (in == NULL || out == NULL) {", "    return -1;", "  }"]
     body += runtime + copy_in
     for i, step in enumerate(p.steps):
-        body += _step_code(inp, i, step, ops)
+        body += [f"  DPL_STEP_BEGIN({i + 1});"] + _step_code(inp, i, step, ops) + [f"  DPL_STEP_END({i + 1});"]
     body += copy_out
 
     def section(title, lines):
@@ -364,9 +365,13 @@ def runtime_source() -> str:
     return Template(template("project_runtime.c.tmpl")).substitute()
 
 
-def makefile(prefix: str, sources: list[str], headers: list[str], hal: list[str]) -> str:
+def makefile(prefix: str, sources: list[str], headers: list[str], hal: list[str], rv32: Build) -> str:
     return Template(template("project_Makefile.tmpl")).substitute(
-        prefix=prefix, sources=" ".join(sources), headers=" ".join(headers), hal=" ".join(hal))
+        prefix=prefix, upper=prefix.upper(), sources=" ".join(sources), headers=" ".join(headers),
+        hal=" ".join(hal), hal_rv32=" ".join(HAL_SOURCES), cross_compiler=CROSS_COMPILER,
+        toolchain_flags=" ".join(TOOLCHAIN_FLAGS), march=rv32.isa.march, mabi=rv32.isa.mabi,
+        isa_reason=rv32.isa.reason, harts=rv32.harts, steps=rv32.steps, l1_bytes=rv32.l1_bytes,
+        l2_bytes=rv32.l2_bytes)
 
 
 def test_vectors_source(prefix: str, program: Program, fields: dict[str, str], inputs: list[np.ndarray],

@@ -1,0 +1,72 @@
+"""Instructions per MAC of the int8 GEMM kernel (c_kernels/gemm_s8.c) on RV32 under qemu.
+
+    count = gemm_s8_count(64, 256, 64)     # one call on one hart, checked against reference.gemm_s8
+    count.per_mac                          # instructions / (m * n * k)
+
+The driver (codegen/gemm_s8_count.c.tmpl) is built with the bare-metal HAL for rv32imc at -O2, like the
+kernels of an exported project.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+import numpy as np
+
+from . import reference
+from .project import c_array_items
+from .qemu import QemuError, build_program, run_elf
+from .resources import resource_dir, template
+
+
+@dataclass(frozen=True)
+class GemmCount:
+    m: int
+    n: int
+    k: int
+    instructions: int
+    errors: int
+
+    @property
+    def per_mac(self) -> float:
+        return self.instructions / (self.m * self.n * self.k)
+
+
+def _driver(m, n, k, a_zp, b_zp, transposed, requantize, seed) -> str:
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    b = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    requant, vectors, rq, out_type = "", "", "NULL", "int32_t"
+    if requantize:
+        bias = rng.integers(-5000, 5000, n).astype(np.int32)
+        mul, shift = reference.quantize_multiplier(rng.uniform(1e-4, 1e-3, n))
+        spec = reference.Requant("fixed", bias=bias, mul=mul, shift=shift, out_zp=3)
+        vectors = "\n".join(f"static const int32_t rq_{name}[{n}] = {{\n{c_array_items(values, 'int32')}\n}};"
+                            for name, values in (("bias", bias), ("mul", mul), ("shift", shift)))
+        requant = "const dpl_requant_t rq = {DPL_REQUANT_FIXED, rq_bias, rq_mul, NULL, rq_shift, 3, -128, 127};"
+        rq, out_type = "&rq", "int8_t"
+    expected = reference.gemm_s8(a, b, a_zp=a_zp, b_zp=b_zp, requant=spec if requantize else None)
+    stored_b = np.ascontiguousarray(b.T) if transposed else b
+    return Template(template("gemm_s8_count.c.tmpl")).substitute(
+        a_size=a.size, b_size=b.size, y_size=m * n, out_type=out_type, a=c_array_items(a, "int8"),
+        b=c_array_items(stored_b, "int8"), expected=c_array_items(expected, str(expected.dtype)),
+        requant_vectors=vectors, requant=requant, k=k, ldb=k if transposed else n, transposed=int(transposed),
+        n=n, m=m, a_zp=a_zp, b_zp=b_zp, rq=rq)
+
+
+def gemm_s8_count(m: int, n: int, k: int, a_zp: int = 0, b_zp: int = 0, transposed: bool = False,
+                  requantize: bool = False, seed: int = 0, timeout: float = 120.0) -> GemmCount:
+    """Instructions of one dpl_gemm_s8 call (A[m, k] x B[k, n], B stored [n, k] when transposed; int32 out,
+    or int8 through a fixed-point requantization), and the elements that differ from the reference."""
+    with tempfile.TemporaryDirectory(prefix="tvm-deeploy-gemm-") as tmp:
+        driver = Path(tmp) / "gemm_s8_count.c"
+        driver.write_text(_driver(m, n, k, a_zp, b_zp, transposed, requantize, seed))
+        elf = build_program([driver, resource_dir("c_kernels") / "gemm_s8.c"], Path(tmp) / "gemm.elf")
+        code, output = run_elf(elf, 1, timeout)
+    words = output.split()
+    if len(words) < 4 or words[0] != "instructions":
+        raise QemuError(f"the GEMM driver failed (exit code {code}):\n{output}")
+    return GemmCount(m, n, k, int(words[1]), int(words[3]))

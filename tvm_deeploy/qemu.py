@@ -1,0 +1,184 @@
+"""Build an exported project for RV32 (`make rv32`) and run it under qemu with exact instruction counts.
+
+    run = run_project("out", harts=8)      # builds, runs, parses
+    print(format_run(run)); run.errors, run.slowest_hart_instructions, run.to_json()
+
+qemu runs the virt machine with `-icount shift=0`, so instruction counts are exact and repeatable: the
+driver built with DPL_PROFILE prints, per step of the network, the instructions each hart ran (see
+c_kernels/hal/rv32.c) and the DMA bytes it moved, then `Errors: E out of N`. The slowest hart's count is
+the speed measure.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .resources import resource_dir
+from .rv32 import CROSS_COMPILER, HAL_SOURCES, INTEGER, LINKER_SCRIPT, TOOLCHAIN_FLAGS, Isa
+
+QEMU = "qemu-system-riscv32"
+DEFAULT_TIMEOUT = 600.0
+_PROFILE = re.compile(r"^Profile step (\d+): dma_to_l1 (\d+) dma_to_l2 (\d+) instructions((?: \d+)+)$", re.MULTILINE)
+_ERRORS = re.compile(r"^Errors: (\d+) out of (\d+)$", re.MULTILINE)
+
+
+class QemuError(RuntimeError):
+    """The RV32 build or the qemu run failed (the message says which, with the tool's output)."""
+
+
+@dataclass(frozen=True)
+class StepCount:
+    step: int  # numbered from 1, as in report.json
+    engine: str  # "cluster" (offloaded), "tvm" or "copy"
+    op: str
+    instructions: tuple[int, ...]  # per hart
+    dma_to_l1: int
+    dma_to_l2: int
+
+    @property
+    def slowest(self) -> int:
+        return max(self.instructions)
+
+
+@dataclass(frozen=True)
+class QemuRun:
+    harts: int
+    exit_code: int
+    errors: int | None  # None when the driver did not get as far as printing them
+    checked: int | None
+    steps: tuple[StepCount, ...]
+    output: str  # everything the program printed
+
+    @property
+    def per_hart_instructions(self) -> tuple[int, ...]:
+        return tuple(sum(s.instructions[h] for s in self.steps) for h in range(self.harts))
+
+    @property
+    def slowest_hart_instructions(self) -> int:
+        return max(self.per_hart_instructions, default=0)
+
+    @property
+    def dma_bytes(self) -> tuple[int, int]:
+        return sum(s.dma_to_l1 for s in self.steps), sum(s.dma_to_l2 for s in self.steps)
+
+    def to_json(self) -> dict:
+        return {"harts": self.harts, "exit_code": self.exit_code, "errors": self.errors, "checked": self.checked,
+                "instructions": {"slowest_hart": self.slowest_hart_instructions,
+                                 "per_hart": list(self.per_hart_instructions)},
+                "dma_bytes": {"to_l1": self.dma_bytes[0], "to_l2": self.dma_bytes[1]},
+                "steps": [{"step": s.step, "engine": s.engine, "op": s.op, "instructions": list(s.instructions),
+                           "slowest_hart": s.slowest, "dma_to_l1": s.dma_to_l1, "dma_to_l2": s.dma_to_l2}
+                          for s in self.steps],
+                "output": self.output}
+
+
+def missing_tools() -> list[str]:
+    """The programs `make rv32` and the qemu run need that are not on PATH (scripts/setup.sh installs them)."""
+    return [tool for tool in ("make", CROSS_COMPILER, QEMU) if shutil.which(tool) is None]
+
+
+def qemu_command(elf: Path, harts: int, icount: bool = True) -> list[str]:
+    """qemu's virt machine, no firmware, the program's output on stdout through semihosting, one
+    instruction per virtual nanosecond (-icount shift=0: exact, repeatable counts). Without `icount` the
+    harts run at once, each on a host thread, and the counters follow the host's clock."""
+    return [QEMU, "-machine", "virt", "-smp", str(harts), "-m", "128M", "-bios", "none", "-display", "none",
+            "-serial", "none", "-monitor", "none", "-chardev", "stdio,id=s0",
+            "-semihosting-config", "enable=on,target=native,chardev=s0", *(["-icount", "shift=0"] if icount else []),
+            "-kernel", str(elf)]
+
+
+def build_program(sources: list, elf: Path, harts: int = 1, isa: Isa = INTEGER, flags: tuple[str, ...] = ()) -> Path:
+    """Compile a standalone C program (a kernel benchmark, a HAL check) for RV32 with the HAL of c_kernels/,
+    as `make rv32` builds a project; `flags` adds defines or include folders."""
+    kernels = resource_dir("c_kernels")
+    elf = Path(elf)
+    elf.parent.mkdir(parents=True, exist_ok=True)
+    command = [CROSS_COMPILER, "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", f"-march={isa.march}",
+               f"-mabi={isa.mabi}", *TOOLCHAIN_FLAGS, f"-DDPL_RV32_HARTS={harts}", f"-I{kernels}",
+               f"-I{kernels / 'hal'}", *flags, *[str(s) for s in sources],
+               *[str(kernels / name) for name in HAL_SOURCES], "-T", str(kernels / LINKER_SCRIPT),
+               f"-Wl,--defsym=__dpl_harts={harts}", "-lm", "-o", str(elf)]
+    compiled = subprocess.run(command, capture_output=True, text=True)
+    if compiled.returncode != 0:
+        raise QemuError(f"compiling {elf.name} failed:\n{compiled.stdout}{compiled.stderr}")
+    return elf
+
+
+def run_elf(elf: Path, harts: int, timeout: float = DEFAULT_TIMEOUT, icount: bool = True) -> tuple[int, str]:
+    """Run an RV32 program under qemu, killed after `timeout` seconds; (exit code, output)."""
+    try:
+        ran = subprocess.run(qemu_command(elf, harts, icount), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise QemuError(f"qemu did not finish {elf} within {timeout:g} s") from None
+    return ran.returncode, ran.stdout + ran.stderr
+
+
+def build(project: Path, harts: int, prefix: str) -> Path:
+    """`make rv32 HARTS=harts` in the project; the ELF it wrote."""
+    made = subprocess.run(["make", "-s", "-C", str(project), "rv32", f"HARTS={harts}"], capture_output=True,
+                          text=True)
+    if made.returncode != 0:
+        raise QemuError(f"make rv32 failed in {project}:\n{made.stdout}{made.stderr}")
+    return project / "build" / f"rv32-harts{harts}" / f"{prefix}_test.elf"
+
+
+def parse(output: str, exit_code: int, harts: int, ops: list[dict]) -> QemuRun:
+    """The driver's output -> counts per step (named after report.json's ops) and the error count."""
+    by_step = {op["step"]: op for op in ops}
+    steps = []
+    for match in _PROFILE.finditer(output):
+        number = int(match.group(1))
+        op = by_step.get(number, {})
+        steps.append(StepCount(number, op.get("engine", "?"), str(op.get("op", "?")),
+                               tuple(int(v) for v in match.group(4).split()), int(match.group(2)),
+                               int(match.group(3))))
+    errors = _ERRORS.search(output)
+    return QemuRun(harts, exit_code, int(errors.group(1)) if errors else None,
+                   int(errors.group(2)) if errors else None, tuple(steps), output)
+
+
+def run_project(project, harts: int | None = None, timeout: float = DEFAULT_TIMEOUT) -> QemuRun:
+    """Build the exported project for RV32 with `harts` harts (default: the platform's cores) and run its
+    test driver under qemu, killed after `timeout` seconds. Raises QemuError when a tool is missing, the
+    build fails, or the run times out."""
+    project = Path(project)
+    report = json.loads((project / "report.json").read_text())
+    missing = missing_tools()
+    if missing:
+        raise QemuError(f"missing {', '.join(missing)}: run scripts/setup.sh")
+    harts = harts or report["target"]["cores"]
+    forked = max((op["tiling"]["cores"] for op in report["ops"] if op.get("tiling")), default=1)
+    if harts < forked:
+        raise QemuError(f"the project forks over {forked} cores: run it on at least {forked} harts "
+                        f"(or export it for fewer cores)")
+    exit_code, output = run_elf(build(project, harts, report["prefix"]), harts, timeout)
+    return parse(output, exit_code, harts, report["ops"])
+
+
+def format_run(run: QemuRun) -> str:
+    """A table of instructions per step (slowest hart, and each hart when there are several), DMA bytes,
+    totals and the error count."""
+    per_hart = run.harts > 1
+    head = f"{'step':>4}  {'engine':<7} {'slowest hart':>13}"
+    head += "".join(f" {'hart ' + str(h):>11}" for h in range(run.harts)) if per_hart else ""
+    head += f" {'DMA to L1':>10} {'to L2':>9}  op"
+    lines = [f"RV32 under qemu, {run.harts} hart{'s' if run.harts > 1 else ''} (instructions, -icount exact)",
+             head]
+    for s in run.steps:
+        line = f"{s.step:>4}  {s.engine:<7} {s.slowest:>13,}"
+        line += "".join(f" {n:>11,}" for n in s.instructions) if per_hart else ""
+        lines.append(line + f" {s.dma_to_l1:>10,} {s.dma_to_l2:>9,}  {s.op}")
+    total = f"{'':>4}  {'total':<7} {run.slowest_hart_instructions:>13,}"
+    total += "".join(f" {n:>11,}" for n in run.per_hart_instructions) if per_hart else ""
+    lines.append(total + f" {run.dma_bytes[0]:>10,} {run.dma_bytes[1]:>9,}")
+    if run.errors is None:
+        lines.append(f"the program stopped before checking its outputs (exit code {run.exit_code}):")
+        lines.append(run.output.rstrip())
+    else:
+        lines.append(f"Errors: {run.errors} out of {run.checked}")
+    return "\n".join(lines)
