@@ -92,7 +92,8 @@ def plan_functions(functions: list[Function], platform: Platform) -> list[Functi
             choice = choose_engine(fn.spec, platform)
             fn = dataclasses.replace(fn, tiling=choice.tiling, estimates=choice.estimates)
         elif isinstance(fn.spec, AttentionSpec):
-            fn = dataclasses.replace(fn, tiling=tile_attention(fn.spec, platform))
+            tiling = tile_attention(fn.spec, platform)
+            fn = dataclasses.replace(fn, tiling=tiling, estimates=(("cluster", tiling.modelled_cycles),))
         planned.append(fn)
     check_weight_memory([fn.spec for fn in planned if fn.engine == "npu"], platform)
     return planned

@@ -35,6 +35,7 @@ def compile_report(mod: tvm.IRModule, target: tvm.target.Target | str = "deeploy
         }
         if isinstance(tiling, AttentionTiling):
             entry.update(tiling.report(), solver_seconds=round(tiling.solver_seconds, 4))
+            entry["modelled_cycles"] = dict(fn.estimates)  # per engine, as for every op
         elif tiling is None:  # softmax runs untiled, reading its operands where they are
             entry.update(tile=None, tiles=1, l1_bytes=0, dma_in_bytes=0, dma_out_bytes=0, dma_lower_bound=0,
                          solver_status="untiled", solver_seconds=0.0)
