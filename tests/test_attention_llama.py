@@ -5,6 +5,8 @@ reference.attention_s8 and within 2 LSB of TVM's float build, fp32 within 1e-5 o
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import tvm
@@ -160,7 +162,7 @@ def test_report_and_exported_project_show_the_attention_tiling(tmp_path):
     tiling = op["tiling"]
     assert tiling["tile"] == entry["tile"] and tiling["l1_bytes"] == entry["l1_bytes"]
     assert result.report["memory"]["L1"]["arena_bytes"] == entry["l1_bytes"]
-    assert result.report["kernel_static_bytes"] == 0
     source = (tmp_path / "p" / "src" / "net_ops.c").read_text()
     assert "dpl_attention_tiled(&" in source and "dpl_exp2_lut[256]" in source
-    assert "static float" not in source
+    # No mutable static buffer of the ops' own: scratch lives in the L1 arena, the only one declared.
+    assert re.findall(r"^static (?:float|u?int\d+_t) (\w+)\[", source, re.MULTILINE) == ["dpl_l1_arena"]

@@ -53,13 +53,6 @@ class Function:
     def l1_bytes(self) -> int:
         return 0 if self.tiling is None else self.tiling.l1_bytes
 
-    @property
-    def static_bytes(self) -> int:
-        """Bytes of the function's own mutable static buffers: none, every op's scratch (attention's
-        scores and running sums included) lives in the L1 arena."""
-        return 0
-
-
 def c_float(value) -> str:
     """An exact C literal for a float32 value."""
     value = float(np.float32(value))

@@ -73,17 +73,17 @@ def _resolve_target(target) -> tvm.target.Target:
     return target
 
 
-def offloaded_files(prefix: str, functions: list) -> tuple[dict[str, str], dict[str, int], int]:
-    """The files the offloaded ops need (path in the project -> text), the bytes of weights they hold and
-    of static buffers of their own (outside the arenas). The one place that decides which C the
-    offloaded kernels bring into a project: their source, and the HAL they run on (hal/<platform>.c,
-    built by the Makefile target for that platform)."""
+def offloaded_files(prefix: str, functions: list) -> tuple[dict[str, str], dict[str, int]]:
+    """The files the offloaded ops need (path in the project -> text) and the bytes of weights they hold
+    per section macro. The one place that decides which C the offloaded kernels bring into a project:
+    their source, and the HAL they run on (hal/<platform>.c, built by the Makefile target for that
+    platform)."""
     if not functions:
-        return {}, {"DPL_WEIGHTS": 0, "DPL_NPU_WEIGHTS": 0}, 0
-    text, weight_bytes, scratch_bytes = proj.ops_source(prefix, functions)
+        return {}, {"DPL_WEIGHTS": 0, "DPL_NPU_WEIGHTS": 0}
+    text, weight_bytes = proj.ops_source(prefix, functions)
     files = {f"src/{prefix}_ops.c": text, "include/dpl_hal.h": kernel_file("dpl_hal.h"),
              HOST_HAL: kernel_file(HOST_HAL)}
-    return files, weight_bytes, scratch_bytes
+    return files, weight_bytes
 
 
 def project_sources(files: dict[str, str]) -> tuple[list[str], list[str]]:
@@ -271,7 +271,7 @@ def export_c(mod: tvm.IRModule, target=None, out_dir="deeploy_out", prefix: str 
                                   f"platform {platform.name}" + ("" if offload else ", TVM alone (no offload)"))
     inp = proj.ProjectInput(prefix, program, glue, lowered.offloaded, placement, weights_section, description)
 
-    files, section_bytes, kernel_static_bytes = offloaded_files(prefix, lowered.offloaded)
+    files, section_bytes = offloaded_files(prefix, lowered.offloaded)
     npu_weight_bytes = section_bytes["DPL_NPU_WEIGHTS"]
     weight_bytes = section_bytes["DPL_WEIGHTS"] + npu_weight_bytes + sum(
         program.values[n].nbytes for n in program.constants)
@@ -304,7 +304,6 @@ def export_c(mod: tvm.IRModule, target=None, out_dir="deeploy_out", prefix: str 
     report["weights"]["npu_bytes"] = npu_weight_bytes
     report["memory"]["weights"] = {"arena_bytes": npu_weight_bytes, "owner": "npu",
                                    "capacity_bytes": platform.level("weights").bytes if platform.npu else 0}
-    report["kernel_static_bytes"] = kernel_static_bytes  # the offloaded kernels' own buffers, outside the arenas
     report["files"] = sorted(files) + ["report.json"]
     files["report.json"] = json.dumps(report, indent=2) + "\n"
     for name in sorted(files):
