@@ -11,13 +11,12 @@ Deterministic (one worker, fixed seed) and bounded by the policy's time limit.
 
 from __future__ import annotations
 
-import time
-
 from ortools.sat.python import cp_model
 
 from ..platforms import Platform
 from ..specs import AttentionSpec, summary
 from .attention import ALIGN, LUT_BYTES, AttentionGeometry, candidates, geometry
+from .cpsat import solve
 from .plan import AttentionTiling, TilingError
 from .policy import DEFAULT_ATTENTION_POLICY, AttentionPolicy
 
@@ -164,20 +163,10 @@ def tile_attention(spec: AttentionSpec, platform: Platform,
     m.Minimize(busiest + exposed + all_steps * (batch * policy.step_overhead_cycles * bpc)
                + dma_bytes * (policy.dma_byte_weight * bpc))
 
-    solver = cp_model.CpSolver()
-    solver.parameters.num_search_workers = 1
-    solver.parameters.random_seed = policy.seed
-    solver.parameters.max_time_in_seconds = policy.seconds
-    start = time.perf_counter()
-    status = solver.Solve(m)
-    seconds = time.perf_counter() - start
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        raise TilingError(f"{summary(spec)}: the tiler found no tiling within {policy.seconds} s "
-                          f"(solver status {solver.StatusName(status)})")
+    solver, status, seconds = solve(m, policy.seconds, policy.seed, summary(spec))
     tile_h, tile_q, tile_kv = solver.Value(th), solver.Value(tq), solver.Value(tkv)
     return plan_attention(geo, tile_h, tile_q, tile_kv, 1 if solver.Value(single) else 2, cores,
-                          round(solver.ObjectiveValue() / bpc),
-                          "optimal" if status == cp_model.OPTIMAL else "feasible (time limit)", seconds)
+                          round(solver.ObjectiveValue() / bpc), status, seconds)
 
 
 def plan_attention(geo: AttentionGeometry, tile_h: int, tile_q: int, tile_kv: int, kv_slots: int, cores: int,

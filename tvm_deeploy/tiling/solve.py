@@ -1,19 +1,19 @@
 """CP-SAT search for GEMM tile sizes under the L1 budget, for the cluster or the NPU.
 
-Deterministic: one search worker and a fixed seed. Bounded: the policy's time limit per op; on a
-time-out the best tiling found is used and the status says so. Costs are integers in units of
+Deterministic and bounded (cpsat.solve: the policy's time limit per op; on a time-out the best tiling
+found is used and the status says so). Costs are integers in units of
 1/(1000 * DMA bytes per cycle) cycles, so that every term of the policy's model stays exact.
 """
 
 from __future__ import annotations
 
 import math
-import time
 
 from ortools.sat.python import cp_model
 
 from ..platforms import Platform
 from ..specs import GemmSpec, summary
+from .cpsat import solve
 from .gemm import ALIGN, GemmGeometry, geometry
 from .plan import GemmTiling, TilingError
 from .policy import DEFAULT_POLICY, TilingPolicy
@@ -158,21 +158,11 @@ def tile_gemm(spec: GemmSpec, platform: Platform, engine: str = "cluster",
     model.Minimize(overlapped + exposed + batch * tiles * overhead
                    + dma_bytes * (policy.dma_byte_weight * per_cycle))
 
-    solver = cp_model.CpSolver()
-    solver.parameters.num_search_workers = 1
-    solver.parameters.random_seed = policy.seed
-    solver.parameters.max_time_in_seconds = policy.seconds
-    start = time.perf_counter()
-    status = solver.Solve(model)
-    seconds = time.perf_counter() - start
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        raise TilingError(f"{summary(spec)}: the tiler found no tiling within {policy.seconds} s "
-                          f"(solver status {solver.StatusName(status)})")
+    solver, status, seconds = solve(model, policy.seconds, policy.seed, summary(spec))
     cycles = (solver.Value(overlapped) + solver.Value(exposed) + batch * solver.Value(tiles) * overhead) / per_cycle
     b_slots = 0 if engine == "npu" else 1 + (not solver.Value(b_single))
     return _plan(geo, engine, solver.Value(tile_m), solver.Value(tile_n), 1 + (not solver.Value(a_single)),
-                 b_slots, cores, cycles, "optimal" if status == cp_model.OPTIMAL else "feasible (time limit)",
-                 seconds)
+                 b_slots, cores, cycles, status, seconds)
 
 
 def _compute_cost(model, engine, platform, dtype, geo, tile_m, tile_n, tile_elems, tiles, per_cycle):
