@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 import tvm
@@ -57,3 +60,18 @@ def assert_close_f32(actual, expected, rtol=1e-5):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def run_checked(cmd: list) -> subprocess.CompletedProcess:
+    """Run a build or program step; a failure fails the test with the command line and its output."""
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(map(str, cmd))}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def build_dir(request, tmp_path_factory):
+    """A folder for the C a test module compiles (the module is skipped without gcc)."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not available")
+    return tmp_path_factory.mktemp(request.module.__name__)

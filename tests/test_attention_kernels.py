@@ -9,8 +9,6 @@ reference.attention_f32 (float64). The DMA byte counters must equal the tiler's 
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,8 @@ from hypothesis import strategies as st
 from tvm_deeploy import reference as ref
 from tvm_deeploy.specs import AttentionSpec, Operand, Strides
 from tvm_deeploy.tiling.attention import geometry
+
+from conftest import run_checked
 
 KERNEL_DIR = Path(__file__).resolve().parents[1] / "c_kernels"
 SOURCES = sorted(KERNEL_DIR.glob("*.c"))
@@ -64,23 +64,14 @@ int main(void) {
 """
 
 
-def _run(cmd):
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
-    assert proc.returncode == 0, f"{' '.join(map(str, cmd))}\n{proc.stdout}\n{proc.stderr}"
-    return proc
 
 
-@pytest.fixture(scope="module")
-def build_dir(tmp_path_factory):
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc not available")
-    return tmp_path_factory.mktemp("dpl_attention")
 
 
 @pytest.fixture(scope="module")
 def lib(build_dir):
     so = build_dir / "libdpl_attention.so"
-    _run(["gcc", *C_FLAGS, "-fPIC", "-shared", "-I", KERNEL_DIR, *SOURCES, HAL_HOST, "-o", so, "-lm"])
+    run_checked(["gcc", *C_FLAGS, "-fPIC", "-shared", "-I", KERNEL_DIR, *SOURCES, HAL_HOST, "-o", so, "-lm"])
     dll = ctypes.CDLL(str(so))
     dll.dpl_attention_tiled.argtypes = [ctypes.POINTER(CPlan)] + [ctypes.c_void_p] * 7
     dll.dpl_attention_tiled.restype = None
@@ -94,8 +85,8 @@ def test_plan_layout_matches_ctypes(build_dir):
     prog = build_dir / "layout.c"
     prog.write_text(LAYOUT_C)
     exe = build_dir / "layout"
-    _run(["gcc", *C_FLAGS, "-I", KERNEL_DIR, prog, "-o", exe])
-    got = [int(x) for x in _run([exe]).stdout.split()]
+    run_checked(["gcc", *C_FLAGS, "-I", KERNEL_DIR, prog, "-o", exe])
+    got = [int(x) for x in run_checked([exe]).stdout.split()]
     assert got == [ctypes.sizeof(CPlan), CPlan.q.offset, CPlan.l1_q.offset, CPlan.l1_state.offset,
                    CPlan.scale.offset, CPlan.exp_mul.offset, CPlan.hi.offset]
 

@@ -7,8 +7,6 @@ tolerances. The kernels are compiled once per module into a shared library and c
 from __future__ import annotations
 
 import ctypes
-import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,6 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tvm_deeploy import reference as ref
+
+from conftest import run_checked
 
 KERNEL_DIR = Path(__file__).resolve().parents[1] / "c_kernels"
 SOURCES = sorted(KERNEL_DIR.glob("*.c"))
@@ -52,17 +52,12 @@ class CRequant(ctypes.Structure):
     ]
 
 
-def _run(cmd: list) -> None:
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
-    assert proc.returncode == 0, f"{' '.join(map(str, cmd))}\n{proc.stdout}\n{proc.stderr}"
 
 
 @pytest.fixture(scope="module")
-def lib(tmp_path_factory):
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc not available")
-    so = tmp_path_factory.mktemp("dpl_kernels") / "libdpl_kernels.so"
-    _run(["gcc", *C_FLAGS, "-fPIC", "-shared", "-pthread", "-I", KERNEL_DIR, *SOURCES, HAL_HOST,
+def lib(build_dir):
+    so = build_dir / "libdpl_kernels.so"
+    run_checked(["gcc", *C_FLAGS, "-fPIC", "-shared", "-pthread", "-I", KERNEL_DIR, *SOURCES, HAL_HOST,
           "-o", so, "-lm"])
     dll = ctypes.CDLL(str(so))
     # (a, lda, b, ldb, b_transposed, bias, y, ldy, m, n, k)
@@ -184,8 +179,8 @@ def test_sources_present():
 @pytest.mark.parametrize("src", [*SOURCES, HAL_HOST], ids=lambda p: p.name)
 def test_compiles_as_c_and_cxx(src, tmp_path):
     # hal/host.c defines its POSIX feature macro itself: plain -std=c99 must do
-    _run(["gcc", *C_FLAGS, "-pedantic", "-I", KERNEL_DIR, "-c", src, "-o", tmp_path / "c.o"])
-    _run(["g++", *CXX_FLAGS, "-I", KERNEL_DIR, "-c", src, "-o", tmp_path / "cxx.o"])
+    run_checked(["gcc", *C_FLAGS, "-pedantic", "-I", KERNEL_DIR, "-c", src, "-o", tmp_path / "c.o"])
+    run_checked(["g++", *CXX_FLAGS, "-I", KERNEL_DIR, "-c", src, "-o", tmp_path / "cxx.o"])
 
 
 def test_concatenated_sources_compile(tmp_path):
@@ -201,8 +196,8 @@ def test_concatenated_sources_compile(tmp_path):
     text += resources.hal_source("host")
     cat = tmp_path / "all_kernels.c"
     cat.write_text(text)
-    _run(["gcc", *C_FLAGS, "-c", cat, "-o", tmp_path / "c.o"])  # no -I: must be self-contained
-    _run(["g++", *CXX_FLAGS, "-c", cat, "-o", tmp_path / "cxx.o"])
+    run_checked(["gcc", *C_FLAGS, "-c", cat, "-o", tmp_path / "c.o"])  # no -I: must be self-contained
+    run_checked(["g++", *CXX_FLAGS, "-c", cat, "-o", tmp_path / "cxx.o"])
 
 
 def test_struct_layouts_match_ctypes(tmp_path):
@@ -215,7 +210,7 @@ def test_struct_layouts_match_ctypes(tmp_path):
         "  return 0;\n}\n"
     )
     exe = tmp_path / "layout"
-    _run(["gcc", *C_FLAGS, "-I", KERNEL_DIR, prog, "-o", exe])
+    run_checked(["gcc", *C_FLAGS, "-I", KERNEL_DIR, prog, "-o", exe])
     got = [int(x) for x in subprocess.run([exe], capture_output=True, text=True, check=True).stdout.split()]
     assert got == [
         ctypes.sizeof(CRequant), CRequant.shift.offset, CRequant.hi.offset,

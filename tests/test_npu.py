@@ -22,7 +22,7 @@ from tvm_deeploy.tiling.gemm import geometry
 from conftest import build_and_run
 from test_int8 import expected_qdq, qdq_gemm_module
 from test_patterns import graph
-from test_tiled_kernels import CPlan, CRequant, U32, _i32p, build_dir, dma_counters, lib  # noqa: F401
+from test_tiled_kernels import CPlan, CRequant, U32, _i32p, dma_counters, lib  # noqa: F401
 
 SIRACUSA = get_platform("siracusa")
 

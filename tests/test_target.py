@@ -1,6 +1,5 @@
 """The deeploy target, the default-pipeline hook, and partitioning as TVM users reach them."""
 
-import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax import pipeline as relax_pipeline

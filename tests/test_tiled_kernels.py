@@ -10,7 +10,6 @@ The DMA byte counters are compared with `predicted_dma_bytes`, the formula the t
 from __future__ import annotations
 
 import ctypes
-import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -21,6 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tvm_deeploy import reference as ref
+
+from conftest import run_checked
 
 KERNEL_DIR = Path(__file__).resolve().parents[1] / "c_kernels"
 SOURCES = sorted(KERNEL_DIR.glob("*.c"))
@@ -201,17 +202,8 @@ int main(void) {
 """
 
 
-def _run(cmd: list) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
-    assert proc.returncode == 0, f"{' '.join(map(str, cmd))}\n{proc.stdout}\n{proc.stderr}"
-    return proc
 
 
-@pytest.fixture(scope="module")
-def build_dir(tmp_path_factory):
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc not available")
-    return tmp_path_factory.mktemp("dpl_tiled")
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +212,7 @@ def lib(build_dir):
     snippet.write_text(FORK_TEST_C)
     so = build_dir / "libdpl_tiled.so"
     # host.c defines its own POSIX feature macro; the snippet needs none
-    _run(["gcc", *C_FLAGS, "-fPIC", "-shared", "-I", KERNEL_DIR, *SOURCES, HAL_HOST, snippet,
+    run_checked(["gcc", *C_FLAGS, "-fPIC", "-shared", "-I", KERNEL_DIR, *SOURCES, HAL_HOST, snippet,
           "-o", so, "-lm"])
     dll = ctypes.CDLL(str(so))
     dll.dpl_gemm_tiled.argtypes = [ctypes.POINTER(CPlan), ctypes.c_void_p, ctypes.c_void_p,
@@ -248,8 +240,8 @@ def test_struct_layouts_match_ctypes(build_dir):
     prog = build_dir / "layout.c"
     prog.write_text(LAYOUT_C)
     exe = build_dir / "layout"
-    _run(["gcc", *C_FLAGS, "-I", KERNEL_DIR, prog, "-o", exe])
-    got = [int(x) for x in _run([exe]).stdout.split()]
+    run_checked(["gcc", *C_FLAGS, "-I", KERNEL_DIR, prog, "-o", exe])
+    got = [int(x) for x in run_checked([exe]).stdout.split()]
     assert got == [
         ctypes.sizeof(CPlan), CPlan.batch.offset, CPlan.a_batch_offsets.offset, CPlan.b_batch_offsets.offset,
         CPlan.l1_a.offset, CPlan.l1_b.offset, CPlan.l1_y.offset, CPlan.cores.offset, CPlan.a_zp.offset,
@@ -622,7 +614,7 @@ def abort_prog(build_dir):
     prog = build_dir / "abort_test.c"
     prog.write_text(ABORT_TEST_C)
     exe = build_dir / "abort_test"
-    _run(["gcc", *C_FLAGS, "-I", KERNEL_DIR, prog, HAL_HOST, "-o", exe])
+    run_checked(["gcc", *C_FLAGS, "-I", KERNEL_DIR, prog, HAL_HOST, "-o", exe])
     return exe
 
 

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from tvm import relax
 
 import tvm_deeploy
-from tvm_deeploy import reference
 from tvm_deeploy.platforms import KIB, get_platform
 from tvm_deeploy.specs import GemmSpec, Operand
 from tvm_deeploy.tiling import TilingError, tile_gemm

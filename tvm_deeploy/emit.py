@@ -17,7 +17,7 @@ import numpy as np
 from . import npu
 from .reference import EXP2_LUT
 from .resources import hal_source, kernel_sources, template
-from .specs import AttentionSpec, GemmSpec, Operand, SoftmaxSpec, Strides, summary
+from .specs import AttentionSpec, GemmSpec, Operand, OpSpec, SoftmaxSpec, Strides, summary
 from .tiling.plan import AttentionTiling, GemmTiling
 
 C_TYPES = {"float32": "float", "int8": "int8_t", "int32": "int32_t"}

@@ -39,7 +39,7 @@ from .glue import build_glue
 from .memory_plan import DEFAULT_TIME_LIMIT
 from .placement import place
 from .resources import kernel_file
-from .program import DTYPES, ExportError, Lowered, Program, c_identifier, lower_program
+from .program import DTYPES, Lowered, Program, c_identifier, lower_program
 from .specs import summary
 from .target import is_deeploy_target, platform_of
 from .tiling import AttentionTiling

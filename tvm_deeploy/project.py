@@ -241,10 +241,10 @@ def _io_copies(inp: ProjectInput) -> tuple[list[str], list[str]]:
     if not inp.placement.io_in_arena:
         return [], []
     p = inp.program
-    copy_in = [f"  if (in != NULL) {{"] + [
+    copy_in = ["  if (in != NULL) {"] + [
         f"    memcpy({_pointer(inp, n)}, in->{inp.placement.io_fields[n]}, {p.values[n].nbytes});"
         for n in p.inputs] + ["  }"]
-    copy_out = [f"  if (out != NULL) {{"] + [
+    copy_out = ["  if (out != NULL) {"] + [
         f"    memcpy(out->{inp.placement.io_fields[n]}, {_pointer(inp, n)}, {p.values[n].nbytes});"
         for n in p.outputs] + ["  }"]
     return copy_in, copy_out
