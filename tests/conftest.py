@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,6 +61,12 @@ def assert_close_f32(actual, expected, rtol=1e-5):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+KERNEL_DIR = Path(__file__).resolve().parents[1] / "c_kernels"
+KERNEL_SOURCES = sorted(KERNEL_DIR.glob("*.c"))  # every portable kernel (the HALs live in hal/)
+HAL_HOST = KERNEL_DIR / "hal" / "host.c"  # the host HAL the tiled kernels call
+C_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2"]
 
 
 def run_checked(cmd: list) -> subprocess.CompletedProcess:

@@ -9,7 +9,6 @@ reference.attention_f32 (float64). The DMA byte counters must equal the tiler's 
 from __future__ import annotations
 
 import ctypes
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,12 +19,10 @@ from tvm_deeploy import reference as ref
 from tvm_deeploy.specs import AttentionSpec, Operand, Strides
 from tvm_deeploy.tiling.attention import geometry
 
-from conftest import run_checked
+from conftest import HAL_HOST, KERNEL_DIR, KERNEL_SOURCES, run_checked
+from conftest import C_FLAGS as BASE_C_FLAGS
 
-KERNEL_DIR = Path(__file__).resolve().parents[1] / "c_kernels"
-SOURCES = sorted(KERNEL_DIR.glob("*.c"))
-HAL_HOST = KERNEL_DIR / "hal" / "host.c"
-C_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-pthread"]
+C_FLAGS = [*BASE_C_FLAGS, "-pthread"]  # the host HAL runs threads
 
 F32, S8 = 0, 1
 TO_L1, TO_L2 = 0, 1
@@ -71,7 +68,7 @@ int main(void) {
 @pytest.fixture(scope="module")
 def lib(build_dir):
     so = build_dir / "libdpl_attention.so"
-    run_checked(["gcc", *C_FLAGS, "-fPIC", "-shared", "-I", KERNEL_DIR, *SOURCES, HAL_HOST, "-o", so, "-lm"])
+    run_checked(["gcc", *C_FLAGS, "-fPIC", "-shared", "-I", KERNEL_DIR, *KERNEL_SOURCES, HAL_HOST, "-o", so, "-lm"])
     dll = ctypes.CDLL(str(so))
     dll.dpl_attention_tiled.argtypes = [ctypes.POINTER(CPlan)] + [ctypes.c_void_p] * 7
     dll.dpl_attention_tiled.restype = None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,15 +16,11 @@ from hypothesis import strategies as st
 
 from tvm_deeploy import reference as ref
 
-from conftest import run_checked
+from conftest import C_FLAGS, HAL_HOST, KERNEL_DIR, KERNEL_SOURCES, run_checked
 
-KERNEL_DIR = Path(__file__).resolve().parents[1] / "c_kernels"
-SOURCES = sorted(KERNEL_DIR.glob("*.c"))
-HAL_HOST = KERNEL_DIR / "hal" / "host.c"  # the host HAL (gemm_tiled.c calls it)
 EXPECTED_SOURCES = {"attention_tiled.c", "gemm_f32.c", "gemm_s8.c", "gemm_tiled.c", "npu_driver.c", "npu_model.c",
                     "softmax_f32.c"}
 
-C_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2"]
 CXX_FLAGS = ["-x", "c++", "-Wall", "-Wextra", "-Werror", "-O2"]
 
 MODE = {"none": 0, "fixed": 1, "int_ops": 2}
@@ -57,7 +52,7 @@ class CRequant(ctypes.Structure):
 @pytest.fixture(scope="module")
 def lib(build_dir):
     so = build_dir / "libdpl_kernels.so"
-    run_checked(["gcc", *C_FLAGS, "-fPIC", "-shared", "-pthread", "-I", KERNEL_DIR, *SOURCES, HAL_HOST,
+    run_checked(["gcc", *C_FLAGS, "-fPIC", "-shared", "-pthread", "-I", KERNEL_DIR, *KERNEL_SOURCES, HAL_HOST,
           "-o", so, "-lm"])
     dll = ctypes.CDLL(str(so))
     # (a, lda, b, ldb, b_transposed, bias, y, ldy, m, n, k)
@@ -173,10 +168,10 @@ def c_softmax(lib, x):
 
 
 def test_sources_present():
-    assert {p.name for p in SOURCES} >= EXPECTED_SOURCES
+    assert {p.name for p in KERNEL_SOURCES} >= EXPECTED_SOURCES
 
 
-@pytest.mark.parametrize("src", [*SOURCES, HAL_HOST], ids=lambda p: p.name)
+@pytest.mark.parametrize("src", [*KERNEL_SOURCES, HAL_HOST], ids=lambda p: p.name)
 def test_compiles_as_c_and_cxx(src, tmp_path):
     # hal/host.c defines its POSIX feature macro itself: plain -std=c99 must do
     run_checked(["gcc", *C_FLAGS, "-pedantic", "-I", KERNEL_DIR, "-c", src, "-o", tmp_path / "c.o"])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import signal
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,12 +20,10 @@ from hypothesis import strategies as st
 
 from tvm_deeploy import reference as ref
 
-from conftest import run_checked
+from conftest import HAL_HOST, KERNEL_DIR, KERNEL_SOURCES, run_checked
+from conftest import C_FLAGS as BASE_C_FLAGS
 
-KERNEL_DIR = Path(__file__).resolve().parents[1] / "c_kernels"
-SOURCES = sorted(KERNEL_DIR.glob("*.c"))
-HAL_HOST = KERNEL_DIR / "hal" / "host.c"
-C_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-pthread"]
+C_FLAGS = [*BASE_C_FLAGS, "-pthread"]  # the host HAL runs threads
 
 F32, S8 = 0, 1
 TO_L1, TO_L2 = 0, 1
@@ -212,7 +209,7 @@ def lib(build_dir):
     snippet.write_text(FORK_TEST_C)
     so = build_dir / "libdpl_tiled.so"
     # host.c defines its own POSIX feature macro; the snippet needs none
-    run_checked(["gcc", *C_FLAGS, "-fPIC", "-shared", "-I", KERNEL_DIR, *SOURCES, HAL_HOST, snippet,
+    run_checked(["gcc", *C_FLAGS, "-fPIC", "-shared", "-I", KERNEL_DIR, *KERNEL_SOURCES, HAL_HOST, snippet,
           "-o", so, "-lm"])
     dll = ctypes.CDLL(str(so))
     dll.dpl_gemm_tiled.argtypes = [ctypes.POINTER(CPlan), ctypes.c_void_p, ctypes.c_void_p,
