@@ -6,6 +6,7 @@ codegen (which receives the composite functions those checks accepted), so the t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -239,19 +240,25 @@ def _describe_qdq_gemm(tree, quantize) -> GemmSpec:
     acc_scale = np.float64(a_scale.reshape(())) * _column_vector(b_scale, n, "weight scale").astype(np.float64)
     mul, shift = reference.quantize_multiplier(acc_scale / np.float64(y_scale.reshape(())))
     bias_q = _quantized_bias(tree, bias, acc_scale, n)
-    spec_a_zp = a_zp
-    b_values = tree.operand(b).const
-    if a_zp and b_values is not None and b_values.ndim == 2:
-        # Fold -a_zp * sum_k (B - b_zp) into the bias so the kernel skips the column sums at run time.
-        columns = b_values.astype(np.int64) - b_zp
-        col_sums = columns.sum(axis=1 if b_transposed else 0)
-        bias_q = (np.zeros(n, np.int64) if bias_q is None else bias_q.astype(np.int64)) - a_zp * col_sums
-        bias_q = _checked_int32(bias_q, "folded bias")
-        spec_a_zp = 0
     requant = reference.Requant("fixed", bias=bias_q, mul=mul, add=None, shift=shift,
                                 out_zp=int(y_zp.reshape(())))
-    return _gemm_spec(tree, matmul, "int8", "int8", a, b, b_transposed,
-                      a_zp=spec_a_zp, b_zp=b_zp, requant=requant)
+    return _fold_activation_zero_point(_gemm_spec(tree, matmul, "int8", "int8", a, b, b_transposed,
+                                                  a_zp=a_zp, b_zp=b_zp, requant=requant))
+
+
+def _fold_activation_zero_point(spec: GemmSpec) -> GemmSpec:
+    """With a constant B shared by every batch, a_zp's share of the accumulator, -a_zp * sum_k (B - b_zp)
+    per column, is a constant: fold it into the bias, so the kernel sums no columns of B at run time
+    (and the NPU, which takes no activation zero point, can run the layer)."""
+    offsets = set(spec.batch_offsets("b"))
+    if not spec.a_zp or not spec.b.is_const or len(offsets) != 1:
+        return spec
+    start = offsets.pop()
+    b = np.asarray(spec.b.const, np.int64).reshape(-1)[start:start + spec.k * spec.n]
+    b = b.reshape(spec.n, spec.k).T if spec.b_transposed else b.reshape(spec.k, spec.n)
+    bias = np.zeros(spec.n, np.int64) if spec.requant.bias is None else spec.requant.bias.astype(np.int64)
+    folded = _checked_int32(bias - spec.a_zp * (b - spec.b_zp).sum(axis=0), "folded bias")
+    return dataclasses.replace(spec, a_zp=0, requant=dataclasses.replace(spec.requant, bias=folded))
 
 
 def _checked_int32(values: np.ndarray, what: str) -> np.ndarray:

@@ -7,7 +7,6 @@ host dependency; the tvm-ffi wrappers the Relax VM calls are a separate, host-on
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from string import Template
@@ -52,6 +51,7 @@ class Function:
     @property
     def l1_bytes(self) -> int:
         return 0 if self.tiling is None else self.tiling.l1_bytes
+
 
 def c_float(value) -> str:
     """An exact C literal for a float32 value."""
@@ -111,22 +111,6 @@ def _offset_table(body: _Body, name: str, offsets: list[int], contiguous: int) -
     return body.constant(name, np.array(offsets, np.int32), "int32")
 
 
-def _fold_a_zero_point(spec: GemmSpec):
-    """(requant, a_zp) for the kernel. With a constant B shared by every batch, a_zp's share of the
-    accumulator, -a_zp * sum_k (B - b_zp) per column, is a constant: added to the bias at compile time
-    (int32, wrapping like the kernel) so that the kernel sums no columns of B (a pass over B per call)."""
-    offsets = set(spec.batch_offsets("b"))
-    if not spec.a_zp or not spec.b.is_const or len(offsets) != 1:
-        return spec.requant, spec.a_zp
-    start = offsets.pop()
-    b = np.asarray(spec.b.const, np.int64).reshape(-1)[start:start + spec.k * spec.n]
-    b = b.reshape(spec.n, spec.k).T if spec.b_transposed else b.reshape(spec.k, spec.n)
-    bias = spec.requant.bias if spec.requant.bias is not None else np.zeros(spec.n, np.int64)
-    folded = np.asarray(bias, np.int64) - spec.a_zp * (b - spec.b_zp).sum(axis=0)
-    folded = ((folded + 2**31) % 2**32 - 2**31).astype(np.int32)
-    return dataclasses.replace(spec.requant, bias=folded), 0
-
-
 def _emit_gemm(body: _Body, spec: GemmSpec) -> None:
     tiling = body.fn.tiling
     sym = body.fn.symbol
@@ -139,11 +123,11 @@ def _emit_gemm(body: _Body, spec: GemmSpec) -> None:
     batch = len(spec.batch_offsets("a"))
     a_offsets = _offset_table(body, "a_offsets", spec.batch_offsets("a"), spec.m * spec.k)
     b_offsets = _offset_table(body, "b_offsets", spec.batch_offsets("b"), spec.k * spec.n)
-    bias, rq, a_zp = "NULL", "NULL", spec.a_zp
+    bias, rq = "NULL", "NULL"
     if spec.dtype == "float32":
         bias = body.operand("bias", spec.bias)
     else:
-        requant, a_zp = _fold_a_zero_point(spec)
+        requant = spec.requant
         vectors = {}
         for field in ("bias", "mul", "add", "shift"):
             values = getattr(requant, field)
@@ -160,7 +144,7 @@ def _emit_gemm(body: _Body, spec: GemmSpec) -> None:
         f"{tiling.l1_bytes} bytes of L1, DMA {tiling.dma_in_bytes} in / {tiling.dma_out_bytes} out */\n"
         f"static const dpl_gemm_plan_t {sym}_plan = {{{'DPL_F32' if spec.dtype == 'float32' else 'DPL_S8'}, "
         f"{spec.m}, {spec.n}, {spec.k}, {int(spec.b_transposed)}, {tiling.tile_m}, {tiling.tile_n}, {batch}, "
-        f"{a_offsets}, {b_offsets}, {slots}, {tiling.cores}, {a_zp}, {spec.b_zp}, "
+        f"{a_offsets}, {b_offsets}, {slots}, {tiling.cores}, {spec.a_zp}, {spec.b_zp}, "
         f"{'DPL_ENGINE_NPU' if tiling.engine == 'npu' else 'DPL_ENGINE_CLUSTER'}}};")
     body.lines.append(f"  dpl_gemm_tiled(&{sym}_plan, DPL_L1, {a}, {b}, out, {bias}, {rq});")
 
