@@ -75,18 +75,34 @@ def _c_array(name: str, values: np.ndarray, dtype: str, section: str = "DPL_WEIG
     return f"static const {C_TYPES[dtype]} {name}[{len(items)}] {section} = {{\n{body}\n}};"
 
 
+class ConstantPool:
+    """The constant arrays of a module's entries, each stored once: entries that hold the same weights
+    (a model's prompt and decode functions) share one array."""
+
+    def __init__(self):
+        self.symbols: dict[tuple, str] = {}
+        self.definitions: list[str] = []
+
+    def add(self, symbol: str, values: np.ndarray, dtype: str, section: str) -> str:
+        values = np.ascontiguousarray(values)
+        key = (dtype, section, values.size, values.tobytes())
+        if key not in self.symbols:
+            self.symbols[key] = symbol
+            self.definitions.append(_c_array(symbol, values, dtype, section))
+        return self.symbols[key]
+
+
 class _Body:
     """Collects the constants and statements of one entry function."""
 
-    def __init__(self, fn: Function):
+    def __init__(self, fn: Function, pool: ConstantPool):
         self.fn = fn
+        self.pool = pool
         self.constants: list[str] = []
         self.lines: list[str] = []
 
     def constant(self, name: str, values: np.ndarray, dtype: str, section: str = "DPL_WEIGHTS") -> str:
-        symbol = f"{self.fn.symbol}_{name}"
-        self.constants.append(_c_array(symbol, np.asarray(values), dtype, section))
-        return symbol
+        return self.pool.add(f"{self.fn.symbol}_{name}", np.asarray(values), dtype, section)
 
     def declare(self, text: str) -> None:
         self.constants.append(text)
@@ -190,9 +206,9 @@ def _exp2_lut_source() -> str:
 EMITTERS = {"gemm": _emit_gemm, "softmax": _emit_softmax, "attention": _emit_attention}
 
 
-def emit_function(fn: Function) -> str:
-    """The C entry of one offloaded function, with its constants, as plain C99 for the MCU."""
-    body = _Body(fn)
+def emit_function(fn: Function, pool: ConstantPool) -> str:
+    """The C entry of one offloaded function as plain C99 for the MCU; its constant arrays go to `pool`."""
+    body = _Body(fn, pool)
     EMITTERS[fn.spec.kind](body, fn.spec)
     params = [f"const {C_TYPES[t.dtype]} *in{i}" for i, t in enumerate(fn.inputs)]
     params.append(f"{C_TYPES[fn.output.dtype]} *out")
@@ -237,6 +253,10 @@ def emit_module(functions: list[Function], ffi_wrappers: bool = True) -> str:
                  f"static uint64_t dpl_l1_arena[{-(-l1_bytes // 8)}] DPL_L1_PLACEMENT;\n#define DPL_L1 ((uint8_t *)dpl_l1_arena)\n")
     if any(isinstance(f.spec, AttentionSpec) and f.spec.dtype == "int8" for f in functions):
         arena += _exp2_lut_source()
+    pool = ConstantPool()
+    entries = "".join(emit_function(f, pool) for f in functions)
+    if pool.definitions:
+        entries = "/* The entries' constant arrays, each stored once. */\n" + "\n".join(pool.definitions) + "\n" + entries
     return Template(template("module.c.tmpl")).substitute(
         host_prelude=host_prelude, host_includes=host_includes, kernels=kernel_sources(), l1_arena=arena,
-        functions="".join(emit_function(f) for f in functions), wrappers=wrappers)
+        functions=entries, wrappers=wrappers)

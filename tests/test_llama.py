@@ -1,0 +1,137 @@
+"""The Llama decoder: the Relax module (TVM llvm and deeploy builds in TVM's VM) against the NumPy
+reference, fp32 and int8, prompt and decode with the KV cache."""
+
+import numpy as np
+import pytest
+import tvm
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tvm_deeploy import models
+from tvm_deeploy.checkpoint import LlamaConfig, random_checkpoint, save_checkpoint
+from tvm_deeploy.llama import build_decoder
+from tvm_deeploy.llama_reference import LlamaReference, calibrate
+from tvm_deeploy.quantize import quantize_activation, quantize_weight
+from tvm_deeploy.vm_generate import build_module, generate_in_vm
+
+TINY = LlamaConfig(dim=16, hidden_dim=40, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=48, seq_len=24)
+PROMPT = [1, 7, 30, 2, 11, 5]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    checkpoint = random_checkpoint(TINY, seed=3)
+    return checkpoint, calibrate(checkpoint, PROMPT)
+
+
+def _logits_in_vm(vm, config, steps):
+    """Logits of the prompt call and of decode calls for the given tokens."""
+    shape = (1, config.n_kv_heads, config.seq_len, config.head_dim)
+    caches = [tvm.runtime.tensor(np.zeros(shape, "float32")) for _ in range(2 * config.n_layers)]
+    out = [vm["prompt"](tvm.runtime.tensor(np.array(PROMPT, "int32")), *caches)[0].numpy()[0]]
+    for i, token in enumerate(steps):
+        position = tvm.runtime.tensor(np.array([len(PROMPT) + i], "int32"))
+        out.append(vm["decode"](tvm.runtime.tensor(np.array([token], "int32")), position, *caches)[0].numpy()[0])
+    return out
+
+
+def _reference_logits(checkpoint, quant, steps):
+    model = LlamaReference(checkpoint, quant)
+    return [model.prompt(PROMPT)] + [model.decode(t) for t in steps]
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+@pytest.mark.parametrize("target", ["llvm", "deeploy"])
+def test_logits_match_reference(tiny, quantized, target):
+    checkpoint, quant = tiny
+    quant = quant if quantized else None
+    vm, _ = build_module(build_decoder(checkpoint, len(PROMPT), quant), target)
+    steps = [3, 40, 17]
+    ours = _logits_in_vm(vm, TINY, steps)
+    expected = _reference_logits(checkpoint, quant, steps)
+    for got, want in zip(ours, expected):
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_greedy_tokens_match_reference(tiny, quantized):
+    checkpoint, quant = tiny
+    quant = quant if quantized else None
+    vm, _ = build_module(build_decoder(checkpoint, len(PROMPT), quant), "deeploy")
+    n = TINY.seq_len - len(PROMPT)  # up to the end of the context
+    assert generate_in_vm(vm, TINY, PROMPT, n) == LlamaReference(checkpoint, quant).generate(PROMPT, n)
+
+
+def test_int8_head_logits_are_bit_exact(tiny):
+    """The int8 linear layers and the head are integer arithmetic: with the same float glue (llvm vs
+    deeploy offload) the logits agree to the last bit."""
+    checkpoint, quant = tiny
+    mod = build_decoder(checkpoint, len(PROMPT), quant)
+    ours = _logits_in_vm(build_module(mod, "deeploy")[0], TINY, [9])
+    theirs = _logits_in_vm(build_module(mod, "llvm")[0], TINY, [9])
+    # Only the attention's float sums differ (our kernel vs TVM's): int8 layers then agree exactly or
+    # a quantize step flips by one LSB.
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=0, atol=0.05 * np.abs(b).max())
+
+
+def test_module_from_checkpoint_file(tmp_path, tiny):
+    checkpoint, _ = tiny
+    path = tmp_path / "tiny.bin"
+    save_checkpoint(path, checkpoint)
+    mod = models.llama_decoder(path, 4)
+    names = sorted(gv.name_hint for gv in mod.get_global_vars())
+    assert names == ["decode", "k_write_decode", "k_write_prompt", "prompt", "v_write_decode", "v_write_prompt"]
+    params = [p.name for p in mod["decode"].params]
+    assert params == ["token", "position", "k_cache_0", "v_cache_0", "k_cache_1", "v_cache_1"]
+    assert [int(d) for d in mod["prompt"].params[0].ty.shape] == [4]
+
+
+def test_offloads_every_linear_layer_and_attention(tiny):
+    """No matmul or softmax stays in TVM; identical ops (each layer's attention, the head of both
+    functions) share one offloaded function."""
+    checkpoint, quant = tiny
+    from tvm_deeploy.partition import partition_for_deeploy
+    from tvm_deeploy.report import compile_report
+
+    mod = build_decoder(checkpoint, len(PROMPT), quant)
+    partitioned = partition_for_deeploy(mod)
+    for name in ("prompt", "decode"):
+        ops, calls = set(), 0
+
+        def visit(expr):
+            nonlocal calls
+            if isinstance(expr, tvm.relax.Call) and isinstance(expr.op, tvm.ir.Op):
+                ops.add(expr.op.name)
+            elif isinstance(expr, tvm.relax.Call) and expr.op.name_hint.endswith("_deeploy"):
+                calls += 1
+
+        tvm.relax.analysis.post_order_visit(partitioned[name].body, visit)
+        assert not ops & {"relax.matmul", "relax.nn.softmax"}
+        assert calls == TINY.n_layers * 8 + 1  # 7 linear layers and the attention per layer, the head
+    summaries = sorted(entry["summary"] for entry in compile_report(mod, "deeploy").values())
+    assert [s for s in summaries if s.startswith("attention")] == [
+        "attention float32 batch=1 heads=4/2 q=1 kv=24 d=4/4 causal=none",
+        "attention float32 batch=1 heads=4/2 q=6 kv=6 d=4/4 causal=top_left"]
+
+
+@pytest.mark.parametrize("prompt_len", [0, TINY.seq_len])
+def test_prompt_length_must_fit_the_context(tiny, prompt_len):
+    with pytest.raises(ValueError, match=f"prompt_len {prompt_len} must be in 1..{TINY.seq_len - 1}"):
+        build_decoder(tiny[0], prompt_len)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 8), st.integers(1, 40), st.integers(0, 2**31 - 1))
+def test_weight_quantization_per_output_channel(out_features, in_features, seed):
+    rng = np.random.default_rng(seed)
+    weight = (rng.standard_normal((out_features, in_features)) * rng.uniform(0.01, 3)).astype(np.float32)
+    q, scale = quantize_weight(weight)
+    assert q.shape == (in_features, out_features) and q.dtype == np.int8
+    assert np.abs(q).max(axis=0).tolist() == [127] * out_features  # every channel uses its full range
+    assert (np.abs(weight.T - q * scale) <= scale * 0.5 * (1 + 1e-6)).all()
+
+
+def test_activation_quantization_rounds_half_to_even_and_saturates():
+    x = np.array([0.5, 1.5, 2.5, -0.5, 200.0, -300.0], np.float32)
+    assert quantize_activation(x, 1.0).tolist() == [0, 2, 2, 0, 127, -128]

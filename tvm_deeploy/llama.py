@@ -1,0 +1,229 @@
+"""A Llama decoder from a llama2.c checkpoint as a Relax module with two functions:
+
+    prompt(tokens: int32[P], k_cache_0, v_cache_0, ...)                -> (logits [1, vocab], caches...)
+    decode(token: int32[1], position: int32[1], k_cache_0, v_cache_0, ...) -> (logits [1, vocab], caches...)
+
+Each cache is float32 [1, kv_heads, context, head_dim] (keys after the rotary embedding); a function
+writes its tokens' keys and values into the caches in place (`R.call_tir_inplace` of a small TIR
+function, at positions 0.. for the prompt, at `position` for decode) and returns them, so TVM's VM and
+the standalone C program keep the cache across calls. The logits are the last token's.
+
+Per layer, as llama2.c computes it: RMSNorm, q/k/v projections, rotary embedding on interleaved pairs,
+causal attention with grouped K/V heads (query head h reads K/V head h // (heads / kv_heads); prompt:
+over the prompt's keys with a constant causal mask; decode: over the whole cache with a mask from the
+position), output projection, residual add, RMSNorm, SwiGLU feed-forward w2(silu(w1 h) * w3 h), residual
+add; then the final RMSNorm and the output head. With `quant` every linear layer is int8 QDQ and the head
+an int8 GEMM with an int32 accumulator (see `quantize`); norms, rotary embedding, SiLU, residual adds
+and attention stay float32. `llama_reference.LlamaReference` is the same model in NumPy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.script import tirx as T
+
+from .checkpoint import Checkpoint
+from .llama_reference import RMS_EPS, rope_tables
+from .quantize import LlamaQuant, QuantLinear
+
+
+def kv_write(kv_heads: int, context: int, head_dim: int, tokens: int):
+    """TIR: cache[0, h, position + t, d] = rows[t, h * head_dim + d], in place."""
+
+    @T.prim_func(private=True)
+    def write(cache: T.Buffer((1, kv_heads, context, head_dim), "float32"),
+              rows: T.Buffer((tokens, kv_heads * head_dim), "float32"),
+              position: T.Buffer((1,), "int32")):
+        for t, h, d in T.grid(tokens, kv_heads, head_dim):
+            cache[0, h, position[0] + t, d] = rows[t, h * head_dim + d]
+
+    return write
+
+
+def kv_write_pairs(kv_heads: int, context: int, head_dim: int, tokens: int):
+    """`kv_write` for keys as the rotary embedding leaves them, rows [tokens, kv_heads, head_dim / 2, 2]
+    (writing from there rather than from its reshape leaves that reshape to the attention alone, which
+    then reads it as a strided view)."""
+    half = head_dim // 2
+
+    @T.prim_func(private=True)
+    def write(cache: T.Buffer((1, kv_heads, context, head_dim), "float32"),
+              rows: T.Buffer((tokens, kv_heads, half, 2), "float32"),
+              position: T.Buffer((1,), "int32")):
+        for t, h, d in T.grid(tokens, kv_heads, head_dim):
+            cache[0, h, position[0] + t, d] = rows[t, h, d // 2, d % 2]
+
+    return write
+
+
+class _Decoder:
+    def __init__(self, checkpoint: Checkpoint, quant: LlamaQuant | None):
+        self.config, self.weights, self.quant = checkpoint.config, checkpoint.weights, quant
+        self.cos, self.sin = rope_tables(self.config.head_dim, self.config.seq_len)
+        self.constants: dict[str, relax.Constant] = {}  # shared by both functions
+
+    def const(self, key: str, make) -> relax.Constant:
+        if key not in self.constants:
+            self.constants[key] = relax.const(make())
+        return self.constants[key]
+
+    # ---- one function ------------------------------------------------------------------------
+
+    def build(self, bb: relax.BlockBuilder, mode: str, tokens: int) -> None:
+        c = self.config
+        cache_type = relax.TensorType((1, c.n_kv_heads, c.seq_len, c.head_dim), "float32")
+        caches = [relax.Var(f"{kind}_cache_{i}", cache_type) for i in range(c.n_layers) for kind in "kv"]
+        ids = relax.Var("tokens" if mode == "prompt" else "token", relax.TensorType((tokens,), "int32"))
+        position = relax.Var("position", relax.TensorType((1,), "int32")) if mode == "decode" else None
+        params = [ids] + ([position] if position is not None else []) + caches
+        self.bb, self.tokens, self.mode = bb, tokens, mode
+        with bb.function(mode, params):
+            with bb.dataflow():
+                shape = (c.n_kv_heads, c.seq_len, c.head_dim, tokens)
+                write = (bb.add_func(kv_write_pairs(*shape), f"k_write_{mode}"),
+                         bb.add_func(kv_write(*shape), f"v_write_{mode}"))
+                where = position if position is not None else self.const("position0", lambda: np.zeros(1, "int32"))
+                cos, sin = self._rope_factors(position)
+                x = self.emit(relax.op.take(self.const("embedding", lambda: self.weights.token_embedding), ids, axis=0, mode="clip"))
+                updated = []
+                for i in range(c.n_layers):
+                    x, k_cache, v_cache = self._layer(i, x, caches[2 * i], caches[2 * i + 1], write, where, cos,
+                                                      sin, position)
+                    updated += [k_cache, v_cache]
+                if tokens > 1:
+                    x = self.emit(relax.op.strided_slice(x, axes=[0], begin=[tokens - 1], end=[tokens]))
+                logits = self._head(self._norm(x, "rms_final", self.weights.rms_final))
+                result = bb.emit_output(relax.Tuple([logits, *updated]))
+            bb.emit_func_output(result)
+
+    def emit(self, expr):
+        return self.bb.emit(expr)
+
+    def _rope_factors(self, position):
+        """cos and sin broadcasting onto [tokens, heads, head_dim / 2, 1]."""
+        half = self.config.head_dim // 2
+        if position is None:
+            return tuple(self.const(f"{name}_prompt", lambda t=table: t[:self.tokens].reshape(self.tokens, 1, half, 1))
+                         for name, table in (("cos", self.cos), ("sin", self.sin)))
+        factors = []
+        for name, table in (("cos", self.cos), ("sin", self.sin)):
+            row = self.emit(relax.op.take(self.const(name, lambda t=table: t), position, axis=0, mode="clip"))
+            factors.append(self.emit(relax.op.reshape(row, (1, 1, half, 1))))
+        return factors
+
+    def _layer(self, i, x, k_cache, v_cache, write, where, cos, sin, position):
+        c, w, n = self.config, self.weights, self.tokens
+        h = self._norm(x, f"rms_att_{i}", w.rms_att[i])
+        q, _ = self._rope(self._linear(h, i, "wq"), cos, sin, c.n_heads)
+        k, k_pairs = self._rope(self._linear(h, i, "wk"), cos, sin, c.n_kv_heads)
+        v = self._linear(h, i, "wv")
+        cache_type = k_cache.ty
+        k_cache = self.emit(relax.call_tir_inplace(write[0], [k_cache, k_pairs, where], 0, cache_type))
+        v_cache = self.emit(relax.call_tir_inplace(write[1], [v_cache, v, where], 0, cache_type))
+        if position is None:
+            att = self._attention(q, self._heads(k, c.n_kv_heads), self._heads(v, c.n_kv_heads), None)
+        else:
+            att = self._attention(q, k_cache, v_cache, position)
+        x = self.emit(relax.op.add(x, self._linear(att, i, "wo")))
+        h = self._norm(x, f"rms_ffn_{i}", w.rms_ffn[i])
+        gated = self.emit(relax.op.multiply(self.emit(relax.op.nn.silu(self._linear(h, i, "w1"))),
+                                            self._linear(h, i, "w3")))
+        x = self.emit(relax.op.add(x, self._linear(gated, i, "w2")))
+        return x, k_cache, v_cache
+
+    # ---- the pieces ----------------------------------------------------------------------------
+
+    def _norm(self, x, key, weight):
+        return self.emit(relax.op.nn.rms_norm(x, self.const(key, lambda: weight), axes=[-1], epsilon=RMS_EPS))
+
+    def _rope(self, x, cos, sin, heads):
+        """Rotate the interleaved pairs of each head of x [tokens, heads * head_dim]: (the result, the
+        same as [tokens, heads, head_dim / 2, 2])."""
+        n, half = self.tokens, self.config.head_dim // 2
+        pairs = self.emit(relax.op.reshape(x, (n, heads, half, 2)))
+        x0 = self.emit(relax.op.strided_slice(pairs, axes=[3], begin=[0], end=[1]))
+        x1 = self.emit(relax.op.strided_slice(pairs, axes=[3], begin=[1], end=[2]))
+        y0 = self.emit(relax.op.subtract(self.emit(relax.op.multiply(x0, cos)), self.emit(relax.op.multiply(x1, sin))))
+        y1 = self.emit(relax.op.add(self.emit(relax.op.multiply(x0, sin)), self.emit(relax.op.multiply(x1, cos))))
+        rotated = self.emit(relax.op.concat([y0, y1], axis=3))
+        return self.emit(relax.op.reshape(rotated, (n, heads * self.config.head_dim))), rotated
+
+    def _heads(self, x, heads):
+        """[tokens, heads * head_dim] -> [1, heads, tokens, head_dim]."""
+        x = self.emit(relax.op.reshape(x, (1, self.tokens, heads, self.config.head_dim)))
+        return self.emit(relax.op.permute_dims(x, [0, 2, 1, 3]))
+
+    def _repeat_kv(self, x):
+        """Llama's repeat_kv: [1, kv_heads, keys, d] -> [1, heads, keys, d], query head h reading h // group."""
+        c = self.config
+        group = c.n_heads // c.n_kv_heads
+        if group == 1:
+            return x
+        keys = int(x.ty.shape[2])
+        x = self.emit(relax.op.expand_dims(x, 2))
+        x = self.emit(relax.op.broadcast_to(x, (1, c.n_kv_heads, group, keys, c.head_dim)))
+        return self.emit(relax.op.reshape(x, (1, c.n_heads, keys, c.head_dim)))
+
+    def _attention(self, q, k, v, position):
+        c, n = self.config, self.tokens
+        q = self._heads(q, c.n_heads)
+        k, v = self._repeat_kv(k), self._repeat_kv(v)
+        keys = int(k.ty.shape[2])
+        scores = self.emit(relax.op.matmul(q, self.emit(relax.op.permute_dims(k, [0, 1, 3, 2]))))
+        scores = self.emit(relax.op.multiply(scores, relax.const(1.0 / np.sqrt(c.head_dim), "float32")))
+        if position is None:
+            if n > 1:
+                causal = np.triu(np.full((n, n), -1e9, "float32"), k=1)
+                scores = self.emit(relax.op.add(scores, self.const("causal_mask", lambda: causal)))
+        else:
+            index = self.const("key_index", lambda: np.arange(keys, dtype="int32").reshape(1, 1, 1, keys))
+            seen = self.emit(relax.op.less_equal(index, position))
+            mask = self.emit(relax.op.where(seen, relax.const(0.0, "float32"), relax.const(-np.inf, "float32")))
+            scores = self.emit(relax.op.add(scores, mask))
+        att = self.emit(relax.op.matmul(self.emit(relax.op.nn.softmax(scores, axis=-1)), v))
+        att = self.emit(relax.op.permute_dims(att, [0, 2, 1, 3]))
+        return self.emit(relax.op.reshape(att, (n, c.dim)))
+
+    def _linear(self, x, layer: int, name: str):
+        if self.quant is None:
+            weight = getattr(self.weights, name)[layer]
+            return self.emit(relax.op.matmul(x, self.const(f"{name}_{layer}", lambda: np.ascontiguousarray(weight.T))))
+        return self._qdq_linear(x, self.quant.layers[layer][name], f"{name}_{layer}")
+
+    def _quantized(self, x, scale):
+        return self.emit(relax.op.quantize(x, relax.const(scale, "float32"), relax.const(0, "int8"), out_dtype="int8"))
+
+    def _dequantized(self, x_q, scale):
+        return self.emit(relax.op.dequantize(x_q, relax.const(scale, "float32"), relax.const(0, "int8")))
+
+    def _qdq_linear(self, x, layer: QuantLinear, key: str):
+        x_q = self._quantized(x, layer.in_scale)
+        w = self.emit(relax.op.dequantize(self.const(key, lambda: layer.weight),
+                                          self.const(f"{key}_scale", lambda: layer.weight_scale),
+                                          self.const(f"zeros_{layer.weight.shape[1]}",
+                                                     lambda: np.zeros(layer.weight.shape[1], "int8")), axis=1))
+        y = self.emit(relax.op.matmul(self._dequantized(x_q, layer.in_scale), w))
+        return self._dequantized(self._quantized(y, layer.out_scale), layer.out_scale)
+
+    def _head(self, x):
+        if self.quant is None:
+            return self.emit(relax.op.matmul(x, self.const("wcls", lambda: np.ascontiguousarray(self.weights.wcls.T))))
+        head = self.quant.head
+        acc = self.emit(relax.op.matmul(self._quantized(x, head.in_scale), self.const("wcls", lambda: head.weight),
+                                        out_dtype="int32"))
+        return self.emit(relax.op.multiply(self.emit(relax.op.astype(acc, "float32")),
+                                           self.const("logit_scale", head.logit_scale)))
+
+
+def build_decoder(checkpoint: Checkpoint, prompt_len: int, quant: LlamaQuant | None = None) -> tvm.IRModule:
+    """The module with `prompt` (for `prompt_len` tokens) and `decode` (see the module doc)."""
+    c = checkpoint.config
+    if not 1 <= prompt_len < c.seq_len:
+        raise ValueError(f"prompt_len {prompt_len} must be in 1..{c.seq_len - 1} (the context is {c.seq_len})")
+    decoder = _Decoder(checkpoint, quant)
+    bb = relax.BlockBuilder()
+    decoder.build(bb, "prompt", prompt_len)
+    decoder.build(bb, "decode", 1)
+    return bb.get()
