@@ -6,6 +6,7 @@ step in its VM; the cache is state kept in the arena; contract violations are re
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ import tvm_deeploy
 from tvm_deeploy import qemu
 from tvm_deeploy.cli import main as cli
 from tvm_deeploy.generate import ContractError, export_generator, generate_in_vm
+from tvm_deeploy.placement import ArenaTooSmallError
 from tvm_deeploy.program import UnsupportedModelError
 
 from conftest import C_FLAGS, run_checked
@@ -41,10 +43,11 @@ def kv_write(heads: int, context: int, head_dim: int, tokens: int):
     return write
 
 
-def toy_lm(prompt: int = len(PROMPT), layers: int = 2, seed: int = 0) -> tvm.IRModule:
+def toy_lm(prompt: int = len(PROMPT), layers: int = 2, seed: int = 0, writes: bool = True) -> tvm.IRModule:
     """A tiny decoder by the generator contract: embedding (take of a constant table), per layer q/k/v
-    projections, K and V written into the layer's caches in place, attention over the whole cache with a
-    causal (prompt) or position (decode) mask, output projection and residual; logits of the last token."""
+    projections, K and V written into the layer's caches in place (unless not `writes`: then the caches are
+    only read and returned), attention over the whole cache with a causal (prompt) or position (decode) mask,
+    output projection and residual; logits of the last token."""
     rng = np.random.default_rng(seed)
     head_dim = DIM // HEADS
 
@@ -76,6 +79,7 @@ def toy_lm(prompt: int = len(PROMPT), layers: int = 2, seed: int = 0) -> tvm.IRM
                 for layer, (wq, wk, wv, wo) in enumerate(weights):
                     q, k, v = (bb.emit(relax.op.matmul(x, w)) for w in (wq, wk, wv))
                     k_all, v_all = (bb.emit(relax.call_tir_inplace(writers[t], [cache, rows, position], 0, cache_ty))
+                                    if writes else cache
                                     for cache, rows in ((caches[2 * layer], k), (caches[2 * layer + 1], v)))
                     written += [k_all, v_all]
                     q = bb.emit(relax.op.permute_dims(relax.op.reshape(q, (1, t, HEADS, head_dim)), [0, 2, 1, 3]))
@@ -301,6 +305,56 @@ int main(void)
         "sums 1 10", "sums 3 20", "sums 6 30", "cache 1 2 3", "after reset 3"]
 
 
+@T.prim_func(private=True)
+def write_k_and_v(k: T.Buffer((1, 1, 8, 4), "float32"), v: T.Buffer((1, 1, 8, 4), "float32"),
+                  row: T.Buffer((1, 4), "float32"), position: T.Buffer((1,), "int32")):
+    for d in range(4):
+        k[0, 0, position[0], d] = row[0, d]
+        v[0, 0, position[0], d] = row[0, d] * T.float32(2)
+
+
+def test_one_call_writing_two_states(tmp_path):
+    """A call_tir_inplace with two in-place outputs (a tuple) makes both parameters state."""
+    ty = relax.TensorType((1, 1, 8, 4), "float32")
+    params = [relax.Var("row", relax.TensorType((1, 4), "float32")),
+              relax.Var("position", relax.TensorType((1,), "int32")), relax.Var("k", ty), relax.Var("v", ty)]
+    bb = relax.BlockBuilder()
+    with bb.function("main", params):
+        with bb.dataflow():
+            write = bb.add_func(write_k_and_v, "write_k_and_v")
+            both = bb.emit(relax.call_tir_inplace(write, [params[2], params[3], *params[:2]], [0, 1], [ty, ty]))
+            k, v = bb.emit(relax.TupleGetItem(both, 0)), bb.emit(relax.TupleGetItem(both, 1))
+            total = bb.emit(relax.op.add(relax.op.sum(k, axis=[2]), relax.op.sum(v, axis=[2])))
+            out = bb.emit_output(relax.Tuple([total, k, v]))
+        bb.emit_func_output(out)
+    exported = tvm_deeploy.export_c(bb.get(), None, tmp_path / "p")
+    assert list(exported.report["memory"]["state"]["tensors"]) == ["k", "v"]
+    assert exported.report["functions"]["main"]["inputs"] == ["row: float32[1, 4]", "position: int32[1]"]
+    project, driver = exported.out_dir, tmp_path / "pair.c"
+    driver.write_text("""\
+#include <stdio.h>
+#include "net.h"
+int main(void)
+{
+  static struct net_inputs in;
+  static struct net_outputs out;
+  int i;
+  net_state_reset();
+  for (i = 0; i < 2; ++i) {
+    in.row[0] = (float)(i + 1);
+    in.position[0] = i;
+    if (net_run(&in, &out) != 0) return 2;
+    printf("%g\\n", out.y[0]);
+  }
+  printf("%g %g\\n", net_state_k()[4], net_state_v()[4]);
+  return 0;
+}
+""")
+    run_checked(["gcc", *C_FLAGS, "-I", project / "include", "-I", project / "src", *sorted(project.glob("src/*.c")),
+                 driver, "-o", tmp_path / "pair", "-lm"])
+    assert run_checked([tmp_path / "pair"]).stdout.split() == ["3", "9", "2", "4"]
+
+
 # ---- refusals ----------------------------------------------------------------------------------------
 
 def test_state_written_but_not_returned_is_refused(tmp_path):
@@ -346,9 +400,20 @@ def test_generation_settings_are_checked(change, message, tmp_path):
     assert not (tmp_path / "p").exists()
 
 
+def test_kv_cache_counts_against_l2(tmp_path):
+    with pytest.raises(ArenaTooSmallError) as err:
+        export_generator(toy_lm(), tvm_deeploy.target(l2_bytes=4096), tmp_path / "p", PROMPT, N_TOKENS)
+    assert re.match(r"the activations of prompt and the state \(4096 bytes kept across calls\) do not fit L2: they "
+                    r"need \d+ bytes of L2, 4096 bytes are available", str(err.value)), str(err.value)
+    assert err.value.state_bytes == 4096 and err.value.needed > 4096
+
+
 def test_modules_off_the_contract_are_refused(tmp_path):
     with pytest.raises(ContractError, match=r"the module has no `prompt` function \(its Relax functions: f\)"):
         export_generator(stateful({"f": (8, True, True)}), None, tmp_path / "p", [1], 1)
+    with pytest.raises(ContractError, match=r"prompt: cache k_cache_0, v_cache_0 is not written in place "
+                                            r"\(R.call_tir_inplace\) and returned"):
+        export_generator(toy_lm(layers=1, writes=False), None, tmp_path / "p", PROMPT, N_TOKENS)
     mod = stateful({"prompt": (8, True, True), "decode": (8, True, True)})
     with pytest.raises(ContractError, match=r"prompt's parameter 'row' is float32\[1, 4\]; the contract wants "
                                             r"int32\[P\]"):

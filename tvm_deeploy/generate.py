@@ -169,17 +169,17 @@ def generate_in_vm(mod: tvm.IRModule, prompt_tokens, n_tokens: int, target="llvm
 
 # ---- the driver ----------------------------------------------------------------------------------
 
-def _entries(project: Project) -> tuple[proj.Entry, proj.Entry]:
-    """prompt's and decode's entries, checked: every cache became state, nothing else did."""
+def _entries(project: Project, contract: Contract) -> tuple[proj.Entry, proj.Entry]:
+    """prompt's and decode's entries, checked: every cache is state (so the driver's structs hold only the
+    token ids and the logits)."""
     entries = {e.function: e for e in project.input.entries}
-    prompt, decode = entries[PROMPT], entries[DECODE]
-    for entry, inputs in ((prompt, 1), (decode, 2)):
-        program = entry.program
-        if len(program.inputs) != inputs or len(program.outputs) != 1:
-            extra = [n for n in program.inputs[inputs:]]
-            raise ContractError(f"{entry.function}: the caches must be written in place (R.call_tir_inplace) and "
-                                f"returned, but {', '.join(extra) or 'an output'} is not")
-    return prompt, decode
+    for entry in entries.values():
+        missing = [name for name in contract.caches if name not in entry.program.state]
+        if missing:
+            raise ContractError(f"{entry.function}: cache {', '.join(missing)} is not written in place "
+                                "(R.call_tir_inplace) and returned, so it would not stay in the program between "
+                                "calls")
+    return entries[PROMPT], entries[DECODE]
 
 
 def _items(values, per_line: int = 16) -> str:
@@ -187,9 +187,9 @@ def _items(values, per_line: int = 16) -> str:
     return "\n".join("  " + ", ".join(items[i:i + per_line]) + "," for i in range(0, len(items), per_line))
 
 
-def driver_source(project: Project, prompt_tokens, n_tokens: int, expected_tokens=None) -> str:
+def driver_source(project: Project, contract: Contract, prompt_tokens, n_tokens: int, expected_tokens=None) -> str:
     """test/main.c of a generator project (see the module docstring)."""
-    prompt, decode = _entries(project)
+    prompt, decode = _entries(project, contract)
     prefix = project.input.prefix
     logits = prompt.program.values[prompt.program.outputs[0]]
     is_float = logits.dtype.startswith("float")
@@ -227,7 +227,7 @@ def export_generator(mod: tvm.IRModule, target, out_dir, prompt_tokens, n_tokens
     project = build_project(mod, target, prefix, functions=(PROMPT, DECODE), offload=offload, test_vectors=False,
                             **export_kwargs)
     files = dict(project.files)
-    files[DRIVER] = driver_source(project, prompt_tokens, n_tokens, expected_tokens)
+    files[DRIVER] = driver_source(project, contract, prompt_tokens, n_tokens, expected_tokens)
     report = dict(project.report, generation={
         "prompt_tokens": prompt_tokens, "n_tokens": n_tokens, "expected_tokens": expected_tokens,
         "context": contract.context, "vocab": contract.vocab, "caches": list(contract.caches)})

@@ -227,27 +227,28 @@ def lower_program(mod: tvm.IRModule, target: tvm.target.Target, offload: bool = 
 def _param_effects(function: relax.Function) -> tuple[set[str], set[str]]:
     """(parameters a call_tir_inplace writes, parameters returned), followed through variables, reshape
     views and earlier in-place results (the walker refuses an in-place write to an input it missed)."""
-    memory = {p: p.name for p in function.params}  # variable -> the parameter whose memory it is
+    memory = {p: p.name for p in function.params}  # variable -> the parameter whose memory it is (or a tuple)
     written = set()
     for block in function.body.blocks:
         for binding in block.bindings:
             value, var = binding.value, binding.var
             if isinstance(value, relax.Var) and value in memory:
                 memory[var] = memory[value]
+            elif isinstance(value, relax.TupleGetItem) and isinstance(memory.get(value.tuple_value), tuple):
+                memory[var] = memory[value.tuple_value][value.index]
             elif isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
                 if value.op.name == "relax.reshape" and value.args[0] in memory:
                     memory[var] = memory[value.args[0]]
                 elif value.op.name == "relax.call_tir_inplace":
                     args = value.args[1].fields
-                    targets = [memory.get(args[i]) for i in _inplace_indices(value) if i >= 0]
+                    targets = tuple(memory.get(args[i]) if i >= 0 else None for i in _inplace_indices(value))
                     written.update(t for t in targets if t is not None)
-                    if not isinstance(var.ty, relax.TupleType) and targets and targets[0] is not None:
-                        memory[var] = targets[0]
+                    memory[var] = targets if isinstance(var.ty, relax.TupleType) else targets[0]
     result = function.body.body
     bound = {b.var: b.value for block in function.body.blocks for b in block.bindings}
     result = bound.get(result, result) if isinstance(result, relax.Var) else result
     fields = result.fields if isinstance(result, relax.Tuple) else [result]
-    returned = {memory[f] for f in fields if isinstance(f, relax.Var) and f in memory}
+    returned = {memory[f] for f in fields if isinstance(memory.get(f), str)}
     return written, returned
 
 

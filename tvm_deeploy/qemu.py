@@ -44,6 +44,7 @@ class StepCount:
     instructions: tuple[int, ...]  # per hart
     dma_to_l1: int
     dma_to_l2: int
+    function: str = "main"  # the exported function the step belongs to
 
     @property
     def slowest(self) -> int:
@@ -99,7 +100,8 @@ class QemuRun:
                 "instructions": {"slowest_hart": self.slowest_hart_instructions,
                                  "per_hart": list(self.per_hart_instructions)},
                 "dma_bytes": {"to_l1": self.dma_bytes[0], "to_l2": self.dma_bytes[1]},
-                "steps": [{"step": s.step, "engine": s.engine, "op": s.op, "instructions": list(s.instructions),
+                "steps": [{"step": s.step, "function": s.function, "engine": s.engine, "op": s.op,
+                           "instructions": list(s.instructions),
                            "slowest_hart": s.slowest, "dma_to_l1": s.dma_to_l1, "dma_to_l2": s.dma_to_l2}
                           for s in self.steps],
                 "tokens": list(self.tokens),
@@ -200,7 +202,7 @@ def parse(output: str, exit_code: int, harts: int, ops: list[dict]) -> QemuRun:
         op = by_step.get(number, {})
         steps.append(StepCount(number, op.get("engine", "?"), str(op.get("op", "?")),
                                tuple(int(v) for v in match.group(4).split()), int(match.group(2)),
-                               int(match.group(3))))
+                               int(match.group(3)), op.get("function", "main")))
     return QemuRun(harts, exit_code, *_errors(output), tuple(steps), output, _tokens(output), _calls(output))
 
 
@@ -262,8 +264,9 @@ def _format_calls(run: QemuRun) -> list[str]:
 
 def format_run(run: QemuRun) -> str:
     """A table of instructions per step (slowest hart, and each hart when there are several), DMA bytes,
-    totals and the error count."""
+    totals and the error count; for a generator the steps summed over its calls, then its tokens and calls."""
     per_hart = run.harts > 1
+    several = len({s.function for s in run.steps}) > 1
     head = f"{'step':>4}  {'engine':<7} {'slowest hart':>13}"
     head += "".join(f" {'hart ' + str(h):>11}" for h in range(run.harts)) if per_hart else ""
     head += f" {'DMA to L1':>10} {'to L2':>9}  op"
@@ -272,7 +275,7 @@ def format_run(run: QemuRun) -> str:
     for s in run.steps:
         line = f"{s.step:>4}  {s.engine:<7} {s.slowest:>13,}"
         line += "".join(f" {n:>11,}" for n in s.instructions) if per_hart else ""
-        lines.append(line + f" {s.dma_to_l1:>10,} {s.dma_to_l2:>9,}  {s.op}")
+        lines.append(line + f" {s.dma_to_l1:>10,} {s.dma_to_l2:>9,}  {s.function + ': ' if several else ''}{s.op}")
     total = f"{'':>4}  {'total':<7} {run.slowest_hart_instructions:>13,}"
     total += "".join(f" {n:>11,}" for n in run.per_hart_instructions) if per_hart else ""
     lines.append(total + f" {run.dma_bytes[0]:>10,} {run.dma_bytes[1]:>9,}")
