@@ -229,16 +229,25 @@ def test_run_command_on_a_generator_project(generated, capfd):
     assert f"Errors: 0 out of {N_TOKENS}" in capfd.readouterr().out
 
 
-def test_export_is_deterministic(tmp_path, expected_tokens):
+def test_a_wrong_token_fails_the_run(tmp_path, expected_tokens):
+    wrong = [(t + 1) % VOCAB if i == 3 else t for i, t in enumerate(expected_tokens)]
+    export_generator(toy_lm(), None, tmp_path / "lm", PROMPT, N_TOKENS, wrong)
+    run = qemu.run_host(tmp_path / "lm")
+    assert run.exit_code == 1 and (run.errors, run.checked) == (1, N_TOKENS) and list(run.tokens) == expected_tokens
+
+
+def test_export_is_deterministic(generated, tmp_path, expected_tokens):
+    """Exported again in a process with another hash seed: the same bytes."""
+    exported, _ = generated(True)
     script = ("import sys; sys.path.insert(0, sys.argv[2]); import tvm_deeploy, test_generate as t; "
               "tvm_deeploy.export_generator(t.toy_lm(), tvm_deeploy.target(), sys.argv[1], t.PROMPT, t.N_TOKENS, "
-              f"{expected_tokens!r})")
-    trees = []
-    for seed, folder in (("1", tmp_path / "a"), ("2", tmp_path / "b")):
-        env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=str(REPO))
-        subprocess.run([sys.executable, "-c", script, str(folder), str(REPO / "tests")], check=True, env=env,
-                       cwd=REPO, capture_output=True)
-        trees.append({p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()})
+              f"{expected_tokens!r}, checks=True)")
+    seed = "1" if os.environ.get("PYTHONHASHSEED") == "0" else "0"  # this process's is random unless set
+    env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=str(REPO))
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "again"), str(REPO / "tests")], check=True, env=env,
+                   cwd=REPO, capture_output=True)
+    trees = [{p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+              and "build" not in p.relative_to(folder).parts} for folder in (exported.out_dir, tmp_path / "again")]
     assert trees[0] == trees[1] and Path("test/main.c") in trees[0]
 
 

@@ -198,8 +198,9 @@ def driver_source(project: Project, contract: Contract, prompt_tokens, n_tokens:
     return Template(template("generate_main.c.tmpl")).substitute(
         prefix=prefix, n_tokens=n_tokens, n_prompt=len(prompt_tokens), n_decode=n_tokens - 1,
         vocab=logits.elements, prompt_tokens=_items(prompt_tokens), expected=expected,
-        errors_note="" if expected_tokens is None else " and \"Errors: E out of N\" against the expected tokens",
-        mismatch_note="" if expected_tokens is None else " or a token differs from the expected one",
+        checking=" * Exits 2 when a call fails." if expected_tokens is None else
+        ' * It compares them with the expected tokens, printing "Errors: E out of N"; exits 1 when a token\n'
+        " * differs, 2 when a call fails.",
         logits_ctype=proj.ctype(logits.dtype), nan_note=" (a NaN counts as the largest)" if is_float else "",
         # as np.argmax: the first NaN wins
         greater="logits[i] > logits[best] || (logits[i] != logits[i] && logits[best] == logits[best])"
