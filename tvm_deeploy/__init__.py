@@ -9,6 +9,7 @@ from . import patterns as _patterns
 from . import pipeline as _pipeline
 from . import target as _target
 from .export import export_c
+from .generate import export_generator, generate_in_vm
 from .onnx_import import ModelError, load_onnx
 from .partition import partition_for_deeploy
 from .platforms import PLATFORMS, Platform
@@ -16,8 +17,8 @@ from .report import compile_report
 from .target import target
 
 __version__ = "0.1.0"
-__all__ = ["PLATFORMS", "ModelError", "Platform", "compile_report", "export_c", "load_onnx", "models",
-           "partition_for_deeploy", "target"]
+__all__ = ["PLATFORMS", "ModelError", "Platform", "compile_report", "export_c", "export_generator", "generate_in_vm",
+           "load_onnx", "models", "partition_for_deeploy", "target"]
 
 _target.register()
 _patterns.register()

@@ -15,6 +15,15 @@ writes
     out/Makefile             `make host`, `make host-asan`, `make rv32` (RISC-V, run by `tvm_deeploy.qemu`)
     out/report.json          ops with engine, memory per level against bounds, weights, solver figures
 
+`functions=("prompt", "decode")` exports several Relax functions of the module into one project: one
+glue, ops and weights file, `int net_<function>_run(const struct net_<function>_inputs *in, struct
+net_<function>_outputs *out)` each, one arena per level that they share (they never run at once). A
+parameter a function writes in place (call_tir_inplace) and returns is state, e.g. a KV cache: it
+stays in a persistent region at the start of the L2 arena across calls, outside the structs, with
+`net_state_<name>()` accessors and `net_state_reset()`; report.json lists it as memory entry "state".
+Test vectors (test/main.c) are made for a single stateless function; `tvm_deeploy.generate` writes
+the driver of a language model.
+
 Stages, one module each: `program` (Relax -> call sequence), `glue` (TIR -> C), `placement` and
 `memory_plan` (arenas), `project` (file texts); this module runs them, makes the test vectors and
 writes the files.
@@ -22,6 +31,7 @@ writes the files.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from dataclasses import dataclass
@@ -37,7 +47,7 @@ from . import project as proj
 from . import rv32
 from .glue import build_glue
 from .memory_plan import DEFAULT_TIME_LIMIT
-from .placement import place
+from .placement import StateLayout, place, plan_state
 from .resources import kernel_file
 from .program import DTYPES, Lowered, Program, c_identifier, lower_program
 from .specs import summary
@@ -93,24 +103,27 @@ def project_sources(files: dict[str, str]) -> tuple[list[str], list[str]]:
     return sources, headers
 
 
-def tvm_static_plan_bytes(lowered_module: tvm.IRModule) -> dict:
-    """TVM's own StaticPlanBlockMemory on the same lowered module: the bytes of the storages it
-    allocates, and of the tensors it leaves unplanned (the outputs)."""
+def tvm_static_plan_bytes(lowered_module: tvm.IRModule, functions=("main",)) -> dict[str, dict]:
+    """TVM's own StaticPlanBlockMemory on the same lowered module, per function: the bytes of the storages
+    it allocates, and of the tensors it leaves unplanned (the outputs)."""
     mod = tvm.transform.Sequential([transform.CallTIRRewrite(), transform.StaticPlanBlockMemory()])(lowered_module)
-    storage = unplanned = 0
+    figures = {}
+    for name in functions:
+        storage = unplanned = 0
 
-    def visit(expr):
-        nonlocal storage, unplanned
-        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
-            if expr.op.name == "relax.memory.alloc_storage":
-                storage += int(np.prod([int(v) for v in expr.args[0].values]))
-            elif expr.op.name == "relax.builtin.alloc_tensor":
-                shape = [int(v) for v in expr.args[0].values]
-                dtype = str(expr.args[1].value)
-                unplanned += int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype][2] // 8
+        def visit(expr):
+            nonlocal storage, unplanned
+            if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+                if expr.op.name == "relax.memory.alloc_storage":
+                    storage += int(np.prod([int(v) for v in expr.args[0].values]))
+                elif expr.op.name == "relax.builtin.alloc_tensor":
+                    shape = [int(v) for v in expr.args[0].values]
+                    dtype = str(expr.args[1].value)
+                    unplanned += int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype][2] // 8
 
-    relax.analysis.post_order_visit(mod["main"].body, visit)
-    return {"storage_bytes": storage, "unplanned_output_bytes": unplanned}
+        relax.analysis.post_order_visit(mod[name].body, visit)
+        figures[name] = {"storage_bytes": storage, "unplanned_output_bytes": unplanned}
+    return figures
 
 
 # ---- test vectors --------------------------------------------------------------------------------
@@ -123,6 +136,8 @@ def make_inputs(program: Program, seed: int = 0) -> list[np.ndarray]:
         value = program.values[name]
         if value.dtype.startswith("float"):
             arrays.append(rng.standard_normal(value.shape).astype(value.dtype))
+        elif value.dtype == "bool":
+            arrays.append(rng.integers(0, 2, value.shape).astype(bool))
         else:
             info = np.iinfo(value.dtype)
             lo, hi = max(int(info.min), -1000), min(int(info.max), 1000)
@@ -182,135 +197,249 @@ def _tiling(fn) -> dict | None:
             "dma_lower_bound": t.dma_lower_bound, "solver_status": t.solver_status}
 
 
-def build_report(prefix, target, platform, lowered: Lowered, glue, placement, tvm_plan, weight_bytes,
-                 offload, description) -> dict:
-    program = lowered.program
-    ops = {fn.symbol: fn for fn in lowered.offloaded}
-    steps = []
+def _counts(steps) -> dict:
+    return {"steps": len(steps), "tvm": sum(s.kind == "tvm" for s in steps),
+            "deeploy": sum(s.kind == "deeploy" for s in steps), "copies": sum(s.kind == "copy" for s in steps)}
+
+
+def _op_entries(entry: proj.Entry, ops: dict, glue) -> list[dict]:
+    program, steps = entry.program, []
     for i, step in enumerate(program.steps):
-        entry = {"step": i + 1, "kind": step.kind, "callee": step.callee,
-                 "inputs": [_tensor(program.values[n]) for n in step.inputs],
-                 "outputs": [_tensor(program.values[n]) for n in step.outputs]}
+        item = {"step": entry.first_step + i + 1, "function": entry.function, "kind": step.kind,
+                "callee": step.callee, "inputs": [_tensor(program.values[n]) for n in step.inputs],
+                "outputs": [_tensor(program.values[n]) for n in step.outputs]}
         if step.kind == "deeploy":
             fn = ops[step.callee]
-            entry.update(engine=fn.engine, op=summary(fn.spec), tiling=_tiling(fn), modelled_cycles=dict(fn.estimates))
+            item.update(engine=fn.engine, op=summary(fn.spec), tiling=_tiling(fn), modelled_cycles=dict(fn.estimates))
         elif step.kind == "tvm":
-            entry.update(engine="tvm", op=step.callee, workspace_bytes=glue.workspace.get(step.callee, 0))
+            item.update(engine="tvm", op=step.callee, workspace_bytes=glue.workspace.get(step.callee, 0))
         else:
-            entry.update(engine="copy", op="copy")
-        steps.append(entry)
+            item.update(engine="copy", op="copy")
+        steps.append(item)
+    return steps
+
+
+def _largest_workspace(entry: proj.Entry, level: str) -> int:
+    return max((size for lv, _, size in entry.placement.workspaces.values() if lv == level), default=0)
+
+
+def _function_report(entry: proj.Entry, tvm_plan: dict) -> dict:
+    program = entry.program
+    memory = {level: {"arena_bytes": plan.arena_bytes, "lower_bound_bytes": plan.lower_bound,
+                      "tvm_static_plan_block_memory_bytes": tvm_plan["storage_bytes"],
+                      "largest_workspace_bytes": _largest_workspace(entry, level), "method": plan.method,
+                      "status": plan.status, "greedy_bytes": plan.greedy_bytes, "blocks": plan.buffers,
+                      "in_place": len(plan.inplace)}
+              for level, plan in entry.placement.plan.levels.items()}
+    return {"run": f"{entry.stem}_run", "steps": [entry.first_step + 1, entry.first_step + len(program.steps)],
+            "counts": _counts(program.steps), "inputs": [_tensor(program.values[n]) for n in program.inputs],
+            "outputs": [_tensor(program.values[n]) for n in program.outputs],
+            "state": [_tensor(program.values[n]) for n in program.state],
+            "io_bytes": {kind: sum(program.values[n].nbytes for n in names)
+                         for kind, names in (("inputs", program.inputs), ("outputs", program.outputs))},
+            "memory": memory}
+
+
+def _level_report(inp: proj.ProjectInput, level: str, tvm_plans: dict, platform) -> dict:
+    """The level's shared arena: the largest function's figures (they never run at once)."""
+    entries = [e for e in inp.entries if level in e.placement.plan.levels]
+    plans = {e.function: e.placement.plan.levels[level] for e in entries}
+    arena = max(plan.arena_bytes for plan in plans.values())
+    bound = max(plan.lower_bound for plan in plans.values())
+    storage = max(tvm_plans[e.function]["storage_bytes"] for e in entries)
+    report = {
+        "arena_bytes": arena, "lower_bound_bytes": bound,
+        "arena_over_lower_bound": round(arena / bound, 4) if bound else 1.0,
+        "tvm_static_plan_block_memory_bytes": storage,
+        # TVM allocates TIR workspace outside that plan; its peak is the largest single call's.
+        "tvm_static_plan_block_memory_plus_workspace_bytes": max(
+            tvm_plans[e.function]["storage_bytes"] + _largest_workspace(e, level) for e in entries),
+        "tvm_unplanned_output_bytes": max(tvm_plans[e.function]["unplanned_output_bytes"] for e in entries),
+        "capacity_bytes": platform.level(level).bytes,
+        "largest_workspace_bytes": max(_largest_workspace(e, level) for e in entries),
+    }
+    if inp.state.offsets and inp.state.level == level:
+        report.update(state_bytes=inp.state.nbytes, total_bytes=inp.arena_bytes(level))
+    return report
+
+
+def _state_report(inp: proj.ProjectInput) -> dict:
+    state = inp.state
+    return {"arena_bytes": state.nbytes, "level": state.level, "offset": 0, "owner": "state",
+            "what": "tensors written in place and kept across calls (the KV cache), before the activations",
+            "tensors": {v.name: {"shape": list(v.shape), "dtype": v.dtype, "bytes": v.nbytes,
+                                 "offset": state.offsets[v.name]} for v in inp.state_values()}}
+
+
+def build_report(target, platform, lowered: Lowered, inp: proj.ProjectInput, tvm_plans: dict, weight_bytes,
+                 offload, description) -> dict:
+    ops = {fn.symbol: fn for fn in lowered.offloaded}
+    steps = [s for e in inp.entries for s in e.program.steps]
     memory, solver = {}, {}
-    for level, plan in placement.plan.levels.items():
-        largest_workspace = max((size for lv, _, size in placement.workspaces.values() if lv == level), default=0)
-        memory[level] = {
-            "arena_bytes": plan.arena_bytes, "lower_bound_bytes": plan.lower_bound,
-            "arena_over_lower_bound": round(plan.arena_bytes / plan.lower_bound, 4) if plan.lower_bound else 1.0,
-            "tvm_static_plan_block_memory_bytes": tvm_plan["storage_bytes"],
-            # TVM allocates TIR workspace outside that plan; its peak is the largest single call's.
-            "tvm_static_plan_block_memory_plus_workspace_bytes": tvm_plan["storage_bytes"] + largest_workspace,
-            "tvm_unplanned_output_bytes": tvm_plan["unplanned_output_bytes"],
-            "capacity_bytes": platform.level(level).bytes,
-            "largest_workspace_bytes": largest_workspace,
-        }
-        solver[level] = {"method": plan.method, "status": plan.status, "greedy_bytes": plan.greedy_bytes,
-                         "blocks": plan.buffers, "in_place": len(plan.inplace)}
+    for level in inp.levels():
+        memory[level] = _level_report(inp, level, tvm_plans, platform)
+        largest = max((e for e in inp.entries if level in e.placement.plan.levels),
+                      key=lambda e: e.placement.plan.levels[level].arena_bytes)
+        plan = largest.placement.plan.levels[level]
+        solver[level] = {"function": largest.function, "method": plan.method, "status": plan.status,
+                         "greedy_bytes": plan.greedy_bytes, "blocks": plan.buffers, "in_place": len(plan.inplace)}
     # L1 belongs to the tiler: each tiled op lays out its tiles from the start of one static arena.
     l1_bytes = max((fn.l1_bytes for fn in lowered.offloaded), default=0)
     memory["L1"] = {"arena_bytes": l1_bytes, "capacity_bytes": platform.l1_bytes, "owner": "tiler",
                     "largest_op": max(lowered.offloaded, key=lambda fn: fn.l1_bytes).symbol if l1_bytes else None}
-    io_bytes = {kind: sum(program.values[n].nbytes for n in names)
-                for kind, names in (("inputs", program.inputs), ("outputs", program.outputs))}
+    if inp.state.offsets:
+        memory["state"] = _state_report(inp)
+    functions = {e.function: _function_report(e, tvm_plans[e.function]) for e in inp.entries}
     from . import __version__
 
     return {
         "generator": f"tvm-deeploy {__version__}",
-        "prefix": prefix,
+        "prefix": inp.prefix,
         "description": description,
         "target": {"mcpu": str(target.mcpu), "platform": platform.name,
                    "levels": {lv.name: lv.bytes for lv in platform.levels}, "cores": platform.cores,
                    "npu": platform.npu},
         "offload": offload,
-        "io_in_arena": placement.io_in_arena,
-        "counts": {"steps": len(program.steps), "tvm": sum(s.kind == "tvm" for s in program.steps),
-                   "deeploy": sum(s.kind == "deeploy" for s in program.steps),
-                   "copies": sum(s.kind == "copy" for s in program.steps)},
-        "ops": steps,
+        "io_in_arena": inp.entries[0].placement.io_in_arena,
+        "functions": functions,
+        "counts": _counts(steps),
+        "ops": [item for e in inp.entries for item in _op_entries(e, ops, inp.glue)],
         "memory": memory,
-        "io_bytes": io_bytes,
+        "io_bytes": {kind: sum(f["io_bytes"][kind] for f in functions.values()) for kind in ("inputs", "outputs")},
         "weights": {"bytes": weight_bytes, "section": None, "tvm_glue_bytes": sum(
-            program.values[n].nbytes for n in program.constants)},
+            value.nbytes for value, _ in inp.constants().values())},
         "solver": solver,
     }
 
 
 # ---- export --------------------------------------------------------------------------------------
 
-def export_c(mod: tvm.IRModule, target=None, out_dir="deeploy_out", prefix: str = "net", *, offload: bool = True,
-             io_in_arena: bool = False, inputs: list[np.ndarray] | None = None, test_vectors: bool = True,
-             seed: int = 0, checks: bool = False, activation_level: str = "L2",
-             solver_time_limit: float = DEFAULT_TIME_LIMIT, weights_section: str = DEFAULT_WEIGHTS_SECTION,
-             description: str | None = None) -> Exported:
-    """Write the standalone C project of `mod` for a deeploy `target` into `out_dir` (see the module doc).
+@dataclass(frozen=True)
+class Project:
+    """A project's file texts (but report.json) and its report, before they are written."""
 
-    offload=False is the "TVM alone" baseline (every op through TVM's glue). io_in_arena places the
-    network's inputs and outputs in the arena too. test_vectors builds the module with relax.build for
-    `target` and for llvm and runs both in TVM's VM on `inputs` (seeded random by default). checks keeps
-    TVM's argument checks in the glue. Raises ExportError subclasses: UnsupportedModelError (dynamic
-    shapes, control flow, ...) and ArenaTooSmallError (level, bytes needed, bytes available)."""
+    files: dict[str, str]
+    report: dict
+    input: proj.ProjectInput
+
+
+def _description(inp: proj.ProjectInput, platform, offload: bool) -> str:
+    def steps(p: Program) -> str:
+        return f"{len(p.steps)} steps, {sum(s.kind == 'deeploy' for s in p.steps)} offloaded"
+
+    if len(inp.entries) == 1:
+        text = steps(inp.entries[0].program)
+    else:
+        text = "functions " + "; ".join(f"{e.function} ({steps(e.program)})" for e in inp.entries)
+    return text + f", platform {platform.name}" + ("" if offload else ", TVM alone (no offload)")
+
+
+def _entries(lowered: Lowered, glue, platform, prefix: str, state: StateLayout, level: str, io_in_arena: bool,
+             time_limit: float) -> tuple[proj.Entry, ...]:
+    """Each function's memory placed after the state; steps numbered across the functions."""
+    entries, first = [], 0
+    several = len(lowered.programs) > 1
+    for name, program in lowered.programs.items():
+        placement = place(program, glue.workspace, platform, level, io_in_arena, time_limit=time_limit,
+                          state=state, function=name if several else None)
+        entries.append(proj.Entry(name, proj.entry_stem(prefix, name), program, placement, first))
+        first += len(program.steps)
+    return tuple(entries)
+
+
+def build_project(mod: tvm.IRModule, target, prefix: str = "net", *, functions=("main",), offload: bool = True,
+                  io_in_arena: bool = False, inputs: list[np.ndarray] | None = None, test_vectors: bool | None = None,
+                  seed: int = 0, checks: bool = False, activation_level: str = "L2",
+                  solver_time_limit: float = DEFAULT_TIME_LIMIT, weights_section: str = DEFAULT_WEIGHTS_SECTION,
+                  description: str | None = None) -> Project:
+    """`export_c` up to the file texts (see there); nothing is written."""
     _check_prefix(prefix)
     target = _resolve_target(target)
     platform = platform_of(target)
-    out = Path(out_dir)
-    lowered = lower_program(mod, target, offload)
-    program = lowered.program
+    lowered = lower_program(mod, target, offload, tuple(functions))
+    programs = list(lowered.programs.values())
+    stateful = any(p.state for p in programs)
+    if test_vectors is None:
+        test_vectors = len(programs) == 1 and not stateful
+    elif test_vectors and (len(programs) > 1 or stateful):
+        raise ValueError(f"test vectors are made for one function without state; {', '.join(lowered.programs)} "
+                         f"{'has state' if len(programs) == 1 else 'are several functions'}: pass "
+                         "test_vectors=False (tvm_deeploy.generate writes a language model's driver)")
     glue = build_glue(lowered.prim_funcs, target, prefix, checks)
-    placement = place(program, glue.workspace, platform, activation_level, io_in_arena,
-                      time_limit=solver_time_limit)
-    description = description or (f"{len(program.steps)} steps, "
-                                  f"{sum(s.kind == 'deeploy' for s in program.steps)} offloaded, "
-                                  f"platform {platform.name}" + ("" if offload else ", TVM alone (no offload)"))
-    inp = proj.ProjectInput(prefix, program, glue, lowered.offloaded, placement, weights_section, description)
+    state = plan_state(programs, activation_level)
+    entries = _entries(lowered, glue, platform, prefix, state, activation_level, io_in_arena, solver_time_limit)
+    inp = proj.ProjectInput(prefix, entries, glue, lowered.offloaded, state, weights_section, "")
+    description = description or _description(inp, platform, offload)
+    inp = dataclasses.replace(inp, description=description)
 
     files, section_bytes = offloaded_files(prefix, lowered.offloaded)
     npu_weight_bytes = section_bytes["DPL_NPU_WEIGHTS"]
-    weight_bytes = section_bytes["DPL_WEIGHTS"] + npu_weight_bytes + sum(
-        program.values[n].nbytes for n in program.constants)
+    constants = inp.constants()
+    weight_bytes = section_bytes["DPL_WEIGHTS"] + npu_weight_bytes + sum(v.nbytes for v, _ in constants.values())
     if lowered.prim_funcs:
         files[f"src/{prefix}_glue.c"] = glue.source
-    if program.constants:
+    if constants:
         files[f"src/{prefix}_weights.c"] = proj.weights_source(inp)
     files[f"src/{prefix}.c"] = proj.network_source(inp)
     files[f"include/{prefix}.h"] = proj.header_source(inp, weight_bytes)
     files["src/dpl_support.h"] = proj.support_header(weights_section)
     files[proj.RUNTIME_SOURCE] = proj.runtime_source()
     if test_vectors:
+        (program,), (entry,) = programs, entries
         arrays = [np.asarray(x) for x in inputs] if inputs is not None else make_inputs(program, seed)
         _check_inputs(program, arrays)
         expected, llvm = reference_outputs(mod, target, arrays, offload)
         files[f"test/{prefix}_test_vectors.h"] = proj.test_vectors_source(
-            prefix, program, placement.io_fields, arrays, expected, llvm)
-        files["test/main.c"] = proj.main_source(prefix, program, placement.io_fields)
+            prefix, program, entry.placement.io_fields, arrays, expected, llvm)
+        files["test/main.c"] = proj.main_source(prefix, program, entry.placement.io_fields)
     files.update(rv32.hal_files())
     sources, headers = project_sources(files)
-    build = rv32.Build(rv32.isa(program, glue.source), platform.cores, len(program.steps), platform.l1_bytes,
-                       platform.level("L2").bytes)
+    build = rv32.Build(rv32.isa(programs, glue.source), platform.cores, sum(len(p.steps) for p in programs),
+                       platform.l1_bytes, platform.level("L2").bytes)
     files["Makefile"] = proj.makefile(prefix, sources, headers, sorted(n for n in files if n == HOST_HAL), build)
 
-    tvm_plan = tvm_static_plan_bytes(lowered.module)
-    report = build_report(prefix, target, platform, lowered, glue, placement, tvm_plan, weight_bytes, offload,
-                          description)
+    tvm_plans = tvm_static_plan_bytes(lowered.module, tuple(lowered.programs))
+    report = build_report(target, platform, lowered, inp, tvm_plans, weight_bytes, offload, description)
     report["weights"]["section"] = weights_section
     # The NPU's packed weights stay resident in its weight memory (section .dpl_npu_weights).
     report["weights"]["npu_bytes"] = npu_weight_bytes
     report["memory"]["weights"] = {"arena_bytes": npu_weight_bytes, "owner": "npu",
                                    "capacity_bytes": platform.level("weights").bytes if platform.npu else 0}
-    report["files"] = sorted(files) + ["report.json"]
+    return Project(files, report, inp)
+
+
+def write_project(project: Project, out_dir) -> Exported:
+    """Write the files and report.json (which lists every file) into `out_dir`."""
+    out = Path(out_dir)
+    files = dict(project.files)
+    report = dict(project.report, files=sorted(files) + ["report.json"])
     files["report.json"] = json.dumps(report, indent=2) + "\n"
     for name in sorted(files):
         path = out / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(files[name])
-    return Exported(out, prefix, tuple(sorted(files)), report)
+    return Exported(out, project.input.prefix, tuple(sorted(files)), report)
+
+
+def export_c(mod: tvm.IRModule, target=None, out_dir="deeploy_out", prefix: str = "net", *, functions=("main",),
+             offload: bool = True, io_in_arena: bool = False, inputs: list[np.ndarray] | None = None,
+             test_vectors: bool | None = None, seed: int = 0, checks: bool = False, activation_level: str = "L2",
+             solver_time_limit: float = DEFAULT_TIME_LIMIT, weights_section: str = DEFAULT_WEIGHTS_SECTION,
+             description: str | None = None) -> Exported:
+    """Write the standalone C project of `mod` for a deeploy `target` into `out_dir` (see the module doc).
+
+    functions names the Relax functions to export (each gets `<prefix>_<function>_run`; `main` keeps
+    `<prefix>_run`). offload=False is the "TVM alone" baseline (every op through TVM's glue). io_in_arena
+    places the inputs and outputs in the arena too. test_vectors (default: when there is one function
+    without state) builds the module with relax.build for `target` and for llvm and runs both in TVM's VM
+    on `inputs` (seeded random by default). checks keeps TVM's argument checks in the glue. Raises
+    ExportError subclasses: UnsupportedModelError (dynamic shapes, control flow, state written but not
+    returned, ...) and ArenaTooSmallError (level, bytes needed, bytes available)."""
+    project = build_project(mod, target, prefix, functions=functions, offload=offload, io_in_arena=io_in_arena,
+                            inputs=inputs, test_vectors=test_vectors, seed=seed, checks=checks,
+                            activation_level=activation_level, solver_time_limit=solver_time_limit,
+                            weights_section=weights_section, description=description)
+    return write_project(project, out_dir)
 
 
 def _check_inputs(program: Program, arrays: list[np.ndarray]) -> None:

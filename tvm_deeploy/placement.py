@@ -3,7 +3,9 @@
 Turns a `Program` (and the workspace each TIR call needs) into the memory planner's plain buffers
 (lifetimes over the whole program, in-place candidates), plans them, and checks each arena fits its
 memory level. Activations go to one level (L2 by default: the tiler owns L1); the network's inputs and
-outputs live in the caller's structs unless `io_in_arena`.
+outputs live in the caller's structs unless `io_in_arena`. State (tensors kept across calls, e.g. a KV
+cache) gets a persistent region at the start of that level's arena, which the planner never reuses;
+each function's activations are planned after it, and functions that never run at once share them.
 """
 
 from __future__ import annotations
@@ -16,12 +18,37 @@ from .program import ExportError, Program
 
 
 class ArenaTooSmallError(ExportError):
-    """The planned arena of a memory level is larger than the level."""
+    """The planned arena of a memory level (with the state it holds) is larger than the level."""
 
-    def __init__(self, level: str, needed: int, available: int, lower_bound: int, platform: str):
+    def __init__(self, level: str, needed: int, available: int, lower_bound: int, platform: str,
+                 state_bytes: int = 0, function: str | None = None):
         self.level, self.needed, self.available, self.lower_bound = level, needed, available, lower_bound
-        super().__init__(f"the activations do not fit {level}: they need {needed} bytes of {level}, {available} "
+        self.state_bytes = state_bytes
+        what = "the activations" + (f" of {function}" if function else "")
+        if state_bytes:
+            what += f" and the state ({state_bytes} bytes kept across calls)"
+        super().__init__(f"{what} do not fit {level}: they need {needed} bytes of {level}, {available} "
                          f"bytes are available (platform {platform}; at least {lower_bound} bytes are live at once)")
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    """The persistent region at the start of a level's arena: one place per state tensor."""
+
+    level: str
+    offsets: dict[str, int]  # state tensor -> byte offset in the arena
+    nbytes: int  # the region's bytes (aligned): the activations start here
+
+
+def plan_state(programs: list[Program], level: str = "L2", alignment: int = DEFAULT_ALIGNMENT) -> StateLayout:
+    """The state tensors of all programs one after the other, in order of first appearance."""
+    offsets, end = {}, 0
+    for program in programs:
+        for name in program.state:
+            if name not in offsets:
+                offsets[name] = end
+                end += -(-program.values[name].nbytes // alignment) * alignment
+    return StateLayout(level, offsets, end)
 
 
 @dataclass(frozen=True)
@@ -72,8 +99,8 @@ def buffers_of(program: Program, workspace: dict[str, int], level: str, io_in_ar
     for name, value in program.values.items():
         if value.base != name:
             continue
-        if value.kind == "const":
-            kinds[name] = "const"
+        if value.kind in ("const", "state"):
+            kinds[name] = value.kind
         elif value.kind == "input":
             kinds[name] = "arena" if io_in_arena else "input"
             first[name] = last[name] = 0
@@ -115,22 +142,28 @@ def buffers_of(program: Program, workspace: dict[str, int], level: str, io_in_ar
 
 def place(program: Program, workspace: dict[str, int], platform: Platform, level: str = "L2",
           io_in_arena: bool = False, alignment: int = DEFAULT_ALIGNMENT,
-          time_limit: float = DEFAULT_TIME_LIMIT) -> Placement:
-    """Plan the program's memory; raises `ArenaTooSmallError` when an arena exceeds its level."""
+          time_limit: float = DEFAULT_TIME_LIMIT, state: StateLayout | None = None,
+          function: str | None = None) -> Placement:
+    """Plan the program's memory after the `state` region (the program's own state tensors placed there);
+    raises `ArenaTooSmallError` (naming `function`, when given) when an arena exceeds its level."""
     capacity = platform.level(level).bytes  # KeyError names the platform's levels
+    state = state or plan_state([program], level, alignment)
     buffers, inplace, kinds = buffers_of(program, workspace, level, io_in_arena)
     plan = plan_memory(buffers, inplace, alignment=alignment, time_limit=time_limit)
     if level not in plan.levels:  # nothing to place: an empty arena, still reported
         plan = MemoryPlan({level: plan_level(level, [])})
     for level_plan in plan.levels.values():
-        if level_plan.arena_bytes > capacity:
-            raise ArenaTooSmallError(level, level_plan.arena_bytes, capacity, level_plan.lower_bound, platform.name)
+        if state.nbytes + level_plan.arena_bytes > capacity:
+            raise ArenaTooSmallError(level, state.nbytes + level_plan.arena_bytes, capacity,
+                                     state.nbytes + level_plan.lower_bound, platform.name, state.nbytes, function)
     fields = io_fields(program)
     base_fields = {program.values[name].base: field for name, field in fields.items()}
     places = {}
     for name, kind in kinds.items():
         if kind == "arena":
-            places[name] = Place("arena", level, plan.levels[level].offsets[name])
+            places[name] = Place("arena", level, state.nbytes + plan.levels[level].offsets[name])
+        elif kind == "state":
+            places[name] = Place("arena", state.level, state.offsets[name])
         elif kind in ("input", "output"):
             places[name] = Place(kind, field=base_fields[name])
         else:
@@ -139,5 +172,5 @@ def place(program: Program, workspace: dict[str, int], platform: Platform, level
     for i, step in enumerate(program.steps):
         size = workspace.get(step.callee, 0) if step.kind == "tvm" else 0
         if size:
-            workspaces[i] = (level, plan.levels[level].offsets[_workspace_name(i)], size)
+            workspaces[i] = (level, state.nbytes + plan.levels[level].offsets[_workspace_name(i)], size)
     return Placement(places, workspaces, plan, tuple(buffers), io_in_arena, fields)

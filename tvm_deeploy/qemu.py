@@ -6,7 +6,9 @@
 qemu runs the virt machine with `-icount shift=0`, so instruction counts are exact and repeatable: the
 driver built with DPL_PROFILE prints, per step of the network, the instructions each hart ran (see
 c_kernels/hal/rv32.c) and the DMA bytes it moved, then `Errors: E out of N`. The slowest hart's count is
-the speed measure.
+the speed measure. A generator project's driver (tvm_deeploy.generate) also prints its tokens and the
+counts of every call (prompt, then each decode call): `run.tokens`, `run.calls`. `run_host` builds
+`make host` and parses the same output, without counts.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from .rv32 import CROSS_COMPILER, HAL_SOURCES, INTEGER, LINKER_SCRIPT, TOOLCHAIN
 QEMU = "qemu-system-riscv32"
 DEFAULT_TIMEOUT = 600.0
 _PROFILE = re.compile(r"^Profile step (\d+): dma_to_l1 (\d+) dma_to_l2 (\d+) instructions((?: \d+)+)$", re.MULTILINE)
+_CALL = re.compile(r"^Profile (prompt|decode (\d+)): dma_to_l1 (\d+) dma_to_l2 (\d+) instructions((?: \d+)+)$",
+                   re.MULTILINE)
+_TOKEN = re.compile(r"^Token (\d+): (-?\d+)$", re.MULTILINE)
 _ERRORS = re.compile(r"^Errors: (\d+) out of (\d+)$", re.MULTILINE)
 
 
@@ -39,6 +44,22 @@ class StepCount:
     instructions: tuple[int, ...]  # per hart
     dma_to_l1: int
     dma_to_l2: int
+    function: str = "main"  # the exported function the step belongs to
+
+    @property
+    def slowest(self) -> int:
+        return max(self.instructions)
+
+
+@dataclass(frozen=True)
+class CallCount:
+    """One call of a generator's driver: the prompt (call 0) or the decode call that generates token `call`."""
+
+    function: str  # "prompt" or "decode"
+    call: int
+    instructions: tuple[int, ...]  # per hart
+    dma_to_l1: int
+    dma_to_l2: int
 
     @property
     def slowest(self) -> int:
@@ -49,10 +70,18 @@ class StepCount:
 class QemuRun:
     harts: int
     exit_code: int
-    errors: int | None  # None when the driver did not get as far as printing them
+    errors: int | None  # None when the driver did not get as far as printing them (or had nothing to check)
     checked: int | None
-    steps: tuple[StepCount, ...]
+    steps: tuple[StepCount, ...]  # a generator's: summed over its calls
     output: str  # everything the program printed
+    tokens: tuple[int, ...] = ()  # a generator's generated tokens
+    calls: tuple[CallCount, ...] = ()  # a generator's calls, in order
+
+    @property
+    def decode_instructions_per_token(self) -> float | None:
+        """The slowest hart's instructions per decode call, on average (None without decode calls)."""
+        decodes = [c.slowest for c in self.calls if c.function == "decode"]
+        return sum(decodes) / len(decodes) if decodes else None
 
     @property
     def per_hart_instructions(self) -> tuple[int, ...]:
@@ -71,10 +100,31 @@ class QemuRun:
                 "instructions": {"slowest_hart": self.slowest_hart_instructions,
                                  "per_hart": list(self.per_hart_instructions)},
                 "dma_bytes": {"to_l1": self.dma_bytes[0], "to_l2": self.dma_bytes[1]},
-                "steps": [{"step": s.step, "engine": s.engine, "op": s.op, "instructions": list(s.instructions),
+                "steps": [{"step": s.step, "function": s.function, "engine": s.engine, "op": s.op,
+                           "instructions": list(s.instructions),
                            "slowest_hart": s.slowest, "dma_to_l1": s.dma_to_l1, "dma_to_l2": s.dma_to_l2}
                           for s in self.steps],
+                "tokens": list(self.tokens),
+                "calls": [{"function": c.function, "call": c.call, "instructions": list(c.instructions),
+                           "slowest_hart": c.slowest, "dma_to_l1": c.dma_to_l1, "dma_to_l2": c.dma_to_l2}
+                          for c in self.calls],
+                "decode_instructions_per_token": self.decode_instructions_per_token,
                 "output": self.output}
+
+
+@dataclass(frozen=True)
+class HostRun:
+    """The test driver's run on this host (`make host`)."""
+
+    exit_code: int
+    errors: int | None
+    checked: int | None
+    tokens: tuple[int, ...]  # a generator's generated tokens
+    output: str
+
+    def to_json(self) -> dict:
+        return {"exit_code": self.exit_code, "errors": self.errors, "checked": self.checked,
+                "tokens": list(self.tokens), "output": self.output}
 
 
 def missing_tools() -> list[str]:
@@ -127,8 +177,24 @@ def build(project: Path, harts: int, prefix: str) -> Path:
     return project / "build" / f"rv32-harts{harts}" / f"{prefix}_test.elf"
 
 
+def _errors(output: str) -> tuple[int | None, int | None]:
+    errors = _ERRORS.search(output)
+    return (int(errors.group(1)), int(errors.group(2))) if errors else (None, None)
+
+
+def _tokens(output: str) -> tuple[int, ...]:
+    return tuple(int(m.group(2)) for m in _TOKEN.finditer(output))
+
+
+def _calls(output: str) -> tuple[CallCount, ...]:
+    return tuple(CallCount("prompt" if m.group(2) is None else "decode", int(m.group(2) or 0),
+                           tuple(int(v) for v in m.group(5).split()), int(m.group(3)), int(m.group(4)))
+                 for m in _CALL.finditer(output))
+
+
 def parse(output: str, exit_code: int, harts: int, ops: list[dict]) -> QemuRun:
-    """The driver's output -> counts per step (named after report.json's ops) and the error count."""
+    """The driver's output -> counts per step (named after report.json's ops), the error count, and a
+    generator's tokens and counts per call."""
     by_step = {op["step"]: op for op in ops}
     steps = []
     for match in _PROFILE.finditer(output):
@@ -136,10 +202,8 @@ def parse(output: str, exit_code: int, harts: int, ops: list[dict]) -> QemuRun:
         op = by_step.get(number, {})
         steps.append(StepCount(number, op.get("engine", "?"), str(op.get("op", "?")),
                                tuple(int(v) for v in match.group(4).split()), int(match.group(2)),
-                               int(match.group(3))))
-    errors = _ERRORS.search(output)
-    return QemuRun(harts, exit_code, int(errors.group(1)) if errors else None,
-                   int(errors.group(2)) if errors else None, tuple(steps), output)
+                               int(match.group(3)), op.get("function", "main")))
+    return QemuRun(harts, exit_code, *_errors(output), tuple(steps), output, _tokens(output), _calls(output))
 
 
 def run_project(project, harts: int | None = None, timeout: float = DEFAULT_TIMEOUT) -> QemuRun:
@@ -160,10 +224,49 @@ def run_project(project, harts: int | None = None, timeout: float = DEFAULT_TIME
     return parse(output, exit_code, harts, report["ops"])
 
 
+def run_host(project, sanitize: bool = False, timeout: float = DEFAULT_TIMEOUT) -> HostRun:
+    """`make host` (or host-asan) in the exported project and run its test driver, killed after `timeout`
+    seconds; its error count and a generator's tokens. Raises QemuError when the build fails or the run
+    times out."""
+    project = Path(project)
+    prefix = json.loads((project / "report.json").read_text())["prefix"]
+    target = "host-asan" if sanitize else "host"
+    made = subprocess.run(["make", "-s", "-C", str(project), target], capture_output=True, text=True)
+    if made.returncode != 0:
+        raise QemuError(f"make {target} failed in {project}:\n{made.stdout}{made.stderr}")
+    program = (project / "build" / target / f"{prefix}_test").resolve()
+    try:
+        ran = subprocess.run([str(program)], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise QemuError(f"{program} did not finish within {timeout:g} s") from None
+    output = ran.stdout + ran.stderr
+    return HostRun(ran.returncode, *_errors(output), _tokens(output), output)
+
+
+def _format_calls(run: QemuRun) -> list[str]:
+    """A generator's tokens and its calls' counts, with the prompt's and the mean decode call's cost."""
+    per_hart = run.harts > 1
+    head = f"{'call':<10} {'slowest hart':>13}"
+    head += "".join(f" {'hart ' + str(h):>11}" for h in range(run.harts)) if per_hart else ""
+    lines = ["tokens: " + " ".join(str(t) for t in run.tokens), head + f" {'DMA to L1':>10} {'to L2':>9}"]
+    for c in run.calls:
+        name = "prompt" if c.function == "prompt" else f"decode {c.call}"
+        line = f"{name:<10} {c.slowest:>13,}"
+        line += "".join(f" {n:>11,}" for n in c.instructions) if per_hart else ""
+        lines.append(line + f" {c.dma_to_l1:>10,} {c.dma_to_l2:>9,}")
+    prompt = next((c for c in run.calls if c.function == "prompt"), None)
+    summary = [f"prompt {prompt.slowest:,}"] if prompt else []
+    if run.decode_instructions_per_token is not None:
+        summary.append(f"decode {run.decode_instructions_per_token:,.0f} per token (mean)")
+    lines.append("instructions on the slowest hart: " + ", ".join(summary))
+    return lines
+
+
 def format_run(run: QemuRun) -> str:
     """A table of instructions per step (slowest hart, and each hart when there are several), DMA bytes,
-    totals and the error count."""
+    totals and the error count; for a generator the steps summed over its calls, then its tokens and calls."""
     per_hart = run.harts > 1
+    several = len({s.function for s in run.steps}) > 1
     head = f"{'step':>4}  {'engine':<7} {'slowest hart':>13}"
     head += "".join(f" {'hart ' + str(h):>11}" for h in range(run.harts)) if per_hart else ""
     head += f" {'DMA to L1':>10} {'to L2':>9}  op"
@@ -172,11 +275,15 @@ def format_run(run: QemuRun) -> str:
     for s in run.steps:
         line = f"{s.step:>4}  {s.engine:<7} {s.slowest:>13,}"
         line += "".join(f" {n:>11,}" for n in s.instructions) if per_hart else ""
-        lines.append(line + f" {s.dma_to_l1:>10,} {s.dma_to_l2:>9,}  {s.op}")
+        lines.append(line + f" {s.dma_to_l1:>10,} {s.dma_to_l2:>9,}  {s.function + ': ' if several else ''}{s.op}")
     total = f"{'':>4}  {'total':<7} {run.slowest_hart_instructions:>13,}"
     total += "".join(f" {n:>11,}" for n in run.per_hart_instructions) if per_hart else ""
     lines.append(total + f" {run.dma_bytes[0]:>10,} {run.dma_bytes[1]:>9,}")
-    if run.errors is None:
+    if run.calls:
+        lines += _format_calls(run)
+    if run.errors is None and run.tokens and run.exit_code == 0:
+        lines.append(f"generated {len(run.tokens)} tokens (no expected tokens to compare with)")
+    elif run.errors is None:
         lines.append(f"the program stopped before checking its outputs (exit code {run.exit_code}):")
         lines.append(run.output.rstrip())
     else:

@@ -43,10 +43,10 @@ class Build:
     l2_bytes: int
 
 
-def isa(program: Program, glue_source: str) -> Isa:
+def isa(programs: list[Program], glue_source: str) -> Isa:
     """rv32imafc when the network computes in float anywhere (a float tensor, or float arithmetic inside
     TVM's glue, e.g. a QDQ graph TVM runs as dequantize -> float matmul -> quantize), else rv32imc."""
-    floats = any(value.dtype.startswith("float") for value in program.values.values())
+    floats = any(value.dtype.startswith("float") for program in programs for value in program.values.values())
     return WITH_FPU if floats or _FLOAT_C.search(glue_source) else INTEGER
 
 
