@@ -1,6 +1,6 @@
 """The `tvm-deeploy` command line.
 
-    tvm-deeploy demo
+    tvm-deeploy demo [--prompt TEXT] [--tokens N] [--no-qemu]
     tvm-deeploy compile MODEL.onnx -o OUT [--platform P] [--l1 BYTES] [--l2 BYTES] [--no-npu] [--no-offload]
     tvm-deeploy run OUT --on host [--sanitize]
     tvm-deeploy run OUT --on qemu [--harts N] [--json] [--timeout S]
@@ -19,7 +19,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tvm-deeploy", description="Deploy small transformer models on "
                                      "RISC-V MCUs from Apache TVM.")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("demo", help="build a transformer block for deeploy, run it here, compare with TVM")
+    demo = commands.add_parser("demo", help="compile the shipped language model for deeploy and generate text "
+                                            "with the standalone C program (host, and qemu when installed)")
+    demo.add_argument("--prompt", default=None, help="the text to continue")
+    demo.add_argument("--tokens", type=int, default=None, metavar="N", help="tokens to generate")
+    demo.add_argument("--no-qemu", action="store_true", help="skip the RV32 run under qemu")
 
     compile_ = commands.add_parser("compile", help="ONNX model -> standalone C project (static memory plan)")
     compile_.add_argument("model", help="the ONNX model file")
@@ -116,9 +120,13 @@ def _run_qemu(project: Path, args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
-        from .demo import run_demo
+        from .demo import PROMPT, TOKENS, run_demo
 
-        return run_demo()
+        tokens = TOKENS if args.tokens is None else args.tokens
+        if tokens < 1:
+            return _fail("demo", f"--tokens must be at least 1, got {tokens}")
+        return run_demo(prompt=PROMPT if args.prompt is None else args.prompt, n_tokens=tokens,
+                        qemu=not args.no_qemu)
     if args.command == "compile":
         return _compile(args)
     return _run(args)

@@ -17,6 +17,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,10 +122,11 @@ class HostRun:
     checked: int | None
     tokens: tuple[int, ...]  # a generator's generated tokens
     output: str
+    seconds: float  # the program's wall-clock time (the build excluded)
 
     def to_json(self) -> dict:
         return {"exit_code": self.exit_code, "errors": self.errors, "checked": self.checked,
-                "tokens": list(self.tokens), "output": self.output}
+                "tokens": list(self.tokens), "seconds": round(self.seconds, 4), "output": self.output}
 
 
 def missing_tools() -> list[str]:
@@ -235,12 +237,14 @@ def run_host(project, sanitize: bool = False, timeout: float = DEFAULT_TIMEOUT) 
     if made.returncode != 0:
         raise QemuError(f"make {target} failed in {project}:\n{made.stdout}{made.stderr}")
     program = (project / "build" / target / f"{prefix}_test").resolve()
+    start = time.perf_counter()
     try:
         ran = subprocess.run([str(program)], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise QemuError(f"{program} did not finish within {timeout:g} s") from None
+    seconds = time.perf_counter() - start
     output = ran.stdout + ran.stderr
-    return HostRun(ran.returncode, *_errors(output), _tokens(output), output)
+    return HostRun(ran.returncode, *_errors(output), _tokens(output), output, seconds)
 
 
 def _format_calls(run: QemuRun) -> list[str]:
