@@ -25,6 +25,7 @@ typedef struct at_step {
   int32_t b, hb, qi;         /* the row tile: batch, head block, query block */
   int32_t tile;              /* running row-tile number: its O slot is tile & 1 */
   int32_t h0, nh, kv_lo, span, q0, nq;
+  int32_t kv_end;            /* keys fetched: all, or with a mask up to the last one the head block sees */
   int32_t blocks, passes;    /* key blocks the row tile visits; passes over them (1 or 2) */
   int32_t pass, ki, k0, nk;  /* ki < 0: the row tile sees no key (one step, no K/V) */
   int32_t first, last;       /* first / last step of the row tile */
@@ -75,10 +76,38 @@ static int32_t at_visible(const dpl_attention_plan_t *p, int32_t i) {
 
 static int32_t at_kv_head(const dpl_attention_plan_t *p, int32_t h) { return (h / p->kv_div) % p->kv_heads; }
 
+static const float *at_mask_at(const dpl_attention_plan_t *p, const float *mask, int32_t b, int32_t h, int32_t r,
+                               int32_t j) {
+  const dpl_strides_t *st = &p->mask;
+  return mask + (uint32_t)b * (uint32_t)st->batch + (uint32_t)h * (uint32_t)st->head + (uint32_t)r * (uint32_t)st->seq +
+         (uint32_t)j * (uint32_t)st->feat;
+}
+
+/* One past the last key that some query row of the head block sees through the additive mask (not
+   -inf): the keys after it add nothing to any row of the block, so they are neither fetched nor scored.
+   A decode step's mask hides the cache beyond its position this way. One bound for the whole head
+   block keeps its K/V blocks the same for every row tile (resident across them). Reads the mask where
+   it lives (L2), its broadcast axes once. */
+static int32_t at_mask_end(const dpl_attention_plan_t *p, const float *mask, const at_step_t *s) {
+  const int32_t nh = p->mask.head ? s->nh : 1, nq = p->mask.seq ? p->q_len : 1;
+  int32_t hh, r, j, seen = 0;
+  for (hh = 0; hh < nh; ++hh) {
+    for (r = 0; r < nq; ++r) {
+      for (j = p->kv_len; j > seen; --j) {
+        if (!(*at_mask_at(p, mask, s->b, s->h0 + hh, r, j - 1) < -FLT_MAX)) {
+          seen = j;
+          break;
+        }
+      }
+    }
+  }
+  return seen;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* the schedule */
 
-static void at_row_tile(const dpl_attention_plan_t *p, at_step_t *s) {
+static void at_row_tile(const dpl_attention_plan_t *p, const float *mask, at_step_t *s) {
   int32_t h, lo, hi;
   s->h0 = s->hb * p->tile_h;
   s->nh = at_min(p->tile_h, p->heads - s->h0);
@@ -94,6 +123,9 @@ static void at_row_tile(const dpl_attention_plan_t *p, at_step_t *s) {
   s->nq = at_min(p->tile_q, p->q_len - s->q0);
   /* the last row sees the most keys */
   s->blocks = at_ceil_div(at_visible(p, s->q0 + s->nq - 1), p->tile_kv);
+  /* without a mask, blocks stay whole (the tiler's DMA model); with one, they end where it does */
+  if (s->qi == 0) s->kv_end = mask ? at_mask_end(p, mask, s) : p->kv_len;
+  s->blocks = at_min(s->blocks, at_ceil_div(s->kv_end, p->tile_kv));
   s->passes = (p->dtype == DPL_S8 && s->blocks > 1) ? 2 : 1;
   s->pass = 0;
   s->ki = s->blocks > 0 ? 0 : -1;
@@ -101,19 +133,19 @@ static void at_row_tile(const dpl_attention_plan_t *p, at_step_t *s) {
 
 static void at_block(const dpl_attention_plan_t *p, at_step_t *s) {
   s->k0 = s->ki > 0 ? s->ki * p->tile_kv : 0;
-  s->nk = s->ki >= 0 ? at_min(p->tile_kv, p->kv_len - s->k0) : 0;
+  s->nk = s->ki >= 0 ? at_min(p->tile_kv, s->kv_end - s->k0) : 0;
   s->first = s->pass == 0 && s->ki <= 0;
   s->last = s->pass == s->passes - 1 && (s->ki < 0 || s->ki == s->blocks - 1);
 }
 
-static void at_first(const dpl_attention_plan_t *p, at_step_t *s) {
+static void at_first(const dpl_attention_plan_t *p, const float *mask, at_step_t *s) {
   s->b = s->hb = s->qi = s->tile = 0;
-  at_row_tile(p, s);
+  at_row_tile(p, mask, s);
   at_block(p, s);
 }
 
 /* Advance to the next step; 0 when s was the last. */
-static int32_t at_next(const dpl_attention_plan_t *p, at_step_t *s) {
+static int32_t at_next(const dpl_attention_plan_t *p, const float *mask, at_step_t *s) {
   if (s->ki >= 0 && s->ki + 1 < s->blocks) {
     ++s->ki;
   } else if (s->pass + 1 < s->passes) {
@@ -128,7 +160,7 @@ static int32_t at_next(const dpl_attention_plan_t *p, at_step_t *s) {
       }
     }
     ++s->tile;
-    at_row_tile(p, s);
+    at_row_tile(p, mask, s);
   }
   at_block(p, s);
   return 1;
@@ -322,7 +354,7 @@ static void at_after(at_ctx_t *x) {
   x->rv.slot = x->rv.next;
   x->rm.slot = x->rm.next;
   x->step = x->next;
-  x->has_next = at_next(p, &x->next);
+  x->has_next = at_next(p, (const float *)(const void *)x->mask, &x->next);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -535,9 +567,9 @@ void dpl_attention_tiled(const dpl_attention_plan_t *plan, uint8_t *l1, const vo
   x.jlut = x.rq.job[0];
 
   /* the first step's blocks, and the exp2 table */
-  at_first(p, &x.step);
+  at_first(p, (const float *)(const void *)x.mask, &x.step);
   x.next = x.step;
-  x.has_next = at_next(p, &x.next);
+  x.has_next = at_next(p, (const float *)(const void *)x.mask, &x.next);
   at_fetch_q(&x, &x.step, 0);
   if (at_needs_kv(&x.step)) {
     at_fetch_kv(&x, &x.rk, &x.step, 0, 0);

@@ -205,7 +205,44 @@ def test_tiled_matches_reference(lib, data, dtype, batch, kv_heads, group, modul
     else:
         want = ref.attention_f32(q, k, v, scale, mask, causal, kv_heads, kv_div)
         np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max() or 1))
-    assert counters == predicted
+    if mask is None:
+        assert counters == predicted
+    else:  # keys the mask hides from every row of a tile are not fetched
+        assert counters[0] <= predicted[0] and counters[1] == predicted[1]
+
+
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), kv_heads=st.integers(1, 3), group=st.integers(1, 3), q_len=st.integers(1, 3),
+       context=st.integers(2, 40), cores=st.sampled_from([1, 3, 8]), seed=st.integers(0, 2**32 - 1))
+def test_keys_hidden_by_the_mask_are_skipped(lib, data, kv_heads, group, q_len, context, cores, seed):
+    """A decode step over a fixed-size cache: the mask hides every key after the position. The kernel
+    reads only the keys up to it, so its result and DMA bytes are those of attention over the cache cut
+    there (bit for bit)."""
+    rng = np.random.default_rng(seed)
+    heads = kv_heads * group
+    seen = data.draw(st.integers(0, context), label="seen")
+    tiles = (data.draw(st.integers(1, heads), label="tile_h"), data.draw(st.integers(1, q_len), label="tile_q"),
+             data.draw(st.integers(1, context), label="tile_kv"))
+    q = rng.standard_normal((1, heads, q_len, 4)).astype(np.float32)
+    k = rng.standard_normal((1, kv_heads, context, 4)).astype(np.float32)
+    v = rng.standard_normal((1, kv_heads, context, 3)).astype(np.float32)
+    row = np.where(np.arange(context) < seen, 0.0, -np.inf).astype(np.float32).reshape(1, 1, 1, context)
+    mask = np.broadcast_to(row, (1, heads, q_len, context))
+    out = np.empty((1, heads, q_len, 3), np.float32)
+    counters, _ = run_kernel(lib, make_spec(q, k, v, out, mask, "none", group, 0.5, None), q, k, v, out, mask,
+                             tiles=tiles, cores=cores)
+    cut = [np.ascontiguousarray(x[:, :, :max(seen, 1)]) for x in (k, v)]
+    cut_mask = np.broadcast_to(row[..., :max(seen, 1)], (1, heads, q_len, max(seen, 1)))
+    cut_out = np.empty_like(out)
+    cut_tiles = (tiles[0], tiles[1], min(tiles[2], max(seen, 1)))
+    cut_counters, _ = run_kernel(lib, make_spec(q, *cut, cut_out, cut_mask, "none", group, 0.5, None), q, *cut,
+                                 cut_out, cut_mask, tiles=cut_tiles, cores=cores)
+    np.testing.assert_array_equal(out, cut_out)
+    if seen:
+        assert counters[1] == cut_counters[1]
+        assert counters[0] == cut_counters[0]
+    else:  # no key visible: no K, V or mask traffic, zeros out
+        assert not out.any()
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
