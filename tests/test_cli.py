@@ -17,6 +17,15 @@ def test_demo_generates_text_equal_to_the_reference(capsys):
     assert out.rstrip().endswith("demo: the C program's tokens equal the reference")
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--tokens", "0"], "--tokens must be at least 1, got 0"),
+    (["--tokens", "600"], "17 prompt tokens + 600 generated tokens exceed the caches' context of 512 positions"),
+])
+def test_demo_refuses_what_does_not_fit(capsys, args, message):
+    assert main(["demo", "--no-qemu", *args]) == 2
+    assert capsys.readouterr().err.strip() == f"tvm-deeploy demo: error: {message}"
+
+
 def test_unknown_command_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["frobnicate"])

@@ -121,12 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
         from .demo import PROMPT, TOKENS, run_demo
+        from .program import ExportError
 
         tokens = TOKENS if args.tokens is None else args.tokens
         if tokens < 1:
             return _fail("demo", f"--tokens must be at least 1, got {tokens}")
-        return run_demo(prompt=PROMPT if args.prompt is None else args.prompt, n_tokens=tokens,
-                        qemu=not args.no_qemu)
+        try:
+            return run_demo(prompt=PROMPT if args.prompt is None else args.prompt, n_tokens=tokens,
+                            qemu=not args.no_qemu)
+        except (ValueError, ExportError) as err:  # e.g. a prompt and token count beyond the context
+            return _fail("demo", str(err))
     if args.command == "compile":
         return _compile(args)
     return _run(args)

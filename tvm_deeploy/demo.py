@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .checkpoint import load_checkpoint
-from .generate import export_generator, generate_in_vm
+from .generate import check_contract, check_generation, export_generator, generate_in_vm
 from .llama import build_decoder
 from .llama_reference import LlamaReference, calibrate
 from .qemu import QemuError, missing_tools, run_host, run_project
@@ -73,6 +73,7 @@ def run_demo(out=print, prompt: str = PROMPT, n_tokens: int = TOKENS, qemu: bool
     out(f"Prompt: {prompt!r} ({len(prompt_ids)} tokens)")
     quant = calibrate(checkpoint, tokenizer.encode(CALIBRATION_TEXT, bos=True))
     mod = build_decoder(checkpoint, len(prompt_ids), quant)
+    check_generation(check_contract(mod), prompt_ids, n_tokens)
     expected = LlamaReference(checkpoint, quant).generate(prompt_ids, n_tokens)
 
     target = deeploy_target()
