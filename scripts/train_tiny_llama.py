@@ -7,8 +7,8 @@ Learns a 512-token BPE tokenizer (tvm_deeploy.tokenizer.train_bpe) on scripts/da
 tvm_deeploy.checkpoint.STORIES_260K (dim 64, 5 layers, 8 query and 4 KV heads, FFN 172, shared classifier)
 with AdamW on random 256-token windows for a fixed wall time on 2 threads, and writes
 tvm_deeploy/data/stories260k.bin and tvm_deeploy/data/tok512.bin. The PyTorch model computes what
-llama2.c's run.c computes; at the end the saved checkpoint is run again by a NumPy transcription of run.c's
-forward, compared with PyTorch, and used for greedy samples. Prints the loss curve and the samples.
+llama2.c's run.c computes; at the end the saved checkpoint is run again by the package's NumPy model
+(tvm_deeploy.llama_reference), compared with PyTorch, and used for greedy samples. Prints the loss curve and the samples.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from tvm_deeploy.checkpoint import STORIES_260K, Checkpoint, LlamaConfig, LlamaWeights, load_checkpoint, \
     save_checkpoint
+from tvm_deeploy.llama_reference import LlamaReference
 from tvm_deeploy.tokenizer import BOS, Tokenizer, train_bpe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,57 +100,19 @@ def rms_norm(x, weight):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + RMS_EPS) * weight
 
 
-class RunC:
-    """run.c's forward in NumPy: one token at a time against a KV cache, returning the logits."""
-
-    def __init__(self, checkpoint: Checkpoint):
-        self.c, self.w = checkpoint.config, checkpoint.weights
-        c = self.c
-        self.key_cache = np.zeros((c.n_layers, c.seq_len, c.n_kv_heads, c.head_dim), np.float32)
-        self.value_cache = np.zeros_like(self.key_cache)
-
-    def __call__(self, token: int, pos: int) -> np.ndarray:
-        c, w = self.c, self.w
-        group = c.n_heads // c.n_kv_heads
-        angles = rope_angles(c.head_dim, [pos])[0].astype(np.float32)
-        x = w.token_embedding[token].copy()
-        for layer in range(c.n_layers):
-            h = self.norm(x, w.rms_att[layer])
-            q = self.rotate(w.wq[layer] @ h, angles).reshape(c.n_heads, c.head_dim)
-            self.key_cache[layer, pos] = self.rotate(w.wk[layer] @ h, angles).reshape(c.n_kv_heads, c.head_dim)
-            self.value_cache[layer, pos] = (w.wv[layer] @ h).reshape(c.n_kv_heads, c.head_dim)
-            keys = self.key_cache[layer, :pos + 1].repeat(group, axis=1)  # [pos + 1, n_heads, head_dim]
-            values = self.value_cache[layer, :pos + 1].repeat(group, axis=1)
-            scores = np.einsum("hd,thd->ht", q, keys) / np.sqrt(c.head_dim)
-            weights = np.exp(scores - scores.max(-1, keepdims=True))
-            weights /= weights.sum(-1, keepdims=True)
-            x = x + w.wo[layer] @ np.einsum("ht,thd->hd", weights, values).reshape(c.dim)
-            h = self.norm(x, w.rms_ffn[layer])
-            gate = w.w1[layer] @ h
-            x = x + w.w2[layer] @ (gate / (1 + np.exp(-gate)) * (w.w3[layer] @ h))
-        return w.wcls @ self.norm(x, w.rms_final)
-
-    @staticmethod
-    def norm(x, weight):
-        return x / np.sqrt(np.mean(x * x) + RMS_EPS) * weight
-
-    def rotate(self, vector, angles):
-        pairs = vector.reshape(-1, self.c.head_dim // 2, 2)
-        even, odd, cos, sin = pairs[..., 0], pairs[..., 1], np.cos(angles), np.sin(angles)
-        return np.stack([even * cos - odd * sin, even * sin + odd * cos], axis=-1).reshape(-1)
-
-
 def greedy(checkpoint: Checkpoint, tokenizer: Tokenizer, prompt: str, steps: int = 400) -> str:
     """The prompt, then the most likely token each step until BOS (the next story), `steps` tokens or the
-    end of the context."""
-    run_c, tokens = RunC(checkpoint), tokenizer.encode(prompt)
-    for pos in range(len(tokens) - 1):
-        run_c(tokens[pos], pos)
-    for pos in range(len(tokens) - 1, min(len(tokens) - 1 + steps, checkpoint.config.seq_len)):
-        next_token = int(run_c(tokens[pos], pos).argmax())
+    end of the context, with the package's NumPy reference of the model."""
+    model, tokens = LlamaReference(checkpoint), tokenizer.encode(prompt)
+    logits = model.prompt(tokens)
+    while steps > 0 and len(tokens) < checkpoint.config.seq_len:
+        next_token = int(logits.argmax())
         if next_token == BOS:
             break
         tokens.append(next_token)
+        steps -= 1
+        if len(tokens) < checkpoint.config.seq_len:
+            logits = model.decode(next_token)
     return tokenizer.decode(tokens)
 
 
@@ -227,11 +190,12 @@ def main() -> None:
     tokenizer.save(OUT_DIR / "tok512.bin")
     checkpoint, tokenizer = load_checkpoint(OUT_DIR / "stories260k.bin"), Tokenizer.load(OUT_DIR / "tok512.bin")
 
-    probe, run_c = tokenizer.encode(PROMPTS[0]), RunC(checkpoint)
+    probe, numpy_model = tokenizer.encode(PROMPTS[0]), LlamaReference(checkpoint)
     with torch.no_grad():
         reference = model(torch.tensor([probe])).numpy()[0]
-    difference = np.abs(np.array([run_c(token, pos) for pos, token in enumerate(probe)]) - reference).max()
-    print(f"saved checkpoint, NumPy run.c forward against PyTorch: max |logit difference| {difference:.2e}")
+    difference = np.abs(np.array([numpy_model.forward([token], pos) for pos, token in enumerate(probe)])
+                        - reference).max()
+    print(f"saved checkpoint, the package's NumPy model against PyTorch: max |logit difference| {difference:.2e}")
     for prompt in PROMPTS:
         print(f"\n--- greedy from {prompt!r}:\n{greedy(checkpoint, tokenizer, prompt)}")
 
