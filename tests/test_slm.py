@@ -41,6 +41,12 @@ def test_stories260k_int8_generates_the_reference_tokens_on_host(stories, storie
     assert memory["weights"]["owner"] == "npu" and memory["weights"]["arena_bytes"] > 0
 
 
+def test_stories260k_program_is_clean_under_sanitizers(stories, stories_project):
+    """The whole generator (both functions, the KV cache state, every kernel) under ASan and UBSan."""
+    run = run_host(stories_project.out_dir, sanitize=True)
+    assert (run.exit_code, run.errors, list(run.tokens)) == (0, 0, stories[2]), run.output[-2000:]
+
+
 @pytest.mark.rv32
 def test_stories260k_int8_generates_the_reference_tokens_under_qemu(stories, stories_project):
     run = run_project(stories_project.out_dir, harts=8)
