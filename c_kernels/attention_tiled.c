@@ -76,11 +76,11 @@ static int32_t at_visible(const dpl_attention_plan_t *p, int32_t i) {
 
 static int32_t at_kv_head(const dpl_attention_plan_t *p, int32_t h) { return (h / p->kv_div) % p->kv_heads; }
 
-static const float *at_mask_at(const dpl_attention_plan_t *p, const float *mask, int32_t b, int32_t h, int32_t r,
-                               int32_t j) {
-  const dpl_strides_t *st = &p->mask;
-  return mask + (uint32_t)b * (uint32_t)st->batch + (uint32_t)h * (uint32_t)st->head + (uint32_t)r * (uint32_t)st->seq +
-         (uint32_t)j * (uint32_t)st->feat;
+/* The element (b, h, r, f) of a strided operand of e-byte elements. */
+static const uint8_t *at_at(const uint8_t *base, const dpl_strides_t *s, int32_t b, int32_t h, int32_t r, int32_t f,
+                            uint32_t e) {
+  return base + ((uint32_t)b * (uint32_t)s->batch + (uint32_t)h * (uint32_t)s->head + (uint32_t)r * (uint32_t)s->seq +
+                 (uint32_t)f * (uint32_t)s->feat) * e;
 }
 
 /* One past the last key that some query row of the head block sees through the additive mask (not
@@ -88,13 +88,13 @@ static const float *at_mask_at(const dpl_attention_plan_t *p, const float *mask,
    A decode step's mask hides the cache beyond its position this way. One bound for the whole head
    block keeps its K/V blocks the same for every row tile (resident across them). Reads the mask where
    it lives (L2), its broadcast axes once. */
-static int32_t at_mask_end(const dpl_attention_plan_t *p, const float *mask, const at_step_t *s) {
+static int32_t at_mask_end(const dpl_attention_plan_t *p, const uint8_t *mask, const at_step_t *s) {
   const int32_t nh = p->mask.head ? s->nh : 1, nq = p->mask.seq ? p->q_len : 1;
   int32_t hh, r, j, seen = 0;
   for (hh = 0; hh < nh; ++hh) {
     for (r = 0; r < nq; ++r) {
       for (j = p->kv_len; j > seen; --j) {
-        if (!(*at_mask_at(p, mask, s->b, s->h0 + hh, r, j - 1) < -FLT_MAX)) {
+        if (!(*(const float *)(const void *)at_at(mask, &p->mask, s->b, s->h0 + hh, r, j - 1, 4) < -FLT_MAX)) {
           seen = j;
           break;
         }
@@ -107,7 +107,7 @@ static int32_t at_mask_end(const dpl_attention_plan_t *p, const float *mask, con
 /* ------------------------------------------------------------------------------------------ */
 /* the schedule */
 
-static void at_row_tile(const dpl_attention_plan_t *p, const float *mask, at_step_t *s) {
+static void at_row_tile(const dpl_attention_plan_t *p, const uint8_t *mask, at_step_t *s) {
   int32_t h, lo, hi;
   s->h0 = s->hb * p->tile_h;
   s->nh = at_min(p->tile_h, p->heads - s->h0);
@@ -138,14 +138,14 @@ static void at_block(const dpl_attention_plan_t *p, at_step_t *s) {
   s->last = s->pass == s->passes - 1 && (s->ki < 0 || s->ki == s->blocks - 1);
 }
 
-static void at_first(const dpl_attention_plan_t *p, const float *mask, at_step_t *s) {
+static void at_first(const dpl_attention_plan_t *p, const uint8_t *mask, at_step_t *s) {
   s->b = s->hb = s->qi = s->tile = 0;
   at_row_tile(p, mask, s);
   at_block(p, s);
 }
 
 /* Advance to the next step; 0 when s was the last. */
-static int32_t at_next(const dpl_attention_plan_t *p, const float *mask, at_step_t *s) {
+static int32_t at_next(const dpl_attention_plan_t *p, const uint8_t *mask, at_step_t *s) {
   if (s->ki >= 0 && s->ki + 1 < s->blocks) {
     ++s->ki;
   } else if (s->pass + 1 < s->passes) {
@@ -227,12 +227,6 @@ static at_view_t at_move(dpl_dma_job_t *job, uint8_t *l1, const uint8_t *l2, con
     }
   }
   return view;
-}
-
-static const uint8_t *at_at(const uint8_t *base, const dpl_strides_t *s, int32_t b, int32_t h, int32_t r, int32_t f,
-                            uint32_t e) {
-  return base + ((uint32_t)b * (uint32_t)s->batch + (uint32_t)h * (uint32_t)s->head + (uint32_t)r * (uint32_t)s->seq +
-                 (uint32_t)f * (uint32_t)s->feat) * e;
 }
 
 static void at_fetch_q(at_ctx_t *x, const at_step_t *s, int32_t slot) {
@@ -354,7 +348,7 @@ static void at_after(at_ctx_t *x) {
   x->rv.slot = x->rv.next;
   x->rm.slot = x->rm.next;
   x->step = x->next;
-  x->has_next = at_next(p, (const float *)(const void *)x->mask, &x->next);
+  x->has_next = at_next(p, x->mask, &x->next);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -567,9 +561,9 @@ void dpl_attention_tiled(const dpl_attention_plan_t *plan, uint8_t *l1, const vo
   x.jlut = x.rq.job[0];
 
   /* the first step's blocks, and the exp2 table */
-  at_first(p, (const float *)(const void *)x.mask, &x.step);
+  at_first(p, x.mask, &x.step);
   x.next = x.step;
-  x.has_next = at_next(p, (const float *)(const void *)x.mask, &x.next);
+  x.has_next = at_next(p, x.mask, &x.next);
   at_fetch_q(&x, &x.step, 0);
   if (at_needs_kv(&x.step)) {
     at_fetch_kv(&x, &x.rk, &x.step, 0, 0);
