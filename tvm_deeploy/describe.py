@@ -236,9 +236,8 @@ def _describe_qdq_gemm(tree, quantize) -> GemmSpec:
         if int(b_call.attrs.axis) % len(b_shape) != channel_axis:
             raise Unsupported(f"weight scales along axis {b_call.attrs.axis}, not the output channels")
     a_zp, b_zp = int(a_zp.reshape(())), _single_zero_point(b_zp, "weight")
-    # Real multiplier per output column: float32 scales, exact float64 arithmetic.
-    acc_scale = np.float64(a_scale.reshape(())) * _column_vector(b_scale, n, "weight scale").astype(np.float64)
-    mul, shift = reference.quantize_multiplier(acc_scale / np.float64(y_scale.reshape(())))
+    acc_scale, mul, shift = reference.qdq_requant(a_scale.reshape(()), _column_vector(b_scale, n, "weight scale"),
+                                                  y_scale.reshape(()))
     bias_q = _quantized_bias(tree, bias, acc_scale, n)
     requant = reference.Requant("fixed", bias=bias_q, mul=mul, add=None, shift=shift,
                                 out_zp=int(y_zp.reshape(())))

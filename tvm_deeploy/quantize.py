@@ -31,8 +31,8 @@ class QuantLinear:
 
     def requant(self) -> tuple[np.ndarray, np.ndarray]:
         """(mul, shift) of the fixed-point requantization, exactly as the codegen derives them."""
-        acc_scale = np.float64(self.in_scale) * self.weight_scale.astype(np.float64)
-        return reference.quantize_multiplier(acc_scale / np.float64(self.out_scale))
+        _, mul, shift = reference.qdq_requant(self.in_scale, self.weight_scale, self.out_scale)
+        return mul, shift
 
     def logit_scale(self) -> np.ndarray:
         """float32 per-column factor turning the head's int32 accumulator into logits."""

@@ -57,6 +57,7 @@ __all__ = [
     "attention_quant",
     "attention_s8",
     "gemm_s8",
+    "qdq_requant",
     "quantize_multiplier",
     "requantize_fixed",
     "requantize_int_ops",
@@ -159,6 +160,15 @@ def quantize_multiplier(real) -> tuple[np.ndarray, np.ndarray]:
         muls[i] = mul
         shifts[i] = shift
     return muls, shifts
+
+
+def qdq_requant(in_scale, weight_scales, out_scale) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A QDQ linear layer's fixed-point requantization: ``(acc_scale, mul, shift)``, where ``acc_scale``
+    is the real value of one accumulator unit per output column (the float32 scales multiplied exactly
+    in float64) and ``mul * 2**-shift`` approximates ``acc_scale / out_scale``."""
+    acc_scale = np.float64(in_scale) * np.asarray(weight_scales).astype(np.float64)
+    mul, shift = quantize_multiplier(acc_scale / np.float64(out_scale))
+    return acc_scale, mul, shift
 
 
 def requantize_fixed(acc, mul, shift, out_zp, lo=-128, hi=127) -> np.ndarray:
