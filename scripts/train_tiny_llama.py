@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from tvm_deeploy.checkpoint import STORIES_260K, Checkpoint, LlamaConfig, LlamaWeights, load_checkpoint, \
-    save_checkpoint
+    rope_tables, save_checkpoint
 from tvm_deeploy.llama_reference import LlamaReference
 from tvm_deeploy.tokenizer import BOS, Tokenizer, train_bpe
 
@@ -33,12 +33,6 @@ OUT_DIR = ROOT / "tvm_deeploy" / "data"
 RMS_EPS = 1e-5
 WARMUP_STEPS = 30
 PROMPTS = ["Once upon a time", "Lily and Ben", "One night, a little dog"]
-
-
-def rope_angles(head_dim: int, positions) -> np.ndarray:
-    """[len(positions), head_dim / 2]: pair j of a head turns by pos / 10000^(2j / head_dim), as in run.c."""
-    freqs = 1.0 / 10000.0 ** (np.arange(0, head_dim, 2) / head_dim)
-    return np.outer(np.asarray(positions, dtype=np.float64), freqs)
 
 
 class TinyLlama(torch.nn.Module):
@@ -63,9 +57,9 @@ class TinyLlama(torch.nn.Module):
         self.w1, self.w3 = weight(layers, c.hidden_dim, c.dim), weight(layers, c.hidden_dim, c.dim)
         self.w2 = weight(layers, c.dim, c.hidden_dim, std=residual_std)
         self.rms_final = torch.nn.Parameter(torch.ones(c.dim))
-        angles = torch.tensor(rope_angles(c.head_dim, range(c.seq_len)), dtype=torch.float32)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        cos, sin = rope_tables(c.head_dim, c.seq_len)
+        self.register_buffer("cos", torch.from_numpy(cos), persistent=False)
+        self.register_buffer("sin", torch.from_numpy(sin), persistent=False)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         c, (batch, length) = self.c, tokens.shape

@@ -107,9 +107,11 @@ def weight_shapes(c: LlamaConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _rope_tables(c: LlamaConfig) -> tuple[np.ndarray, np.ndarray]:
-    freqs = 1.0 / 10000.0 ** (np.arange(0, c.head_dim, 2, dtype=np.float64) / c.head_dim)
-    angles = np.outer(np.arange(c.seq_len), freqs)
+def rope_tables(head_dim: int, context: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rotary embedding: cos and sin [context, head_dim / 2] of position * 10000^(-2j / head_dim)
+    (computed in float64, stored float32), as llama2.c's export writes them."""
+    freqs = 1.0 / 10000.0 ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    angles = np.outer(np.arange(context, dtype=np.float64), freqs)
     return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
 
 
@@ -141,7 +143,7 @@ def load_checkpoint(path) -> Checkpoint:
 def save_checkpoint(path, checkpoint: Checkpoint) -> None:
     """Write `checkpoint` in the format `load_checkpoint` reads (and llama2.c's run.c)."""
     c, w = checkpoint.config, checkpoint.weights
-    cos, sin = _rope_tables(c)
+    cos, sin = rope_tables(c.head_dim, c.seq_len)
     arrays = {f.name: getattr(w, f.name) for f in fields(w)}
     arrays.update(freq_cis_real=cos, freq_cis_imag=sin)
     parts = [_HEADER.pack(c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads,

@@ -24,8 +24,8 @@ import tvm
 from tvm import relax
 from tvm.script import tirx as T
 
-from .checkpoint import Checkpoint
-from .llama_reference import RMS_EPS, rope_tables
+from .checkpoint import Checkpoint, rope_tables
+from .llama_reference import RMS_EPS
 from .quantize import LlamaQuant, QuantLinear
 
 
@@ -78,7 +78,7 @@ class _Decoder:
         ids = relax.Var("tokens" if mode == "prompt" else "token", relax.TensorType((tokens,), "int32"))
         position = relax.Var("position", relax.TensorType((1,), "int32")) if mode == "decode" else None
         params = [ids] + ([position] if position is not None else []) + caches
-        self.bb, self.tokens, self.mode = bb, tokens, mode
+        self.bb, self.tokens = bb, tokens
         with bb.function(mode, params):
             with bb.dataflow():
                 shape = (c.n_kv_heads, c.seq_len, c.head_dim, tokens)
@@ -114,7 +114,7 @@ class _Decoder:
         return factors
 
     def _layer(self, i, x, k_cache, v_cache, write, where, cos, sin, position):
-        c, w, n = self.config, self.weights, self.tokens
+        c, w = self.config, self.weights
         h = self._norm(x, f"rms_att_{i}", w.rms_att[i])
         q, _ = self._rope(self._linear(h, i, "wq"), cos, sin, c.n_heads)
         k, k_pairs = self._rope(self._linear(h, i, "wk"), cos, sin, c.n_kv_heads)

@@ -15,18 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import reference
-from .checkpoint import Checkpoint
-from .quantize import LAYER_LINEARS, LlamaQuant, QuantLinear, quantize_activation, quantize_checkpoint
+from .checkpoint import Checkpoint, rope_tables
+from .quantize import LlamaQuant, QuantLinear, quantize_activation, quantize_checkpoint
 
 RMS_EPS = 1e-5
 F32 = np.float32
-
-
-def rope_tables(head_dim: int, context: int) -> tuple[np.ndarray, np.ndarray]:
-    """cos and sin [context, head_dim / 2] of position * 10000^(-2j / head_dim), float32."""
-    freqs = 1.0 / 10000.0 ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-    angles = np.outer(np.arange(context, dtype=np.float64), freqs)
-    return np.cos(angles).astype(F32), np.sin(angles).astype(F32)
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -149,5 +142,4 @@ def calibrate(checkpoint: Checkpoint, prompt_tokens) -> LlamaQuant:
     return quantize_checkpoint(checkpoint, model.maxima)
 
 
-__all__ = ["LAYER_LINEARS", "LlamaReference", "calibrate", "qdq_linear", "rms_norm", "rope", "rope_tables",
-           "silu"]
+__all__ = ["LlamaReference", "calibrate", "qdq_linear", "rms_norm", "rope", "silu"]
