@@ -11,6 +11,7 @@ from tvm_deeploy import models
 from tvm_deeploy.checkpoint import LlamaConfig, random_checkpoint, save_checkpoint
 from tvm_deeploy.llama import build_decoder
 from tvm_deeploy.llama_reference import LlamaReference, calibrate
+from tvm_deeploy.export import load_in_vm
 from tvm_deeploy.generate import generate_in_vm
 from tvm_deeploy.quantize import quantize_activation, quantize_weight
 
@@ -22,12 +23,6 @@ PROMPT = [1, 7, 30, 2, 11, 5]
 def tiny():
     checkpoint = random_checkpoint(TINY, seed=3)
     return checkpoint, calibrate(checkpoint, PROMPT)
-
-
-def _vm(mod, target, tmp_path):
-    library = str(tmp_path / f"{target}.so")
-    tvm.relax.build(mod, target=target).export_library(library)
-    return tvm.relax.VirtualMachine(tvm.runtime.load_module(library), tvm.cpu())
 
 
 def _logits_in_vm(vm, config, steps):
@@ -48,10 +43,10 @@ def _reference_logits(checkpoint, quant, steps):
 
 @pytest.mark.parametrize("quantized", [False, True])
 @pytest.mark.parametrize("target", ["llvm", "deeploy"])
-def test_logits_match_reference(tiny, quantized, target, tmp_path):
+def test_logits_match_reference(tiny, quantized, target):
     checkpoint, quant = tiny
     quant = quant if quantized else None
-    vm = _vm(build_decoder(checkpoint, len(PROMPT), quant), target, tmp_path)
+    vm = load_in_vm(build_decoder(checkpoint, len(PROMPT), quant), target)
     steps = [3, 40, 17]
     ours = _logits_in_vm(vm, TINY, steps)
     expected = _reference_logits(checkpoint, quant, steps)
@@ -68,12 +63,12 @@ def test_greedy_tokens_match_reference(tiny, quantized):
     assert tokens == LlamaReference(checkpoint, quant).generate(PROMPT, n)
 
 
-def test_int8_offload_logits_near_tvms_float_qdq(tiny, tmp_path):
+def test_int8_offload_logits_near_tvms_float_qdq(tiny):
     """The offloaded int8 layers (integer-only) against TVM's float-defined QDQ build of the same graph."""
     checkpoint, quant = tiny
     mod = build_decoder(checkpoint, len(PROMPT), quant)
-    ours = _logits_in_vm(_vm(mod, "deeploy", tmp_path), TINY, [9])
-    theirs = _logits_in_vm(_vm(mod, "llvm", tmp_path), TINY, [9])
+    ours = _logits_in_vm(load_in_vm(mod, "deeploy"), TINY, [9])
+    theirs = _logits_in_vm(load_in_vm(mod, "llvm"), TINY, [9])
     # Only the attention's float sums differ (our kernel vs TVM's): int8 layers then agree exactly or
     # a quantize step flips by one LSB.
     for a, b in zip(ours, theirs):

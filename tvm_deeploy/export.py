@@ -147,16 +147,21 @@ def make_inputs(program: Program, seed: int = 0) -> list[np.ndarray]:
     return arrays
 
 
-def run_in_vm(mod: tvm.IRModule, target, inputs: list[np.ndarray], relax_pipeline_=None) -> list[np.ndarray]:
-    """relax.build, export_library, load and run `main` in TVM's VM on this host; outputs as a list."""
+def load_in_vm(mod: tvm.IRModule, target, relax_pipeline_=None) -> relax.VirtualMachine:
+    """relax.build, export_library (which compiles a deeploy module's C) and load into TVM's VM on this host."""
     kwargs = {} if relax_pipeline_ is None else {"relax_pipeline": relax_pipeline_}
     ex = tvm.relax.build(mod, target=target, **kwargs)
     with tempfile.TemporaryDirectory(prefix="tvm-deeploy-export-") as tmp:
         path = str(Path(tmp) / "lib.so")
         ex.export_library(path)
-        vm = relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())
-        out = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x)) for x in inputs])
-        return [np.array(o.numpy()) for o in _flatten(out)]
+        return relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())  # loaded: the file may go
+
+
+def run_in_vm(mod: tvm.IRModule, target, inputs: list[np.ndarray], relax_pipeline_=None) -> list[np.ndarray]:
+    """`load_in_vm` and run `main` on `inputs`; outputs as a list."""
+    vm = load_in_vm(mod, target, relax_pipeline_)
+    out = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x)) for x in inputs])
+    return [np.array(o.numpy()) for o in _flatten(out)]
 
 
 def _flatten(out):

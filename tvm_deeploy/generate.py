@@ -21,9 +21,7 @@ in TVM's VM.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from string import Template
 
 import numpy as np
@@ -31,7 +29,7 @@ import tvm
 from tvm import relax
 
 from . import project as proj
-from .export import Exported, Project, build_project, write_project
+from .export import Exported, Project, build_project, load_in_vm, write_project
 from .program import ExportError, static_tensor
 from .resources import template
 
@@ -146,24 +144,21 @@ def generate_in_vm(mod: tvm.IRModule, prompt_tokens, n_tokens: int, target="llvm
     driver. The VM writes the caches in place, so the same tensors carry the state from call to call."""
     contract = check_contract(mod)
     check_generation(contract, prompt_tokens, n_tokens)
-    with tempfile.TemporaryDirectory(prefix="tvm-deeploy-generate-") as tmp:
-        library = str(Path(tmp) / "lm.so")
-        tvm.relax.build(mod, target=target).export_library(library)
-        vm = relax.VirtualMachine(tvm.runtime.load_module(library), tvm.cpu())
-        caches = {}
-        for param in mod[PROMPT].params[1:]:
-            shape, dtype = static_tensor(param.ty, param.name)
-            caches[param.name] = tvm.runtime.tensor(np.zeros(shape, dtype))
+    vm = load_in_vm(mod, target)
+    caches = {}
+    for param in mod[PROMPT].params[1:]:
+        shape, dtype = static_tensor(param.ty, param.name)
+        caches[param.name] = tvm.runtime.tensor(np.zeros(shape, dtype))
 
-        def run(function: str, *ids: np.ndarray) -> int:
-            names = [p.name for p in mod[function].params[len(ids):]]
-            logits = vm[function](*[tvm.runtime.tensor(x) for x in ids], *[caches[n] for n in names])[0]
-            return int(np.argmax(logits.numpy()))
+    def run(function: str, *ids: np.ndarray) -> int:
+        names = [p.name for p in mod[function].params[len(ids):]]
+        logits = vm[function](*[tvm.runtime.tensor(x) for x in ids], *[caches[n] for n in names])[0]
+        return int(np.argmax(logits.numpy()))
 
-        tokens = [run(PROMPT, np.asarray(prompt_tokens, "int32"))]
-        for i in range(1, n_tokens):
-            position = contract.prompt_length + i - 1
-            tokens.append(run(DECODE, np.array([tokens[-1]], "int32"), np.array([position], "int32")))
+    tokens = [run(PROMPT, np.asarray(prompt_tokens, "int32"))]
+    for i in range(1, n_tokens):
+        position = contract.prompt_length + i - 1
+        tokens.append(run(DECODE, np.array([tokens[-1]], "int32"), np.array([position], "int32")))
     return tokens
 
 
