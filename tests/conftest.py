@@ -76,6 +76,15 @@ def run_checked(cmd: list) -> subprocess.CompletedProcess:
     return proc
 
 
+def run_c_program(folder: Path, name: str, source: str, *args) -> str:
+    """Write `source` to folder/name.c, build it with gcc (C_FLAGS; `args`: more sources, includes, libraries,
+    in command-line order after it), run it; its standard output."""
+    program, binary = folder / f"{name}.c", folder / name
+    program.write_text(source)
+    run_checked(["gcc", *C_FLAGS, program, *args, "-o", binary])
+    return run_checked([binary]).stdout
+
+
 @pytest.fixture(scope="module")
 def build_dir(request, tmp_path_factory):
     """A folder for the C a test module compiles (the module is skipped without gcc)."""

@@ -19,7 +19,7 @@ from tvm_deeploy import reference as ref
 from tvm_deeploy.specs import AttentionSpec, Operand, Strides
 from tvm_deeploy.tiling.attention import geometry
 
-from conftest import HAL_HOST, KERNEL_DIR, KERNEL_SOURCES, run_checked
+from conftest import HAL_HOST, KERNEL_DIR, KERNEL_SOURCES, run_c_program, run_checked
 from conftest import C_FLAGS as BASE_C_FLAGS
 
 C_FLAGS = [*BASE_C_FLAGS, "-pthread"]  # the host HAL runs threads
@@ -79,11 +79,7 @@ def lib(build_dir):
 
 
 def test_plan_layout_matches_ctypes(build_dir):
-    prog = build_dir / "layout.c"
-    prog.write_text(LAYOUT_C)
-    exe = build_dir / "layout"
-    run_checked(["gcc", *C_FLAGS, "-I", KERNEL_DIR, prog, "-o", exe])
-    got = [int(x) for x in run_checked([exe]).stdout.split()]
+    got = [int(x) for x in run_c_program(build_dir, "layout", LAYOUT_C, "-I", KERNEL_DIR).split()]
     assert got == [ctypes.sizeof(CPlan), CPlan.q.offset, CPlan.l1_q.offset, CPlan.l1_state.offset,
                    CPlan.scale.offset, CPlan.exp_mul.offset, CPlan.hi.offset]
 

@@ -21,10 +21,11 @@ import tvm_deeploy
 from tvm_deeploy import qemu
 from tvm_deeploy.cli import main as cli
 from tvm_deeploy.generate import ContractError, export_generator, generate_in_vm
+from tvm_deeploy.llama import kv_write
 from tvm_deeploy.placement import ArenaTooSmallError
 from tvm_deeploy.program import UnsupportedModelError
 
-from conftest import C_FLAGS, run_checked
+from conftest import run_c_program
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = [3, 7, 1, 30]
@@ -32,15 +33,10 @@ N_TOKENS = 10
 DIM, HEADS, CONTEXT, VOCAB = 16, 2, 16, 32
 
 
-def kv_write(heads: int, context: int, head_dim: int, tokens: int):
-    """Writes `tokens` rows [tokens, heads * head_dim] into cache [1, heads, context, head_dim] at `position`."""
-    @T.prim_func(private=True)
-    def write(cache: T.Buffer((1, heads, context, head_dim), "float32"),
-              rows: T.Buffer((tokens, heads * head_dim), "float32"),
-              position: T.Buffer((1,), "int32")):
-        for t, h, d in T.grid(tokens, heads, head_dim):
-            cache[0, h, position[0] + t, d] = rows[t, h * head_dim + d]
-    return write
+def _run_driver(project, folder, name: str, source: str, *extra) -> str:
+    """Build a driver of its own against the exported project's sources and run it; its output."""
+    return run_c_program(folder, name, source, "-I", project / "include", "-I", project / "src",
+                         *sorted(project.glob("src/*.c")), *extra, "-lm")
 
 
 def toy_lm(prompt: int = len(PROMPT), layers: int = 2, seed: int = 0, writes: bool = True) -> tvm.IRModule:
@@ -185,8 +181,7 @@ def test_state_accessors_show_the_kv_cache(generated, tmp_path):
     """After the prompt, the state accessors read TVM's caches; the reset zeroes them."""
     exported, _ = generated(True)
     project = exported.out_dir
-    driver = tmp_path / "caches.c"
-    driver.write_text("""\
+    printed = _run_driver(project, tmp_path, "caches", """\
 #include <stdio.h>
 #include "lm.h"
 static struct lm_prompt_inputs in = {{3, 7, 1, 30}};
@@ -210,13 +205,8 @@ int main(void)
   print("reset", lm_state_v_cache_1());
   return 0;
 }
-""")
-    binary = tmp_path / "caches"
-    run_checked(["gcc", *C_FLAGS, "-I", project / "include", "-I", project / "src",
-                 *sorted(project.glob("src/*.c")), project / "hal" / "host.c", driver, "-o", binary, "-lm",
-                 "-pthread"])
-    printed = {line.split()[0]: np.array(line.split()[1:], "float32")
-               for line in run_checked([binary]).stdout.splitlines()}
+""", project / "hal" / "host.c", "-pthread")
+    printed = {line.split()[0]: np.array(line.split()[1:], "float32") for line in printed.splitlines()}
     for name, cache in _vm_caches_after_prompt().items():
         np.testing.assert_allclose(printed[name], cache.reshape(-1), rtol=1e-5, atol=1e-5 * np.abs(cache).max())
         assert np.abs(cache[:, :, len(PROMPT):]).max() == 0  # the prompt wrote its rows only
@@ -283,8 +273,7 @@ def test_state_of_main_persists_across_calls(tmp_path):
     header = (project / "include" / "net.h").read_text()
     assert "float *net_state_cache(void);" in header and "  float cache[" not in header
     assert exported.report["memory"]["state"]["arena_bytes"] == 8 * 4 * 4
-    driver = tmp_path / "state.c"
-    driver.write_text("""\
+    printed = _run_driver(project, tmp_path, "state", """\
 #include <stdio.h>
 #include "net.h"
 int main(void)
@@ -307,10 +296,7 @@ int main(void)
   return 0;
 }
 """)
-    binary = tmp_path / "state"
-    run_checked(["gcc", *C_FLAGS, "-I", project / "include", "-I", project / "src", *sorted(project.glob("src/*.c")),
-                 driver, "-o", binary, "-lm"])
-    assert run_checked([binary]).stdout.splitlines() == [
+    assert printed.splitlines() == [
         "sums 1 10", "sums 3 20", "sums 6 30", "cache 1 2 3", "after reset 3"]
 
 
@@ -339,8 +325,7 @@ def test_one_call_writing_two_states(tmp_path):
     exported = tvm_deeploy.export_c(bb.get(), None, tmp_path / "p")
     assert list(exported.report["memory"]["state"]["tensors"]) == ["k", "v"]
     assert exported.report["functions"]["main"]["inputs"] == ["row: float32[1, 4]", "position: int32[1]"]
-    project, driver = exported.out_dir, tmp_path / "pair.c"
-    driver.write_text("""\
+    printed = _run_driver(exported.out_dir, tmp_path, "pair", """\
 #include <stdio.h>
 #include "net.h"
 int main(void)
@@ -359,9 +344,7 @@ int main(void)
   return 0;
 }
 """)
-    run_checked(["gcc", *C_FLAGS, "-I", project / "include", "-I", project / "src", *sorted(project.glob("src/*.c")),
-                 driver, "-o", tmp_path / "pair", "-lm"])
-    assert run_checked([tmp_path / "pair"]).stdout.split() == ["3", "9", "2", "4"]
+    assert printed.split() == ["3", "9", "2", "4"]
 
 
 # ---- refusals ----------------------------------------------------------------------------------------

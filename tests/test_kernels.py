@@ -7,7 +7,6 @@ tolerances. The kernels are compiled once per module into a shared library and c
 from __future__ import annotations
 
 import ctypes
-import subprocess
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from hypothesis import strategies as st
 
 from tvm_deeploy import reference as ref
 
-from conftest import C_FLAGS, HAL_HOST, KERNEL_DIR, KERNEL_SOURCES, run_checked
+from conftest import C_FLAGS, HAL_HOST, KERNEL_DIR, KERNEL_SOURCES, run_c_program, run_checked
 
 EXPECTED_SOURCES = {"attention_tiled.c", "gemm_f32.c", "gemm_s8.c", "gemm_tiled.c", "npu_driver.c", "npu_model.c",
                     "softmax_f32.c"}
@@ -196,17 +195,12 @@ def test_concatenated_sources_compile(tmp_path):
 
 
 def test_struct_layouts_match_ctypes(tmp_path):
-    prog = tmp_path / "layout.c"
-    prog.write_text(
-        '#include <stddef.h>\n#include <stdio.h>\n#include "dpl_kernels.h"\n'
-        "int main(void) {\n"
-        '  printf("%u %u %u\\n", (unsigned)sizeof(dpl_requant_t),\n'
-        "         (unsigned)offsetof(dpl_requant_t, shift), (unsigned)offsetof(dpl_requant_t, hi));\n"
-        "  return 0;\n}\n"
-    )
-    exe = tmp_path / "layout"
-    run_checked(["gcc", *C_FLAGS, "-I", KERNEL_DIR, prog, "-o", exe])
-    got = [int(x) for x in subprocess.run([exe], capture_output=True, text=True, check=True).stdout.split()]
+    layout = ('#include <stddef.h>\n#include <stdio.h>\n#include "dpl_kernels.h"\n'
+              "int main(void) {\n"
+              '  printf("%u %u %u\\n", (unsigned)sizeof(dpl_requant_t),\n'
+              "         (unsigned)offsetof(dpl_requant_t, shift), (unsigned)offsetof(dpl_requant_t, hi));\n"
+              "  return 0;\n}\n")
+    got = [int(x) for x in run_c_program(tmp_path, "layout", layout, "-I", KERNEL_DIR).split()]
     assert got == [
         ctypes.sizeof(CRequant), CRequant.shift.offset, CRequant.hi.offset,
     ]

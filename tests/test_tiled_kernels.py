@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from tvm_deeploy import reference as ref
 
-from conftest import HAL_HOST, KERNEL_DIR, KERNEL_SOURCES, run_checked
+from conftest import HAL_HOST, KERNEL_DIR, KERNEL_SOURCES, run_c_program, run_checked
 from conftest import C_FLAGS as BASE_C_FLAGS
 
 C_FLAGS = [*BASE_C_FLAGS, "-pthread"]  # the host HAL runs threads
@@ -234,11 +234,7 @@ def dma_counters(lib) -> tuple[int, int]:
 
 
 def test_struct_layouts_match_ctypes(build_dir):
-    prog = build_dir / "layout.c"
-    prog.write_text(LAYOUT_C)
-    exe = build_dir / "layout"
-    run_checked(["gcc", *C_FLAGS, "-I", KERNEL_DIR, prog, "-o", exe])
-    got = [int(x) for x in run_checked([exe]).stdout.split()]
+    got = [int(x) for x in run_c_program(build_dir, "layout", LAYOUT_C, "-I", KERNEL_DIR).split()]
     assert got == [
         ctypes.sizeof(CPlan), CPlan.batch.offset, CPlan.a_batch_offsets.offset, CPlan.b_batch_offsets.offset,
         CPlan.l1_a.offset, CPlan.l1_b.offset, CPlan.l1_y.offset, CPlan.cores.offset, CPlan.a_zp.offset,

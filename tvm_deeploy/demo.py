@@ -43,10 +43,9 @@ def _memory_line(report: dict) -> str:
     memory = report["memory"]
     weights = report["weights"]["bytes"]
     parts = [f"weights {_kib(weights)} (of which NPU weight memory {_kib(report['weights']['npu_bytes'])})",
-             f"activations {_kib(memory['L2']['arena_bytes'])} (L2 arena)"]
-    if "state" in memory:
-        parts.append(f"KV cache {_kib(memory['state']['arena_bytes'])} (L2, kept across calls)")
-    parts.append(f"L1 {_kib(memory['L1']['arena_bytes'])} (tiles)")
+             f"activations {_kib(memory['L2']['arena_bytes'])} (L2 arena)",
+             f"KV cache {_kib(memory['state']['arena_bytes'])} (L2, kept across calls)",
+             f"L1 {_kib(memory['L1']['arena_bytes'])} (tiles)"]
     return ", ".join(parts)
 
 
