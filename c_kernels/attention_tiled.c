@@ -1,5 +1,5 @@
 /* dpl_attention_tiled: fused attention cut into L1 tiles, double-buffered over the cluster DMA and
-   shared among the cluster's cores, see dpl_kernels.h (the schedule) and tvm_deeploy/reference.py
+   shared among the cluster's cores, see dpl_kernels.h (the schedule) and tvm_deeploy/offload/reference.py
    (attention_f32, and attention_s8, which DPL_S8 matches bit for bit).
 
    One fork runs the whole call: core 0 drives the DMA, every core computes its share of each step,

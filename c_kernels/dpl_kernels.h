@@ -4,7 +4,7 @@
  * Every kernel is plain C99 with no allocation, no I/O and no host-only
  * assumption, so the same source builds for this host and for bare-metal RV32.
  * All matrices are row-major and contiguous unless strides are given.
- * The integer semantics are defined once by tvm_deeploy/reference.py; these
+ * The integer semantics are defined once by tvm_deeploy/offload/reference.py; these
  * kernels are bit-exact against it.
  */
 #ifndef DPL_KERNELS_H
@@ -110,7 +110,7 @@ enum dpl_causal {
    double-buffered DMA slots in the L1 arena, and each tile's (head, row) pairs are shared among
    `cores` cores (one fork for the whole call, barriers between tiles).
 
-   Schedule (tvm_deeploy/tiling/attention.py predicts its DMA traffic, keep the two in step):
+   Schedule (tvm_deeploy/plan/tiling/attention.py predicts its DMA traffic, keep the two in step):
    - row tiles in order batch, head block, query block; a row tile visits the key blocks its last
      row can see (causal masking skips the rest; none at all: its rows are 0, or out_zp for int8);
    - DPL_F32 runs one pass over those blocks with an online softmax (running maximum and sum);
@@ -123,7 +123,7 @@ enum dpl_causal {
      buffered: l1_k[0] == l1_k[1]); O alternates between its two slots by row tile.
    Query head h reads K/V head (h / kv_div) % kv_heads; k and v strides are per K/V head.
    DPL_F32: masked-out positions get weight 0; a row with no visible key or only -inf scores is 0.
-   DPL_S8: the integer algorithm of tvm_deeploy/reference.py (attention_s8), bit-exact; no mask. */
+   DPL_S8: the integer algorithm of tvm_deeploy/offload/reference.py (attention_s8), bit-exact; no mask. */
 typedef struct dpl_attention_plan {
   int32_t dtype;                       /* enum dpl_dtype of Q, K, V and O */
   int32_t batch, heads, kv_heads, kv_div;

@@ -3,7 +3,7 @@
  * driver fills with one job (a linear layer on a block of rows: int8 activations from L1, int8 weights
  * resident in the NPU's weight memory, per-output-channel requantization) and starts.
  *
- * Weights are packed offline (tvm_deeploy/npu.py): output channels in groups of DPL_NPU_GROUP,
+ * Weights are packed offline (tvm_deeploy/targets/npu.py): output channels in groups of DPL_NPU_GROUP,
  * packed[g][kk][c] = W[kk][g * DPL_NPU_GROUP + c], the last group zero-padded. Arithmetic, per row r
  * and output channel c: acc = bias[c] + sum_kk x[r][kk] * W[kk][c] (int32), then
  * y = clamp(((int64)acc * mul[c] + 2^(shift[c]-1)) >> shift[c]) + out_zp, lo, hi) (int8).

@@ -1,5 +1,5 @@
 /* dpl_gemm_s8: int8 x int8 -> int32 GEMM with zero points and requantization, see
-   dpl_kernels.h. Bit-exact against tvm_deeploy/reference.py (gemm_s8, requantize_*).
+   dpl_kernels.h. Bit-exact against tvm_deeploy/offload/reference.py (gemm_s8, requantize_*).
 
    Speed on rv32imc (no multiply-accumulate: a MAC is a mul and an add at least): the products run
    in register blocks of 2 rows x 8 columns when B is not transposed (the 8 columns are contiguous

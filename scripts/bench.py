@@ -3,7 +3,7 @@
     python scripts/bench.py [--json build/bench.json] [--keep DIR]
 
 A fixed set of int8 cases, each exported as a standalone C project (Siracusa, L1 256 KiB) and run by
-`tvm_deeploy.qemu` as (a) TVM alone (export_c(offload=False), 1 hart), (b) offloaded on 1 hart
+`tvm_deeploy.targets.qemu` as (a) TVM alone (export_c(offload=False), 1 hart), (b) offloaded on 1 hart
 (target cores=1) and (c) offloaded on 8 harts (cores=8); every run must end with `Errors: 0`:
   - int8 GEMM 64x256x64 in QDQ form (int8 in, int8 out, per-channel weight scales, zero points);
   - int8 attention prompt, S=64, 16 heads of 4, causal: QDQ int8 matmuls (Q Kᵀ, P V) around an fp32
@@ -28,7 +28,8 @@ import tvm
 from tvm import relax
 
 import tvm_deeploy
-from tvm_deeploy import kernel_count, models, qemu
+from tvm_deeploy import models
+from tvm_deeploy.targets import kernel_count, qemu
 
 VARIANTS = (  # name, offload, cores (= harts)
     ("TVM alone", False, 1),

@@ -26,8 +26,9 @@ import tvm
 from tvm import relax
 
 import tvm_deeploy
-from tvm_deeploy import accuracy, models
-from tvm_deeploy.platforms import KIB
+from tvm_deeploy import models
+from tvm_deeploy.offload import accuracy
+from tvm_deeploy.targets.platforms import KIB
 
 MICRO_LLAMA = dict(heads=16, kv_heads=16, head_dim=4)
 STORIES_260K = dict(heads=8, kv_heads=4, head_dim=8)

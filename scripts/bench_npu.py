@@ -1,7 +1,7 @@
 """NPU benchmark: per layer of a microLlama block (dim 64, 16 heads of 4, FFN 256, int8 QDQ), the
 modelled cycles on the cluster alone and with the NPU, and the mapping the engine choice makes, in
 prompt (64 tokens) and decode (1 token) shapes. Cycles come from the platform's cost model
-(tvm_deeploy/platforms.py: ClusterCosts, NpuCosts), not from a run. Prints a table and writes JSON.
+(tvm_deeploy/targets/platforms.py: ClusterCosts, NpuCosts), not from a run. Prints a table and writes JSON.
 
     python scripts/bench_npu.py [--json bench_npu.json]
 """

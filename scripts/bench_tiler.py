@@ -11,9 +11,9 @@ import argparse
 import json
 import time
 
-from tvm_deeploy.platforms import KIB, get_platform
-from tvm_deeploy.specs import GemmSpec, Operand
-from tvm_deeploy.tiling import tile_gemm
+from tvm_deeploy.offload.specs import GemmSpec, Operand
+from tvm_deeploy.plan.tiling import tile_gemm
+from tvm_deeploy.targets.platforms import KIB, get_platform
 
 DIM, FFN, LAYERS, HEADS, HEAD_DIM = 64, 256, 8, 16, 4
 

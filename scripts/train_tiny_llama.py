@@ -3,12 +3,12 @@
     pip install torch==2.13.0      # training only (CPU is enough); not a dependency of tvm-deeploy
     python scripts/train_tiny_llama.py [--minutes 10.5] [--seed 0]
 
-Learns a 512-token BPE tokenizer (tvm_deeploy.tokenizer.train_bpe) on scripts/data/stories.txt, trains
-tvm_deeploy.checkpoint.STORIES_260K (dim 64, 5 layers, 8 query and 4 KV heads, FFN 172, shared classifier)
+Learns a 512-token BPE tokenizer (tvm_deeploy.lm.tokenizer.train_bpe) on scripts/data/stories.txt, trains
+tvm_deeploy.lm.checkpoint.STORIES_260K (dim 64, 5 layers, 8 query and 4 KV heads, FFN 172, shared classifier)
 with AdamW on random 256-token windows for a fixed wall time on 2 threads, and writes
 tvm_deeploy/data/stories260k.bin and tvm_deeploy/data/tok512.bin. The PyTorch model computes what
 llama2.c's run.c computes; at the end the saved checkpoint is run again by the package's NumPy model
-(tvm_deeploy.llama_reference), compared with PyTorch, and used for greedy samples. Prints the loss curve and the samples.
+(tvm_deeploy.lm.llama_reference), compared with PyTorch, and used for greedy samples. Prints the loss curve and the samples.
 """
 
 from __future__ import annotations
@@ -22,10 +22,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tvm_deeploy.checkpoint import STORIES_260K, Checkpoint, LlamaConfig, LlamaWeights, load_checkpoint, \
-    rope_tables, save_checkpoint
-from tvm_deeploy.llama_reference import LlamaReference
-from tvm_deeploy.tokenizer import BOS, Tokenizer, train_bpe
+from tvm_deeploy.lm.checkpoint import (
+    STORIES_260K,
+    Checkpoint,
+    LlamaConfig,
+    LlamaWeights,
+    load_checkpoint,
+    rope_tables,
+    save_checkpoint,
+)
+from tvm_deeploy.lm.llama_reference import LlamaReference
+from tvm_deeploy.lm.tokenizer import BOS, Tokenizer, train_bpe
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "scripts" / "data" / "stories.txt"

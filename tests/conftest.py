@@ -12,8 +12,8 @@ import tvm
 from tvm import relax
 
 import tvm_deeploy
-from tvm_deeploy.patterns import PREFIX
-from tvm_deeploy.qemu import missing_tools
+from tvm_deeploy.offload.patterns import PREFIX
+from tvm_deeploy.targets.qemu import missing_tools
 
 
 def pytest_collection_modifyitems(config, items):

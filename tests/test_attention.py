@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
-from tvm import relax
-
 from conftest import assert_close_f32, build_and_run, offloaded
 from test_patterns import graph, random_inputs
+from tvm import relax
 
 
 def _attention(scale=None, causal=None, bias=False):
@@ -105,7 +104,7 @@ def test_fewer_kv_heads_keep_tvms_head_mapping(tmp_path, rng):
 def test_int8_attention_op(kv_heads, causal, tmp_path, rng):
     """quantize(R.nn.attention(dequantize(q), dequantize(k), dequantize(v))): the int8 kernel, bit-exact
     against reference.attention_s8 (with TVM's head h -> K/V head h % kv_heads), within 2 LSB of TVM."""
-    from tvm_deeploy import reference
+    from tvm_deeploy.offload import reference
 
     b, s, kv_s, h, d = 1, 6, 9, 4, 8
     shapes = [(b, s, h, d), (b, kv_s, kv_heads, d), (b, kv_s, kv_heads, d)]

@@ -1,4 +1,4 @@
-"""dpl_attention_tiled (c_kernels/attention_tiled.c) on the host HAL, against tvm_deeploy.reference.
+"""dpl_attention_tiled (c_kernels/attention_tiled.c) on the host HAL, against tvm_deeploy.offload.reference.
 
 The host DMA copies at dpl_dma_wait and poisons destinations at start, so a schedule that reads a
 block before its transfer completed, or prefetches onto a block still in use, computes wrong
@@ -12,15 +12,14 @@ import ctypes
 
 import numpy as np
 import pytest
+from conftest import C_FLAGS as BASE_C_FLAGS
+from conftest import HAL_HOST, KERNEL_DIR, KERNEL_SOURCES, run_c_program, run_checked
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tvm_deeploy import reference as ref
-from tvm_deeploy.specs import AttentionSpec, Operand, Strides
-from tvm_deeploy.tiling.attention import geometry
-
-from conftest import HAL_HOST, KERNEL_DIR, KERNEL_SOURCES, run_c_program, run_checked
-from conftest import C_FLAGS as BASE_C_FLAGS
+from tvm_deeploy.offload import reference as ref
+from tvm_deeploy.offload.specs import AttentionSpec, Operand, Strides
+from tvm_deeploy.plan.tiling.attention import geometry
 
 C_FLAGS = [*BASE_C_FLAGS, "-pthread"]  # the host HAL runs threads
 
@@ -341,8 +340,8 @@ def test_decode_lengths_with_the_tilers_plans(lib, model, dtype, l1_kib):
     """One query token against caches of L = 1..256 (microLlama, 16 heads of 4) or 1..512 (stories260K,
     8 heads over 4 K/V heads of 8), tiled by the tiler for L1 = 256 KiB (everything resident) and
     4 KiB (key blocks): the kernel equals the reference and moves the bytes the plan says."""
-    from tvm_deeploy.platforms import KIB, get_platform
-    from tvm_deeploy.tiling import tile_attention
+    from tvm_deeploy.plan.tiling import tile_attention
+    from tvm_deeploy.targets.platforms import KIB, get_platform
 
     heads, kv_heads, d, longest = (16, 16, 4, 256) if model == "microLlama" else (8, 4, 8, 512)
     platform = get_platform("siracusa").with_overrides(l1_bytes=l1_kib * KIB)
@@ -372,7 +371,7 @@ def test_decode_lengths_with_the_tilers_plans(lib, model, dtype, l1_kib):
 def test_int8_softmax_error_against_float(seed):
     """The integer softmax stays within 2 LSB (in fact 1) of float attention of the same int8 inputs,
     on flat and on nearly one-hot softmax rows, at microLlama and stories260K shapes."""
-    from tvm_deeploy import accuracy
+    from tvm_deeploy.offload import accuracy
 
     for f in accuracy.study(seed):
         print(f"{f.kind:6} {f.shape} {f.causal:9} max {f.max_lsb} LSB, mean {f.mean_lsb:.4f} LSB "

@@ -10,13 +10,13 @@ import re
 import numpy as np
 import pytest
 import tvm
+from conftest import assert_close_f32, offloaded
 from tvm import relax
 
 import tvm_deeploy
-from tvm_deeploy import models, reference
-from tvm_deeploy.platforms import KIB
-
-from conftest import assert_close_f32, offloaded
+from tvm_deeploy import models
+from tvm_deeploy.offload import reference
+from tvm_deeploy.targets.platforms import KIB
 
 MICRO_LLAMA = dict(heads=16, kv_heads=16, head_dim=4)
 STORIES_260K = dict(heads=8, kv_heads=4, head_dim=8)

@@ -10,8 +10,15 @@ import numpy as np
 import pytest
 
 import tvm_deeploy
-from tvm_deeploy.checkpoint import STORIES_260K, CheckpointError, LlamaConfig, load_checkpoint, random_checkpoint, \
-    save_checkpoint, weight_shapes
+from tvm_deeploy.lm.checkpoint import (
+    STORIES_260K,
+    CheckpointError,
+    LlamaConfig,
+    load_checkpoint,
+    random_checkpoint,
+    save_checkpoint,
+    weight_shapes,
+)
 
 SHIPPED = Path(tvm_deeploy.__file__).parent / "data" / "stories260k.bin"
 SMALL = LlamaConfig(dim=16, hidden_dim=24, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=32, seq_len=8)

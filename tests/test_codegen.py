@@ -8,16 +8,15 @@ import numpy as np
 import pytest
 import tvm
 import tvm_ffi.libinfo
+from test_int8 import int_requant_module
+from test_patterns import graph
 from tvm import relax
 
 import tvm_deeploy
 from tvm_deeploy import models
-from tvm_deeploy.codegen import compile_functions, offloaded_functions, run_codegen
-from tvm_deeploy.emit import c_float, emit_module
-from tvm_deeploy.platforms import get_platform
-
-from test_int8 import int_requant_module
-from test_patterns import graph
+from tvm_deeploy.emit.codegen import compile_functions, offloaded_functions, run_codegen
+from tvm_deeploy.emit.ops import c_float, emit_module
+from tvm_deeploy.targets.platforms import get_platform
 
 STRICT = ["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2", "-c"]
 

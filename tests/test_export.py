@@ -17,14 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tvm
+from test_int8 import int_requant_module
 from tvm import relax, tirx
 
 import tvm_deeploy
 from tvm_deeploy import models
-from tvm_deeploy.placement import ArenaTooSmallError
-from tvm_deeploy.program import UnsupportedModelError
-
-from test_int8 import int_requant_module
+from tvm_deeploy.program.lower import UnsupportedModelError
+from tvm_deeploy.program.placement import ArenaTooSmallError
 
 REPO = Path(__file__).resolve().parent.parent
 QDQ_LSB = 0.05  # output scale of the last QDQ layer of the float-output test models

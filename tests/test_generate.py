@@ -14,18 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tvm
+from conftest import run_c_program
 from tvm import relax
 from tvm.script import tirx as T
 
 import tvm_deeploy
-from tvm_deeploy import qemu
 from tvm_deeploy.cli import main as cli
-from tvm_deeploy.generate import ContractError, export_generator, generate_in_vm
-from tvm_deeploy.llama import kv_write
-from tvm_deeploy.placement import ArenaTooSmallError
-from tvm_deeploy.program import UnsupportedModelError
-
-from conftest import run_c_program
+from tvm_deeploy.lm.llama import kv_write
+from tvm_deeploy.program.generate import ContractError, export_generator, generate_in_vm
+from tvm_deeploy.program.lower import UnsupportedModelError
+from tvm_deeploy.program.placement import ArenaTooSmallError
+from tvm_deeploy.targets import qemu
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = [3, 7, 1, 30]

@@ -12,7 +12,7 @@ BUILD_OUTSIDE = textwrap.dedent("""
     from pathlib import Path
     from tvm import relax
     from tvm_deeploy import models
-    from tvm_deeploy.resources import resource_dir
+    from tvm_deeploy.targets.resources import resource_dir
     print("package", Path(tvm_deeploy.__file__).parent)
     print("kernels", resource_dir("c_kernels"))
     mod = models.mlp_attention()

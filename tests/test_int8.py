@@ -3,13 +3,12 @@ and bit-exact against TVM for purely integer graphs."""
 
 import numpy as np
 import pytest
-from tvm import relax
-
-from tvm_deeploy import reference
-from tvm_deeploy.models import int8_mlp
-
 from conftest import build_and_run, offloaded
 from test_patterns import graph
+from tvm import relax
+
+from tvm_deeploy.models import int8_mlp
+from tvm_deeploy.offload import reference
 
 
 def qdq_gemm_module(x_shape, weight_q, w_scale, w_zp, x_scale, x_zp, y_scale, y_zp, bias=None,

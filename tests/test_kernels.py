@@ -1,4 +1,4 @@
-"""The C kernels in c_kernels/ against tvm_deeploy.reference.
+"""The C kernels in c_kernels/ against tvm_deeploy.offload.reference.
 
 The int8 GEMM must be bit-exact (assert_array_equal); the float kernels are checked with tight
 tolerances. The kernels are compiled once per module into a shared library and called via ctypes.
@@ -10,12 +10,11 @@ import ctypes
 
 import numpy as np
 import pytest
+from conftest import C_FLAGS, HAL_HOST, KERNEL_DIR, KERNEL_SOURCES, run_c_program, run_checked
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tvm_deeploy import reference as ref
-
-from conftest import C_FLAGS, HAL_HOST, KERNEL_DIR, KERNEL_SOURCES, run_c_program, run_checked
+from tvm_deeploy.offload import reference as ref
 
 EXPECTED_SOURCES = {"attention_tiled.c", "gemm_f32.c", "gemm_s8.c", "gemm_tiled.c", "npu_driver.c", "npu_model.c",
                     "softmax_f32.c"}
@@ -182,7 +181,7 @@ def test_concatenated_sources_compile(tmp_path):
     one translation unit (resources.kernel_sources, hal_source): no clashing static helpers or leaking
     macros, C and C++, and the host HAL still finds its pthread declarations although its feature
     macro comes after other system headers."""
-    from tvm_deeploy import resources
+    from tvm_deeploy.targets import resources
 
     text = resources.kernel_sources()
     for src in EXPECTED_SOURCES:

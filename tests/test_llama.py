@@ -8,12 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tvm_deeploy import models
-from tvm_deeploy.checkpoint import LlamaConfig, random_checkpoint, save_checkpoint
-from tvm_deeploy.llama import build_decoder
-from tvm_deeploy.llama_reference import LlamaReference, calibrate
-from tvm_deeploy.export import load_in_vm
-from tvm_deeploy.generate import generate_in_vm
-from tvm_deeploy.quantize import quantize_activation, quantize_weight
+from tvm_deeploy.lm.checkpoint import LlamaConfig, random_checkpoint, save_checkpoint
+from tvm_deeploy.lm.llama import build_decoder
+from tvm_deeploy.lm.llama_reference import LlamaReference, calibrate
+from tvm_deeploy.lm.quantize import quantize_activation, quantize_weight
+from tvm_deeploy.program.export import load_in_vm
+from tvm_deeploy.program.generate import generate_in_vm
 
 TINY = LlamaConfig(dim=16, hidden_dim=40, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=48, seq_len=24)
 PROMPT = [1, 7, 30, 2, 11, 5]
@@ -91,8 +91,8 @@ def test_offloads_every_linear_layer_and_attention(tiny):
     """No matmul or softmax stays in TVM; identical ops (each layer's attention, the head of both
     functions) share one offloaded function."""
     checkpoint, quant = tiny
-    from tvm_deeploy.partition import partition_for_deeploy
-    from tvm_deeploy.report import compile_report
+    from tvm_deeploy.offload.partition import partition_for_deeploy
+    from tvm_deeploy.plan.report import compile_report
 
     mod = build_decoder(checkpoint, len(PROMPT), quant)
     partitioned = partition_for_deeploy(mod)

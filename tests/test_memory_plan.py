@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tvm_deeploy.memory_plan import Buffer, greedy_by_size, plan_level, plan_memory
+from tvm_deeploy.plan.memory import Buffer, greedy_by_size, plan_level, plan_memory
 
 ALIGN = 16
 
@@ -125,7 +125,7 @@ def test_levels_are_planned_separately():
 
 
 def test_greedy_places_largest_first_at_lowest_offset():
-    from tvm_deeploy.memory_plan import _Block
+    from tvm_deeploy.plan.memory import _Block
 
     blocks = [_Block(["small"], 16, 0, 0), _Block(["big"], 64, 0, 1), _Block(["later"], 32, 2, 2)]
     assert greedy_by_size(blocks) == [64, 0, 0]

@@ -7,22 +7,22 @@ import dataclasses
 
 import numpy as np
 import pytest
+from conftest import build_and_run
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_int8 import expected_qdq, qdq_gemm_module
+from test_patterns import graph
+from test_tiled_kernels import U32, CPlan, CRequant, _i32p, dma_counters, lib  # noqa: F401
 from tvm import relax
 
 import tvm_deeploy
-from tvm_deeploy import npu, reference
-from tvm_deeploy.engines import WeightMemoryError, check_weight_memory, choose_engine
-from tvm_deeploy.platforms import KIB, MemoryLevel, get_platform
-from tvm_deeploy.specs import GemmSpec, Operand
-from tvm_deeploy.tiling import TilingError, tile_gemm
-from tvm_deeploy.tiling.gemm import geometry
-
-from conftest import build_and_run
-from test_int8 import expected_qdq, qdq_gemm_module
-from test_patterns import graph
-from test_tiled_kernels import CPlan, CRequant, U32, _i32p, dma_counters, lib  # noqa: F401
+from tvm_deeploy.offload import reference
+from tvm_deeploy.offload.specs import GemmSpec, Operand
+from tvm_deeploy.plan.engines import WeightMemoryError, check_weight_memory, choose_engine
+from tvm_deeploy.plan.tiling import TilingError, tile_gemm
+from tvm_deeploy.plan.tiling.gemm import geometry
+from tvm_deeploy.targets import npu
+from tvm_deeploy.targets.platforms import KIB, MemoryLevel, get_platform
 
 SIRACUSA = get_platform("siracusa")
 

@@ -1,7 +1,7 @@
 """ONNX models through `load_onnx` and `tvm.relax.build(target="deeploy")`, against onnxruntime and TVM llvm.
 
 fp32 graphs must match both within `assert_close_f32`. int8 QDQ graphs must be bit-exact against the
-package's integer reference (`tvm_deeploy.reference`) and within 1 LSB of onnxruntime and of TVM llvm,
+package's integer reference (`tvm_deeploy.offload.reference`) and within 1 LSB of onnxruntime and of TVM llvm,
 which compute in float; the fraction of elements that differ is printed and kept under 1 %.
 """
 
@@ -14,8 +14,8 @@ import pytest
 from conftest import assert_close_f32, build_and_run, offloaded
 from onnx import TensorProto, helper, numpy_helper
 
-from tvm_deeploy import reference
-from tvm_deeploy.onnx_import import ModelError, load_onnx
+from tvm_deeploy.frontend.onnx_import import ModelError, load_onnx
+from tvm_deeploy.offload import reference
 
 OPSET = 17
 IR_VERSION = 8  # the IR version of opset 17, which every onnxruntime release since 1.11 reads

@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 import tvm
+from conftest import assert_close_f32, build_and_run, offloaded
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tvm import relax
-
-from conftest import assert_close_f32, build_and_run, offloaded
 
 
 def graph(inputs, body):

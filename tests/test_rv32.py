@@ -9,12 +9,12 @@ import json
 from pathlib import Path
 
 import pytest
+from test_cli_compile import attention_onnx  # noqa: F401 (a fixture)
 
 import tvm_deeploy
-from tvm_deeploy import kernel_count, models, qemu
+from tvm_deeploy import models
 from tvm_deeploy.cli import main
-
-from test_cli_compile import attention_onnx  # noqa: F401 (a fixture)
+from tvm_deeploy.targets import kernel_count, qemu
 
 pytestmark = pytest.mark.rv32
 HERE = Path(__file__).parent

@@ -1,14 +1,13 @@
 """The deeploy target, the default-pipeline hook, and partitioning as TVM users reach them."""
 
 import tvm
+from conftest import assert_close_f32, build_and_run
 from tvm import relax
 from tvm.relax import pipeline as relax_pipeline
+from tvm_deeploy.targets.target import is_deeploy_target
 
 import tvm_deeploy
 from tvm_deeploy import models
-from tvm_deeploy.target import is_deeploy_target
-
-from conftest import assert_close_f32, build_and_run
 
 
 def _offloaded_calls(ex) -> list[str]:

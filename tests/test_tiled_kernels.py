@@ -15,13 +15,12 @@ import subprocess
 
 import numpy as np
 import pytest
+from conftest import C_FLAGS as BASE_C_FLAGS
+from conftest import HAL_HOST, KERNEL_DIR, KERNEL_SOURCES, run_c_program, run_checked
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tvm_deeploy import reference as ref
-
-from conftest import HAL_HOST, KERNEL_DIR, KERNEL_SOURCES, run_c_program, run_checked
-from conftest import C_FLAGS as BASE_C_FLAGS
+from tvm_deeploy.offload import reference as ref
 
 C_FLAGS = [*BASE_C_FLAGS, "-pthread"]  # the host HAL runs threads
 

@@ -5,19 +5,18 @@ import re
 import numpy as np
 import pytest
 import tvm
+from conftest import assert_close_f32, build_and_run
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_int8 import expected_qdq, qdq_gemm_module
+from test_patterns import graph
 from tvm import relax
 
 import tvm_deeploy
-from tvm_deeploy.platforms import KIB, get_platform
-from tvm_deeploy.specs import GemmSpec, Operand
-from tvm_deeploy.tiling import TilingError, tile_gemm
-from tvm_deeploy.tiling.gemm import geometry
-
-from conftest import assert_close_f32, build_and_run
-from test_int8 import expected_qdq, qdq_gemm_module
-from test_patterns import graph
+from tvm_deeploy.offload.specs import GemmSpec, Operand
+from tvm_deeploy.plan.tiling import TilingError, tile_gemm
+from tvm_deeploy.plan.tiling.gemm import geometry
+from tvm_deeploy.targets.platforms import KIB, get_platform
 
 SIRACUSA = get_platform("siracusa")
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tvm_deeploy
-from tvm_deeploy.tokenizer import BOS, EOS, FIRST_BYTE, N_RESERVED, Tokenizer, TokenizerError, train_bpe
+from tvm_deeploy.lm.tokenizer import BOS, EOS, FIRST_BYTE, N_RESERVED, Tokenizer, TokenizerError, train_bpe
 
 SHIPPED = Path(tvm_deeploy.__file__).parent / "data" / "tok512.bin"
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tvm_deeploy import views
+from tvm_deeploy.offload import views
 
 SHAPE = (2, 3, 4, 5)
 

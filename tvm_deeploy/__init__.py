@@ -5,16 +5,16 @@
 """
 
 from . import models
-from . import patterns as _patterns
 from . import pipeline as _pipeline
-from . import target as _target
-from .export import export_c
-from .generate import export_generator, generate_in_vm
-from .onnx_import import ModelError, load_onnx
-from .partition import partition_for_deeploy
-from .platforms import PLATFORMS, Platform
-from .report import compile_report
-from .target import target
+from .frontend.onnx_import import ModelError, load_onnx
+from .offload import patterns as _patterns
+from .offload.partition import partition_for_deeploy
+from .plan.report import compile_report
+from .program.export import export_c
+from .program.generate import export_generator, generate_in_vm
+from .targets import target as _target
+from .targets.platforms import PLATFORMS, Platform
+from .targets.target import target
 
 __version__ = "0.1.0"
 __all__ = ["PLATFORMS", "ModelError", "Platform", "compile_report", "export_c", "export_generator", "generate_in_vm",

@@ -56,8 +56,8 @@ def _fail(command: str, message: str) -> int:
 
 def _compile(args, out=print) -> int:
     import tvm_deeploy
-    from tvm_deeploy.export import export_c
-    from tvm_deeploy.program import ExportError
+    from tvm_deeploy.program.export import export_c
+    from tvm_deeploy.program.lower import ExportError
 
     try:
         target = tvm_deeploy.target(args.platform, l1_bytes=args.l1, l2_bytes=args.l2,
@@ -105,7 +105,7 @@ def _run(args) -> int:
 
 
 def _run_qemu(project: Path, args) -> int:
-    from .qemu import QemuError, format_run, run_project
+    from .targets.qemu import QemuError, format_run, run_project
 
     if args.harts is not None and args.harts < 1:
         return _fail("run", f"--harts must be at least 1, got {args.harts}")
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
         from .demo import PROMPT, TOKENS, run_demo
-        from .program import ExportError
+        from .program.lower import ExportError
 
         tokens = TOKENS if args.tokens is None else args.tokens
         if tokens < 1:

@@ -15,13 +15,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from .checkpoint import load_checkpoint
-from .generate import check_contract, check_generation, export_generator, generate_in_vm
-from .llama import build_decoder
-from .llama_reference import LlamaReference, calibrate
-from .qemu import QemuError, missing_tools, run_host, run_project
-from .target import platform_of, target as deeploy_target
-from .tokenizer import Tokenizer
+from .lm.checkpoint import load_checkpoint
+from .lm.llama import build_decoder
+from .lm.llama_reference import LlamaReference, calibrate
+from .lm.tokenizer import Tokenizer
+from .program.generate import check_contract, check_generation, export_generator, generate_in_vm
+from .targets.qemu import QemuError, missing_tools, run_host, run_project
+from .targets.target import platform_of
+from .targets.target import target as deeploy_target
 
 DATA = Path(__file__).resolve().parent / "data"
 CHECKPOINT = DATA / "stories260k.bin"

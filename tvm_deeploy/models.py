@@ -286,9 +286,9 @@ def attention_layer(heads: int = 16, kv_heads: int | None = None, head_dim: int 
 def llama_decoder(checkpoint, prompt_len: int, quant=None) -> tvm.IRModule:
     """A Llama decoder from a llama2.c checkpoint (a path or a `checkpoint.Checkpoint`): a module with
     `prompt` (prompt_len tokens) and `decode` (one token against the KV cache) functions; `quant`
-    (`llama_reference.calibrate`) makes its linear layers int8 QDQ. See `tvm_deeploy.llama`."""
-    from .checkpoint import Checkpoint, load_checkpoint
-    from .llama import build_decoder
+    (`llama_reference.calibrate`) makes its linear layers int8 QDQ. See `tvm_deeploy.lm.llama`."""
+    from .lm.checkpoint import Checkpoint, load_checkpoint
+    from .lm.llama import build_decoder
 
     if not isinstance(checkpoint, Checkpoint):
         checkpoint = load_checkpoint(checkpoint)

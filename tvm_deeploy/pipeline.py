@@ -11,10 +11,10 @@ import tvm
 from tvm import relax
 from tvm.relax import pipeline as relax_pipeline
 
-from .codegen import run_codegen
-from .partition import partition_for_deeploy
-from .platforms import get_platform
-from .target import DEFAULT_PLATFORM, is_deeploy_target, platform_of
+from .emit.codegen import run_codegen
+from .offload.partition import partition_for_deeploy
+from .targets.platforms import get_platform
+from .targets.target import DEFAULT_PLATFORM, is_deeploy_target, platform_of
 
 PIPELINE_NAME = "deeploy"
 

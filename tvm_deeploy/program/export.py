@@ -12,7 +12,7 @@ writes
     out/test/main.c, out/test/net_test_vectors.h   host driver and test vectors
     out/hal/, out/include/dpl_hal.h, dpl_profile.h   the HAL: host.c (threads) when ops are offloaded, and
                              the bare-metal RV32 one (rv32.c, rv32_start.S, rv32.ld) for qemu
-    out/Makefile             `make host`, `make host-asan`, `make rv32` (RISC-V, run by `tvm_deeploy.qemu`)
+    out/Makefile             `make host`, `make host-asan`, `make rv32` (RISC-V, run by `tvm_deeploy.targets.qemu`)
     out/report.json          ops with engine, memory per level against bounds, weights, solver figures
 
 `functions=("prompt", "decode")` exports several Relax functions of the module into one project: one
@@ -21,7 +21,7 @@ net_<function>_outputs *out)` each, one arena per level that they share (they ne
 parameter a function writes in place (call_tir_inplace) and returns is state, e.g. a KV cache: it
 stays in a persistent region at the start of the L2 arena across calls, outside the structs, with
 `net_state_<name>()` accessors and `net_state_reset()`; report.json lists it as memory entry "state".
-Test vectors (test/main.c) are made for a single stateless function; `tvm_deeploy.generate` writes
+Test vectors (test/main.c) are made for a single stateless function; `tvm_deeploy.program.generate` writes
 the driver of a language model.
 
 Stages, one module each: `program` (Relax -> call sequence), `glue` (TIR -> C), `placement` and
@@ -43,16 +43,16 @@ from tvm import relax
 from tvm.relax import pipeline as relax_pipeline
 from tvm.relax import transform
 
+from ..offload.specs import summary
+from ..plan.memory import DEFAULT_TIME_LIMIT
+from ..plan.tiling import AttentionTiling
+from ..targets import rv32
+from ..targets.resources import kernel_file
+from ..targets.target import is_deeploy_target, platform_of
 from . import project as proj
-from . import rv32
 from .glue import build_glue
-from .memory_plan import DEFAULT_TIME_LIMIT
+from .lower import DTYPES, Lowered, Program, c_identifier, lower_program
 from .placement import StateLayout, place, plan_state
-from .resources import kernel_file
-from .program import DTYPES, Lowered, Program, c_identifier, lower_program
-from .specs import summary
-from .target import is_deeploy_target, platform_of
-from .tiling import AttentionTiling
 
 DEFAULT_WEIGHTS_SECTION = ".dpl_weights"
 HOST_HAL = "hal/host.c"
@@ -73,7 +73,7 @@ def _check_prefix(prefix: str) -> None:
 
 def _resolve_target(target) -> tvm.target.Target:
     if target is None:
-        from .target import target as deeploy_target
+        from ..targets.target import target as deeploy_target
 
         return deeploy_target()
     if isinstance(target, str):
@@ -369,7 +369,7 @@ def build_project(mod: tvm.IRModule, target, prefix: str = "net", *, functions=(
     elif test_vectors and (len(programs) > 1 or stateful):
         raise ValueError(f"test vectors are made for one function without state; {', '.join(lowered.programs)} "
                          f"{'has state' if len(programs) == 1 else 'are several functions'}: pass "
-                         "test_vectors=False (tvm_deeploy.generate writes a language model's driver)")
+                         "test_vectors=False (tvm_deeploy.program.generate writes a language model's driver)")
     glue = build_glue(lowered.prim_funcs, target, prefix, checks)
     state = plan_state(programs, activation_level)
     entries = _entries(lowered, glue, platform, prefix, state, activation_level, io_in_arena, solver_time_limit)

@@ -36,7 +36,7 @@ class ClusterCosts:
     what our kernel's inner loop executes per MAC, on each core."""
 
     # int8: our dpl_gemm_s8 with FIXED requantization, 64x256x64 on rv32imc, gcc 12 -O2, counted with
-    # qemu -icount (3.04 instructions per MAC; tvm_deeploy/kernel_count.py measures it); fp32: twice
+    # qemu -icount (3.04 instructions per MAC; tvm_deeploy/targets/kernel_count.py measures it); fp32: twice
     # that, an unmeasured allowance for the FPU's longer latency.
     milli_cycles_per_mac: tuple[tuple[str, int], ...] = (("int8", 3040), ("float32", 6080))
     tile_overhead_cycles: int = 200  # fork/join over the cores and loop bookkeeping per tile (assumed)

@@ -1,7 +1,7 @@
 """What an exported project needs for its RV32 build (`make rv32`): the bare-metal HAL files and the ISA.
 
 The build targets qemu's virt machine (see c_kernels/hal/rv32.c, rv32_start.S, rv32.ld); running it is
-`tvm_deeploy.qemu`.
+`tvm_deeploy.targets.qemu`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .program import Program
+from ..program.lower import Program
 from .resources import kernel_file
 
 HAL_SOURCES = ("hal/rv32.c", "hal/rv32_start.S")

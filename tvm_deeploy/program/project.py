@@ -15,12 +15,12 @@ from string import Template
 
 import numpy as np
 
-from .emit import Function, c_float, emit_module, summary
+from ..emit.ops import Function, c_float, emit_module, summary
+from ..targets.resources import template
+from ..targets.rv32 import CROSS_COMPILER, HAL_SOURCES, TOOLCHAIN_FLAGS, Build
 from .glue import SUPPORT_HEADER, Glue
+from .lower import DTYPES, Program, Step, Value
 from .placement import Placement, StateLayout
-from .program import DTYPES, Program, Step, Value
-from .resources import template
-from .rv32 import CROSS_COMPILER, HAL_SOURCES, TOOLCHAIN_FLAGS, Build
 
 RUNTIME_SOURCE = "src/dpl_runtime.c"
 FP32_TOLERANCE = 1e-6

@@ -16,8 +16,8 @@ from string import Template
 
 import numpy as np
 
-from . import reference
-from .project import c_array_items
+from ..offload import reference
+from ..program.project import c_array_items
 from .qemu import QemuError, build_program, run_elf
 from .resources import resource_dir, template
 

@@ -15,7 +15,7 @@ test/main.c: it resets the state, runs the prompt, then n_tokens - 1 decode call
 token (the first index of the largest logit, as np.argmax) at positions P, P + 1, ...; it prints
 `Token i: id` per generated token and, with expected tokens, `Errors: E out of N`. Built with DPL_PROFILE
 (`make rv32`) it prints the instructions per hart of every call (`Profile prompt: ...`,
-`Profile decode i: ...`), which `tvm_deeploy.qemu.run_project` parses. `generate_in_vm` runs the same loop
+`Profile decode i: ...`), which `tvm_deeploy.targets.qemu.run_project` parses. `generate_in_vm` runs the same loop
 in TVM's VM.
 """
 
@@ -28,10 +28,10 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from ..targets.resources import template
 from . import project as proj
 from .export import Exported, Project, build_project, load_in_vm, write_project
-from .program import ExportError, static_tensor
-from .resources import template
+from .lower import ExportError, static_tensor
 
 PROMPT, DECODE = "prompt", "decode"
 DRIVER = "test/main.c"

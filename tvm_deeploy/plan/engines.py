@@ -2,7 +2,7 @@
 (platforms.ClusterCosts, NpuCosts; see tiling.policy) says is faster, both tiled for their engine.
 
 The NPU runs int8 linear layers with constant weights and "fixed" (QDQ) requantization and no weight
-zero point (tvm_deeploy/npu.py); anything else — fp32, activation x activation, integer requantization,
+zero point (tvm_deeploy/targets/npu.py); anything else — fp32, activation x activation, integer requantization,
 int32 results — stays on the cluster. Weights mapped to the NPU stay resident in its weight memory,
 whose size bounds them all together.
 """
@@ -13,9 +13,9 @@ import dataclasses
 
 import tvm_ffi
 
-from . import npu
-from .platforms import Platform
-from .specs import GemmSpec, summary
+from ..offload.specs import GemmSpec, summary
+from ..targets import npu
+from ..targets.platforms import Platform
 from .tiling import GemmTiling, TilingError, tile_gemm
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from ortools.sat.python import cp_model
 
-from ..platforms import Platform
-from ..specs import AttentionSpec, summary
+from ...offload.specs import AttentionSpec, summary
+from ...targets.platforms import Platform
 from .attention import ALIGN, LUT_BYTES, AttentionGeometry, candidates, geometry
 from .cpsat import solve
 from .plan import AttentionTiling, TilingError

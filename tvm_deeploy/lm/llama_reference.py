@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import reference
+from ..offload import reference
 from .checkpoint import Checkpoint, rope_tables
 from .quantize import LlamaQuant, QuantLinear, quantize_activation, quantize_checkpoint
 

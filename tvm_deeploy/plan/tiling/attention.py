@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..specs import AttentionSpec
+from ...offload.specs import AttentionSpec
 from .gemm import ALIGN, aligned, element_bytes
 
 LUT_BYTES = 512  # int8: the 256-entry uint16 exp2 table, copied into L1 once

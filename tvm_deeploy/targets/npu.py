@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import reference
+from ..offload import reference
 
 CHANNEL_GROUP = 16
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .memory_plan import DEFAULT_ALIGNMENT, DEFAULT_TIME_LIMIT, Buffer, MemoryPlan, plan_level, plan_memory
-from .platforms import Platform
-from .program import ExportError, Program
+from ..plan.memory import DEFAULT_ALIGNMENT, DEFAULT_TIME_LIMIT, Buffer, MemoryPlan, plan_level, plan_memory
+from ..targets.platforms import Platform
+from .lower import ExportError, Program
 
 
 class ArenaTooSmallError(ExportError):

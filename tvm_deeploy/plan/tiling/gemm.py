@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..specs import GemmSpec
+from ...offload.specs import GemmSpec
 
 ALIGN = 8  # every L1 slot starts on an 8-byte boundary
 

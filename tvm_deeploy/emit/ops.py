@@ -13,11 +13,11 @@ from string import Template
 
 import numpy as np
 
-from . import npu
-from .reference import EXP2_LUT
-from .resources import hal_source, kernel_sources, template
-from .specs import AttentionSpec, GemmSpec, Operand, OpSpec, SoftmaxSpec, Strides, summary
-from .tiling.plan import AttentionTiling, GemmTiling
+from ..offload.reference import EXP2_LUT
+from ..offload.specs import AttentionSpec, GemmSpec, Operand, OpSpec, SoftmaxSpec, Strides, summary
+from ..plan.tiling.plan import AttentionTiling, GemmTiling
+from ..targets import npu
+from ..targets.resources import hal_source, kernel_sources, template
 
 C_TYPES = {"float32": "float", "int8": "int8_t", "int32": "int32_t"}
 DL_TYPES = {"float32": ("kDLFloat", 32), "int8": ("kDLInt", 8), "int32": ("kDLInt", 32)}

@@ -14,15 +14,14 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
-from .describe import CallTree, describe, static_type
-from .emit import Function, Tensor, emit_module
-from .engines import check_weight_memory, choose_engine
-from .patterns import FAMILY
-from .platforms import Platform, parse_mcpu
-from .specs import AttentionSpec, GemmSpec, Operand
-from .target import DEFAULT_PLATFORM
-from .tiling import tile_attention
-
+from ..offload.describe import CallTree, describe, static_type
+from ..offload.patterns import FAMILY
+from ..offload.specs import AttentionSpec, GemmSpec, Operand
+from ..plan.engines import check_weight_memory, choose_engine
+from ..plan.tiling import tile_attention
+from ..targets.platforms import Platform, parse_mcpu
+from ..targets.target import DEFAULT_PLATFORM
+from .ops import Function, Tensor, emit_module
 
 
 @dataclasses.dataclass

@@ -30,10 +30,10 @@ import tvm
 from tvm import relax, tirx
 from tvm.relax import backend, transform
 
-from .codegen import run_codegen
-from .emit import Function
-from .partition import partition_for_deeploy
-from .target import is_deeploy_target, platform_of
+from ..emit.codegen import run_codegen
+from ..emit.ops import Function
+from ..offload.partition import partition_for_deeploy
+from ..targets.target import is_deeploy_target, platform_of
 
 
 class ExportError(Exception):

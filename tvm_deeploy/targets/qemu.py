@@ -6,7 +6,7 @@
 qemu runs the virt machine with `-icount shift=0`, so instruction counts are exact and repeatable: the
 driver built with DPL_PROFILE prints, per step of the network, the instructions each hart ran (see
 c_kernels/hal/rv32.c) and the DMA bytes it moved, then `Errors: E out of N`. The slowest hart's count is
-the speed measure. A generator project's driver (tvm_deeploy.generate) also prints its tokens and the
+the speed measure. A generator project's driver (tvm_deeploy.program.generate) also prints its tokens and the
 counts of every call (prompt, then each decode call): `run.tokens`, `run.calls`. `run_host` builds
 `make host` and parses the same output, without counts.
 """

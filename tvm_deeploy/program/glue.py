@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import tvm
 from tvm import tirx
 
-from .program import ExportError, UnsupportedModelError
+from .lower import ExportError, UnsupportedModelError
 
 SUPPORT_HEADER = "dpl_support.h"
 WORKSPACE_ALIGNMENT = 16

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import tvm
 
-from .codegen import compile_functions, offloaded_functions
-from .partition import partition_for_deeploy
-from .specs import GemmSpec, summary
+from ..emit.codegen import compile_functions, offloaded_functions
+from ..offload.partition import partition_for_deeploy
+from ..offload.specs import GemmSpec, summary
+from ..targets.target import platform_of
 from .tiling import AttentionTiling
-from .target import platform_of
 
 
 def _operand_shapes(spec) -> dict:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import reference
+from ..offload import reference
 from .checkpoint import Checkpoint
 
 LAYER_LINEARS = ("wq", "wk", "wv", "wo", "w1", "w3", "w2")

@@ -11,8 +11,8 @@ import math
 
 from ortools.sat.python import cp_model
 
-from ..platforms import Platform
-from ..specs import GemmSpec, summary
+from ...offload.specs import GemmSpec, summary
+from ...targets.platforms import Platform
 from .cpsat import solve
 from .gemm import ALIGN, GemmGeometry, geometry
 from .plan import GemmTiling, TilingError

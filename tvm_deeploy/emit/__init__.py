@@ -1,0 +1,1 @@
+"""Emission: op specs and their plans -> C source, and the `relax.ext.deeploy` codegen."""

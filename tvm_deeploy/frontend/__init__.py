@@ -1,0 +1,1 @@
+"""Frontend: model files (ONNX) -> Relax IRModules."""

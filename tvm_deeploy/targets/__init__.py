@@ -1,0 +1,1 @@
+"""Targets: platforms, the `deeploy` TVM target, HAL resources, and the RV32 / qemu runners."""
