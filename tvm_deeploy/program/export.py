@@ -295,7 +295,7 @@ def build_report(target, platform, lowered: Lowered, inp: proj.ProjectInput, tvm
     if inp.state.offsets:
         memory["state"] = _state_report(inp)
     functions = {e.function: _function_report(e, tvm_plans[e.function]) for e in inp.entries}
-    from . import __version__
+    from .. import __version__
 
     return {
         "generator": f"tvm-deeploy {__version__}",
