@@ -186,3 +186,31 @@ def test_256_cubed_int8_gemm_tiled_at_32_kib_is_bit_exact(tmp_path):
     x_q = rng.integers(-128, 128, (256, 256)).astype("int8")
     np.testing.assert_array_equal(build_and_run(mod, target, [x_q], tmp_path),
                                   expected_qdq(x_q, weight_q, w_scale, w_zp, **params))
+
+
+@pytest.mark.parametrize("dims, name", [((0, 8, 8), "m"), ((8, 0, 8), "n"), ((8, 8, 0), "k")])
+def test_zero_size_gemm_has_its_own_error(dims, name):
+    m, n, k = dims
+    with pytest.raises(TilingError, match=f"m={m} n={n} k={k} has a zero-size dimension {name}=0"):
+        tile_gemm(gemm_spec(m, n, k), SIRACUSA)
+
+
+def test_greedy_tiler_fits_and_never_beats_cp_sat():
+    spec = gemm_spec(200, 96, 77)
+    platform = SIRACUSA.with_overrides(l1_bytes=16 * KIB)
+    greedy = tile_gemm(spec, platform.with_overrides(tiler="greedy"))
+    best = tile_gemm(spec, platform)
+    assert (greedy.solver_status, best.solver_status) == ("greedy", "optimal")
+    assert greedy.l1_bytes <= 16 * KIB and greedy.modelled_cycles >= best.modelled_cycles
+    a_slots, b_slots = 1 + (greedy.l1_a[0] != greedy.l1_a[1]), 1 + (greedy.l1_b[0] != greedy.l1_b[1])
+    assert greedy.l1_bytes == geometry(spec).l1_bytes(greedy.tile_m, greedy.tile_n, a_slots, b_slots)
+
+
+def test_npu_refusal_counts_a_whole_channel_group():
+    """On the NPU a column block is a whole group of 16 channels (or all columns): 1 x 16 int8 outputs
+    in two slots plus one A row of k bytes is the smallest tiling."""
+    spec = gemm_spec(4, 64, 1000)
+    smallest = 1000 + 2 * 16  # one A row and two 16-byte output slots
+    tile_gemm(spec, SIRACUSA.with_overrides(l1_bytes=smallest), "npu")
+    with pytest.raises(TilingError, match=f"on the NPU: no tiling fits L1 = {smallest - 1} bytes.*1x16 output tiles"):
+        tile_gemm(spec, SIRACUSA.with_overrides(l1_bytes=smallest - 1), "npu")

@@ -23,9 +23,10 @@ def _solver(policy: TilingPolicy, fixed: bool) -> cp_model.CpSolver:
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
     solver.parameters.random_seed = policy.seed
-    solver.parameters.max_deterministic_time = policy.deterministic_seconds
-    solver.parameters.max_time_in_seconds = policy.wall_seconds_guard
     solver.parameters.fix_variables_to_their_hinted_value = fixed
+    if not fixed:  # with the decisions fixed, solving only propagates: no limit can cut it short
+        solver.parameters.max_deterministic_time = policy.deterministic_seconds
+        solver.parameters.max_time_in_seconds = policy.wall_seconds_guard
     return solver
 
 
