@@ -17,6 +17,9 @@ MIB = 1024 * KIB
 TILERS = ("cpsat", "greedy")
 PLANNERS = ("cpsat", "greedy", "tvm")
 
+NPU_CHANNEL_GROUP = 16  # output channels the NPU's MAC array computes side by side: its weight layout's group
+NPU_WEIGHT_BYTES = 4 * MIB  # Siracusa's N-EUREKA weight memory (c_kernels/hal/rv32.ld's default region)
+
 
 @dataclass(frozen=True)
 class MemoryLevel:
@@ -71,7 +74,7 @@ class NpuCosts:
     # Programming one job (about twenty register writes from a core) plus the accelerator's pipeline
     # fill and drain: what makes a tiny layer cheaper on the cluster.
     job_cycles: int = 400
-    channel_group: int = 16  # output channels computed side by side (the weight layout's group)
+    channel_group: int = NPU_CHANNEL_GROUP
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ PLATFORMS = {
         name="siracusa",
         levels=(MemoryLevel("L1", 256 * KIB, ("cluster", "npu", "dma")),
                 MemoryLevel("L2", 2 * MIB, ("cluster", "npu", "dma")),
-                MemoryLevel("weights", 4 * MIB, ("npu",))),
+                MemoryLevel("weights", NPU_WEIGHT_BYTES, ("npu",))),
         cores=8, dma=_CLUSTER_DMA, npu=True),
     # A generic single-core MCU with a scratchpad and a DMA, no accelerator.
     "generic": Platform(
