@@ -207,7 +207,8 @@ def test_linker_script_defaults_are_the_siracusa_platform():
     from tvm_deeploy.targets.platforms import get_platform
 
     script = (resources.resource_dir("c_kernels") / "hal" / "rv32.ld").read_text()
-    defaults = {name: int(value, 16) for name, value in re.findall(r"DEFINED\((__dpl_\w+)\) \? \1 : (0x[0-9a-f]+)", script)}
+    found = re.findall(r"DEFINED\((__dpl_\w+)\) \? \1 : (0x[0-9a-f]+)", script)
+    defaults = {name: int(value, 16) for name, value in found}
     siracusa = get_platform("siracusa")
     assert defaults == {"__dpl_l2_bytes": siracusa.level("L2").bytes, "__dpl_l1_bytes": siracusa.l1_bytes,
                         "__dpl_npu_weight_bytes": siracusa.level("weights").bytes}

@@ -145,8 +145,9 @@ def place(program: Program, workspace: dict[str, int], platform: Platform, level
           io_in_arena: bool = False, alignment: int = DEFAULT_ALIGNMENT,
           time_limit: float = DEFAULT_TIME_LIMIT, state: StateLayout | None = None,
           function: str | None = None) -> Placement:
-    """Plan the program's memory (with the platform's planner) after the `state` region (the program's own state tensors placed there);
-    raises `ArenaTooSmallError` (naming `function`, when given) when an arena exceeds its level."""
+    """Plan the program's memory with the platform's planner after the `state` region (the program's own
+    state tensors placed there); raises `ArenaTooSmallError` (naming `function`, when given) when an arena
+    exceeds its level."""
     capacity = platform.level(level).bytes  # KeyError names the platform's levels
     state = state or plan_state([program], level, alignment)
     buffers, inplace, kinds = buffers_of(program, workspace, level, io_in_arena)

@@ -51,7 +51,8 @@ def solve(model: cp_model.CpModel, greedy: dict[cp_model.IntVar, int], tiler: st
     solver = _solver(policy, fixed=True)
     status = solver.Solve(model)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        raise TilingError(f"{what}: the greedy tiling {dict((v.Name(), int(x)) for v, x in greedy.items())} does not satisfy the "
-                          f"tiler's model (solver status {solver.StatusName(status)}); this is a bug")
+        choice = {var.Name(): int(value) for var, value in greedy.items()}
+        raise TilingError(f"{what}: the greedy tiling {choice} does not satisfy the tiler's model "
+                          f"(solver status {solver.StatusName(status)}); this is a bug")
     label = "greedy" if tiler == "greedy" else "greedy (solver found none)"
     return solver, label, time.perf_counter() - start

@@ -192,7 +192,8 @@ def _greedy(geo: GemmGeometry, platform: Platform, engine: str) -> tuple[int, in
         if tile_m * k * geo.a_elem > dma.max_transfer_bytes:
             continue
         for tile_n in columns:
-            if tile_n * k * geo.b_stream_elem > dma.max_transfer_bytes or tile_m * tile_n * geo.y_elem > dma.max_transfer_bytes:
+            largest = max(tile_n * k * geo.b_stream_elem, tile_m * tile_n * geo.y_elem)
+            if largest > dma.max_transfer_bytes:
                 continue
             for rank, (a_slots, b_slots) in enumerate(buffering):
                 if geo.l1_bytes(tile_m, tile_n, a_slots, b_slots) <= platform.l1_bytes:
