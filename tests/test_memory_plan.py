@@ -135,3 +135,31 @@ def test_greedy_places_largest_first_at_lowest_offset():
 def test_bad_buffers_are_refused(bad):
     with pytest.raises(ValueError):
         plan_level("L2", [bad])
+
+
+def test_planner_switch_greedy_keeps_the_greedy_layout():
+    buffers = [Buffer("b0", 64, "L2", 0, 2), Buffer("b1", 32, "L2", 0, 2), Buffer("b2", 80, "L2", 3, 3),
+               Buffer("b3", 48, "L2", 2, 4)]
+    plan = plan_level("L2", buffers, planner="greedy")
+    assert (plan.method, plan.status, plan.arena_bytes) == ("greedy", "greedy only", 160)
+    with pytest.raises(ValueError, match="unknown planner 'best'; planners are cpsat, greedy, tvm"):
+        plan_level("L2", buffers, planner="best")
+
+
+def test_tvm_planner_reuses_a_free_storage_of_the_same_dtype_within_the_size_range():
+    """In program order: c takes a's storage (a is dead, same dtype); d (int8) gets its own; e (16x
+    smaller than b, still in range) takes b's; f (int8) takes d's; g, larger than the free a/c storage,
+    enlarges it. Storages lie in order of creation at their final sizes: a/c/g 96, b/e 256, d/f 48."""
+    buffers = [Buffer("a", 64, "L2", 0, 1, "float32"), Buffer("b", 256, "L2", 0, 2, "float32"),
+               Buffer("c", 48, "L2", 2, 3, "float32"), Buffer("d", 48, "L2", 2, 3, "int8"),
+               Buffer("e", 16, "L2", 3, 4, "float32"), Buffer("f", 4, "L2", 4, 5, "int8"),
+               Buffer("g", 96, "L2", 4, 5, "float32")]
+    plan = plan_level("L2", buffers, planner="tvm")
+    assert plan.offsets == {"a": 0, "b": 96, "c": 0, "d": 352, "e": 96, "f": 352, "g": 0}
+    assert (plan.method, plan.status, plan.arena_bytes) == ("tvm", "tvm", 400)
+    assert_valid(plan, buffers)
+
+
+def test_tvm_planner_does_not_share_beyond_the_size_range():
+    buffers = [Buffer("big", 16 * 16 * 2, "L2", 0, 0), Buffer("small", 16, "L2", 1, 1)]
+    assert plan_level("L2", buffers, planner="tvm").offsets == {"big": 0, "small": 512}

@@ -184,3 +184,31 @@ def test_what_the_npu_cannot_run_goes_to_the_cluster():
     for mod in (fp32, act_x_act):
         (entry,) = tvm_deeploy.compile_report(mod, tvm_deeploy.target(npu=True)).values()
         assert entry["engine"] == "cluster" and set(entry["modelled_cycles"]) == {"cluster"}
+
+
+def test_platform_constants_reach_the_c_from_one_definition():
+    """c_kernels/dpl_platform.h is what platform_header renders from the Python constants, and the
+    library text generated modules embed carries the same."""
+    from tvm_deeploy.targets import platform_header, resources
+    from tvm_deeploy.targets.platforms import NPU_CHANNEL_GROUP, get_platform
+
+    checked_in = (resources.resource_dir("c_kernels") / platform_header.HEADER_NAME).read_text()
+    assert checked_in == platform_header.render(), "run python3 -m tvm_deeploy.targets.platform_header"
+    assert f"#define DPL_NPU_GROUP {NPU_CHANNEL_GROUP} " in checked_in
+    assert f"#define DPL_EXP2_LUT_BYTES {reference.EXP2_LUT.nbytes} " in checked_in
+    assert resources.kernel_sources().index(platform_header.render()) < resources.kernel_sources().index("DPL_NPU_IDLE")
+    assert npu.CHANNEL_GROUP == get_platform("siracusa").npu_costs.channel_group == NPU_CHANNEL_GROUP
+
+
+def test_linker_script_defaults_are_the_siracusa_platform():
+    import re
+
+    from tvm_deeploy.targets import resources
+    from tvm_deeploy.targets.platforms import get_platform
+
+    script = (resources.resource_dir("c_kernels") / "hal" / "rv32.ld").read_text()
+    found = re.findall(r"DEFINED\((__dpl_\w+)\) \? \1 : (0x[0-9a-f]+)", script)
+    defaults = {name: int(value, 16) for name, value in found}
+    siracusa = get_platform("siracusa")
+    assert defaults == {"__dpl_l2_bytes": siracusa.level("L2").bytes, "__dpl_l1_bytes": siracusa.l1_bytes,
+                        "__dpl_npu_weight_bytes": siracusa.level("weights").bytes}

@@ -85,3 +85,22 @@ def test_transformer_block_matches_llvm(tmp_path, rng):
     mod = models.transformer_block()
     x = rng.standard_normal((16, 32)).astype("float32")
     assert_close_f32(build_and_run(mod, "deeploy", [x], tmp_path), build_and_run(mod, "llvm", [x], tmp_path))
+
+
+def test_solver_switches_travel_in_the_mcpu_string():
+    from tvm_deeploy.targets.target import platform_of
+
+    target = tvm_deeploy.target(l1_bytes=32768, tiler="greedy", planner="tvm")
+    assert str(target.mcpu) == "siracusa,l1=32768,tiler=greedy,planner=tvm"
+    platform = platform_of(target)
+    assert (platform.l1_bytes, platform.tiler, platform.planner) == (32768, "greedy", "tvm")
+    assert (platform_of(tvm_deeploy.target()).tiler, platform_of(tvm_deeploy.target()).planner) == ("cpsat", "cpsat")
+
+
+def test_unknown_solver_switches_are_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown tiler 'fast'; tilers are cpsat, greedy"):
+        tvm_deeploy.target(tiler="fast")
+    with pytest.raises(ValueError, match="unknown planner 'ilp'; planners are cpsat, greedy, tvm"):
+        tvm_deeploy.target(planner="ilp")

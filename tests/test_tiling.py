@@ -37,7 +37,7 @@ def test_256_cubed_int8_at_32_kib(out_dtype, bound, most):
     little traffic for tiles that split evenly over the cores; the int32 form stays within 1.5x."""
     plan = tile_gemm(gemm_spec(256, 256, 256, "int8", out_dtype), SIRACUSA.with_overrides(l1_bytes=32 * KIB))
     assert plan.tiles > 1 and plan.l1_bytes <= 32 * KIB
-    assert plan.solver_status == "optimal" and plan.solver_seconds < 2
+    assert plan.solver_status == "optimal"
     assert bound - 1e-9 <= (plan.dma_in_bytes + plan.dma_out_bytes) / plan.dma_lower_bound <= most
 
 
@@ -70,7 +70,7 @@ def test_impossible_l1_names_op_shapes_and_the_smallest_size():
     assert "gemm float32->float32 m=100 n=80 k=512" in message and "L1 = 4000 bytes" in message
     smallest = int(re.search(r"needs (\d+) bytes of L1", message).group(1))
     assert smallest == geometry(spec).l1_bytes(1, 1, a_slots=1, b_slots=1) == 4112
-    tile_gemm(spec, SIRACUSA.with_overrides(l1_bytes=smallest))  # and exactly that much works
+    assert tile_gemm(spec, SIRACUSA.with_overrides(l1_bytes=smallest)).l1_bytes == smallest  # exactly that works
     with pytest.raises(TilingError):
         tile_gemm(spec, SIRACUSA.with_overrides(l1_bytes=smallest - 1))
 
@@ -81,7 +81,9 @@ def test_build_with_impossible_l1_raises_the_tiling_error():
     message = r"m=4 n=8 k=1024: no tiling fits L1 = 4096 bytes.*needs 8208 bytes"
     with pytest.raises(TilingError, match=message):
         tvm_deeploy.compile_report(mod, tvm_deeploy.target(l1_bytes=4 * KIB))
-    tvm_deeploy.partition_for_deeploy(mod)  # partitioning does not tile: no error yet
+    partitioned = tvm_deeploy.partition_for_deeploy(mod)  # partitioning does not tile: no error yet
+    assert [gv.name_hint for gv, f in partitioned.functions.items()
+            if f.attrs and f.attrs.get("Codegen") == "deeploy"] == ["fused_relax_matmul_deeploy"]
     with pytest.raises(TilingError, match=message):  # through TVM's FFI, with its type
         tvm.relax.build(mod, target=tvm_deeploy.target(l1_bytes=4 * KIB))
 
@@ -107,7 +109,7 @@ def test_compile_report_fields(npu):
         # on the NPU the weights never enter L1, so a layer can fit in one tile
         assert entry["tiles"] >= (1 if npu else 2) and entry["l1_bytes"] <= 4 * KIB
         assert entry["dma_in_bytes"] + entry["dma_out_bytes"] >= entry["dma_lower_bound"] > 0
-        assert entry["solver_status"] == "optimal" and 0 < entry["solver_seconds"] < 2
+        assert entry["solver_status"] == "optimal"
 
 
 SMALL_PRIMES = [1, 2, 3, 5, 7, 13, 31, 61, 67, 127]
@@ -170,7 +172,7 @@ def test_compile_report_256_cubed_int8_at_32_kib():
         (entry,) = tvm_deeploy.compile_report(mod, tvm_deeploy.target(l1_bytes=32 * KIB, npu=False)).values()
         ratio = (entry["dma_in_bytes"] + entry["dma_out_bytes"]) / entry["dma_lower_bound"]
         assert entry["tiles"] > 1 and entry["l1_bytes"] <= 32 * KIB
-        assert ratio <= bound and entry["solver_seconds"] < 2
+        assert ratio <= bound and entry["solver_status"] == "optimal"
 
 
 def test_256_cubed_int8_gemm_tiled_at_32_kib_is_bit_exact(tmp_path):
@@ -186,3 +188,31 @@ def test_256_cubed_int8_gemm_tiled_at_32_kib_is_bit_exact(tmp_path):
     x_q = rng.integers(-128, 128, (256, 256)).astype("int8")
     np.testing.assert_array_equal(build_and_run(mod, target, [x_q], tmp_path),
                                   expected_qdq(x_q, weight_q, w_scale, w_zp, **params))
+
+
+@pytest.mark.parametrize("dims, name", [((0, 8, 8), "m"), ((8, 0, 8), "n"), ((8, 8, 0), "k")])
+def test_zero_size_gemm_has_its_own_error(dims, name):
+    m, n, k = dims
+    with pytest.raises(TilingError, match=f"m={m} n={n} k={k} has a zero-size dimension {name}=0"):
+        tile_gemm(gemm_spec(m, n, k), SIRACUSA)
+
+
+def test_greedy_tiler_fits_and_never_beats_cp_sat():
+    spec = gemm_spec(200, 96, 77)
+    platform = SIRACUSA.with_overrides(l1_bytes=16 * KIB)
+    greedy = tile_gemm(spec, platform.with_overrides(tiler="greedy"))
+    best = tile_gemm(spec, platform)
+    assert (greedy.solver_status, best.solver_status) == ("greedy", "optimal")
+    assert greedy.l1_bytes <= 16 * KIB and greedy.modelled_cycles >= best.modelled_cycles
+    a_slots, b_slots = 1 + (greedy.l1_a[0] != greedy.l1_a[1]), 1 + (greedy.l1_b[0] != greedy.l1_b[1])
+    assert greedy.l1_bytes == geometry(spec).l1_bytes(greedy.tile_m, greedy.tile_n, a_slots, b_slots)
+
+
+def test_npu_refusal_counts_a_whole_channel_group():
+    """On the NPU a column block is a whole group of 16 channels (or all columns): 1 x 16 int8 outputs
+    in two slots plus one A row of k bytes is the smallest tiling."""
+    spec = gemm_spec(4, 64, 1000)
+    smallest = 1000 + 2 * 16  # one A row and two 16-byte output slots
+    assert tile_gemm(spec, SIRACUSA.with_overrides(l1_bytes=smallest), "npu").l1_bytes == smallest
+    with pytest.raises(TilingError, match=f"on the NPU: no tiling fits L1 = {smallest - 1} bytes.*1x16 output tiles"):
+        tile_gemm(spec, SIRACUSA.with_overrides(l1_bytes=smallest - 1), "npu")

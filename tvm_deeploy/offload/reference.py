@@ -74,6 +74,7 @@ EXP_FRAC_BITS = 8  # t counts powers of two in steps of 1/256
 EXP_LUT_BITS = 15  # EXP2_LUT[0] = 2**15
 ATTENTION_RECIP_BITS = 46  # inv = 2**46 // l
 ATTENTION_MEAN_BITS = 16  # fractional bits of the weighted mean w
+EXP_ZERO_SHIFT = EXP_LUT_BITS + 2  # from this shift on, (lut + 2**n >> 1) >> n is 0 for every entry
 
 
 def _wrap_i32(x: np.ndarray) -> np.ndarray:
@@ -414,9 +415,9 @@ def exp2_weights(delta, quant: AttentionQuant) -> np.ndarray:
     """``e`` for distances ``delta = m - s >= 0`` from the row maximum (int64 array)."""
     delta = np.asarray(delta, dtype=np.int64)
     t = (delta * quant.exp_mul + (1 << (quant.exp_shift - 1))) >> quant.exp_shift
-    n = np.minimum((t >> EXP_FRAC_BITS) + quant.e_shift, 17)
+    n = np.minimum((t >> EXP_FRAC_BITS) + quant.e_shift, EXP_ZERO_SHIFT)
     lut = EXP2_LUT.astype(np.int64)[t & ((1 << EXP_FRAC_BITS) - 1)]
-    return np.where(n >= 17, 0, (lut + ((1 << n) >> 1)) >> n)
+    return np.where(n >= EXP_ZERO_SHIFT, 0, (lut + ((1 << n) >> 1)) >> n)
 
 
 def attention_s8(q, k, v, quant: AttentionQuant, causal="none", kv_heads=None, kv_div=None) -> np.ndarray:

@@ -6,11 +6,18 @@ overlap in memory. An in-place candidate `(a, b)` says the step that produces `b
 `a` (same size, `a` used for the last time where `b` is produced); such pairs are merged first, so
 they share one offset.
 
-Per level, offsets come from OR-tools CP-SAT minimising the arena (one worker, fixed seed and a
-deterministic time limit, so the same input gives the same plan), started from a greedy-by-size
-placement and never worse than it. Above `max_solver_buffers`, or when the greedy placement already
-meets the lower bound, the greedy placement is used as it is. The lower bound is the largest sum of
-live bytes at any step.
+Per level, the `planner` (platforms.PLANNERS) chooses the offsets:
+- "cpsat": OR-tools CP-SAT minimising the arena (one worker, fixed seed and a deterministic time limit,
+  so the same input gives the same plan at any machine load), started from the greedy-by-size
+  placement and never worse than it. Above `max_solver_buffers`, or when the greedy placement already
+  meets the lower bound, the greedy placement is used as it is.
+- "greedy": the greedy-by-size placement alone.
+- "tvm": the sharing TVM's StaticPlanBlockMemory finds, laid out as TVM allocates it: in program order,
+  each block takes a free storage of its dtype (free: its last user ran at an earlier step) whose size
+  is within a factor TVM_MATCH_RANGE, the smallest not smaller than the block, else the largest smaller
+  one, which grows; otherwise a new storage. Storages lie one after the other in order of creation,
+  as separate allocations would.
+The lower bound is the largest sum of live bytes at any step.
 """
 
 from __future__ import annotations
@@ -19,9 +26,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ..targets.platforms import PLANNERS
+
 DEFAULT_ALIGNMENT = 16
 DEFAULT_TIME_LIMIT = 2.0  # CP-SAT deterministic seconds per level
 DEFAULT_MAX_SOLVER_BUFFERS = 400
+TVM_MATCH_RANGE = 16  # StaticPlanBlockMemory reuses a storage within this size ratio
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,7 @@ class Buffer:
     level: str
     first: int  # first step that uses it (writes it)
     last: int  # last step that uses it, inclusive
+    dtype: str = ""  # the "tvm" planner shares storage only between buffers of one dtype
 
     def overlaps_in_time(self, other: Buffer) -> bool:
         return self.first <= other.last and other.first <= self.last
@@ -43,8 +54,9 @@ class LevelPlan:
     arena_bytes: int
     lower_bound: int  # the largest sum of (aligned) live bytes at any step
     greedy_bytes: int
-    method: str  # "greedy" or "cp-sat"
-    status: str  # "optimal" (meets the lower bound or proven), "feasible", "greedy only"
+    method: str  # "greedy", "cp-sat" or "tvm"
+    status: str  # "optimal" (meets the lower bound or proven), "feasible", "greedy only",
+    # "greedy (solver found none)" (CP-SAT's budget ran out first), "tvm"
     buffers: int  # planned blocks after in-place merges
     inplace: tuple[tuple[str, str], ...]  # merged in-place pairs
 
@@ -73,6 +85,7 @@ class _Block:
     size: int  # aligned bytes
     first: int
     last: int
+    dtype: str = ""
 
 
 def _merge_inplace(buffers: Sequence[Buffer], inplace: Iterable[tuple[str, str]],
@@ -81,7 +94,7 @@ def _merge_inplace(buffers: Sequence[Buffer], inplace: Iterable[tuple[str, str]]
     block_of: dict[str, _Block] = {}
     blocks: list[_Block] = []
     for b in buffers:
-        block_of[b.name] = _Block([b.name], _align(b.size, alignment), b.first, b.last)
+        block_of[b.name] = _Block([b.name], _align(b.size, alignment), b.first, b.last, b.dtype)
         blocks.append(block_of[b.name])
     merged, used_as_source, used_as_target = [], set(), set()
     for a_name, b_name in inplace:
@@ -139,6 +152,38 @@ def greedy_by_size(blocks: Sequence[_Block]) -> list[int]:
     return [int(o) for o in offsets]
 
 
+def tvm_storage_sharing(blocks: Sequence[_Block]) -> list[int]:
+    """Offsets of the "tvm" planner (see the module docstring)."""
+    order = sorted(range(len(blocks)), key=lambda i: (blocks[i].first, i))
+    storage_of: list[int] = [0] * len(blocks)
+    sizes: list[int] = []  # bytes of each storage, in order of creation
+    free: dict[str, list[int]] = defaultdict(list)  # dtype -> free storages
+    released = 0
+    by_last = sorted(range(len(blocks)), key=lambda i: (blocks[i].last, i))
+    for i in order:
+        block = blocks[i]
+        while released < len(by_last) and blocks[by_last[released]].last < block.first:
+            j = by_last[released]
+            free[blocks[j].dtype].append(storage_of[j])
+            released += 1
+        pool = free[block.dtype]
+        larger = [s for s in pool if block.size <= sizes[s] <= block.size * TVM_MATCH_RANGE]
+        smaller = [s for s in pool if block.size > sizes[s] >= block.size // TVM_MATCH_RANGE]
+        if larger:
+            storage = min(larger, key=lambda s: (sizes[s], s))
+        elif smaller:
+            storage = max(smaller, key=lambda s: (sizes[s], -s))
+            sizes[storage] = block.size
+        else:
+            storage = len(sizes)
+            sizes.append(block.size)
+        if storage in pool:
+            pool.remove(storage)
+        storage_of[i] = storage
+    starts = [sum(sizes[:s]) for s in range(len(sizes))]
+    return [starts[storage_of[i]] for i in range(len(blocks))]
+
+
 def _arena(blocks: Sequence[_Block], offsets: Sequence[int]) -> int:
     return max((o + b.size for o, b in zip(offsets, blocks)), default=0)
 
@@ -178,10 +223,12 @@ def _cp_sat(blocks: Sequence[_Block], start: Sequence[int], upper: int, lower: i
 
 def plan_level(level: str, buffers: Sequence[Buffer], inplace: Iterable[tuple[str, str]] = (),
                alignment: int = DEFAULT_ALIGNMENT, time_limit: float = DEFAULT_TIME_LIMIT,
-               max_solver_buffers: int = DEFAULT_MAX_SOLVER_BUFFERS) -> LevelPlan:
+               max_solver_buffers: int = DEFAULT_MAX_SOLVER_BUFFERS, planner: str = "cpsat") -> LevelPlan:
     """Offsets for the buffers of one level (see the module docstring)."""
     if alignment <= 0:
         raise ValueError(f"alignment must be positive, got {alignment}")
+    if planner not in PLANNERS:
+        raise ValueError(f"unknown planner {planner!r}; planners are {', '.join(PLANNERS)}")
     for b in buffers:
         if b.level != level or b.size < 0 or b.first > b.last:
             raise ValueError(f"bad buffer for level {level}: {b}")
@@ -192,11 +239,15 @@ def plan_level(level: str, buffers: Sequence[Buffer], inplace: Iterable[tuple[st
     offsets = greedy_by_size(blocks)
     greedy = _arena(blocks, offsets)
     method, status = "greedy", "optimal" if greedy == bound else "greedy only"
-    if greedy > bound and len(blocks) <= max_solver_buffers and time_limit > 0:
+    if planner == "tvm":
+        offsets = tvm_storage_sharing(blocks)
+        method = status = "tvm"
+    elif planner == "cpsat" and greedy > bound and len(blocks) <= max_solver_buffers and time_limit > 0:
         solved = _cp_sat(blocks, offsets, greedy, bound, alignment, time_limit)
         method = "cp-sat"
-        status = "feasible"
+        status = "greedy (solver found none)"
         if solved is not None:
+            status = "feasible"
             candidate, proven = solved
             if _arena(blocks, candidate) < greedy:
                 offsets = candidate

@@ -120,11 +120,12 @@ def buffers_of(program: Program, workspace: dict[str, int], level: str, io_in_ar
     buffers = []
     for name, kind in kinds.items():
         if kind == "arena" and name in first:
-            buffers.append(Buffer(name, program.values[name].nbytes, level, first[name], last[name]))
+            value = program.values[name]
+            buffers.append(Buffer(name, value.nbytes, level, first[name], last[name], value.dtype))
     for i, step in enumerate(program.steps):
         size = workspace.get(step.callee, 0) if step.kind == "tvm" else 0
         if size:
-            buffers.append(Buffer(_workspace_name(i), size, level, i, i))
+            buffers.append(Buffer(_workspace_name(i), size, level, i, i, "workspace"))
     inplace = []
     for step in program.steps:
         if not step.inplace:
@@ -144,14 +145,15 @@ def place(program: Program, workspace: dict[str, int], platform: Platform, level
           io_in_arena: bool = False, alignment: int = DEFAULT_ALIGNMENT,
           time_limit: float = DEFAULT_TIME_LIMIT, state: StateLayout | None = None,
           function: str | None = None) -> Placement:
-    """Plan the program's memory after the `state` region (the program's own state tensors placed there);
-    raises `ArenaTooSmallError` (naming `function`, when given) when an arena exceeds its level."""
+    """Plan the program's memory with the platform's planner after the `state` region (the program's own
+    state tensors placed there); raises `ArenaTooSmallError` (naming `function`, when given) when an arena
+    exceeds its level."""
     capacity = platform.level(level).bytes  # KeyError names the platform's levels
     state = state or plan_state([program], level, alignment)
     buffers, inplace, kinds = buffers_of(program, workspace, level, io_in_arena)
-    plan = plan_memory(buffers, inplace, alignment=alignment, time_limit=time_limit)
+    plan = plan_memory(buffers, inplace, alignment=alignment, time_limit=time_limit, planner=platform.planner)
     if level not in plan.levels:  # nothing to place: an empty arena, still reported
-        plan = MemoryPlan({level: plan_level(level, [])})
+        plan = MemoryPlan({level: plan_level(level, [], planner=platform.planner)})
     for level_plan in plan.levels.values():
         if state.nbytes + level_plan.arena_bytes > capacity:
             raise ArenaTooSmallError(level, state.nbytes + level_plan.arena_bytes, capacity,

@@ -22,8 +22,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..offload import reference
+from .platforms import NPU_CHANNEL_GROUP
 
-CHANNEL_GROUP = 16
+CHANNEL_GROUP = NPU_CHANNEL_GROUP
 
 
 def packed_size(k: int, n: int) -> int:

@@ -1,7 +1,7 @@
 """Platform descriptions as plain data: memory levels, cluster cores, DMA limits, NPU.
 
-A platform travels inside a TVM target as its `mcpu` string ("siracusa,l1=32768,cores=8"), because
-TVM's target kind "c" accepts no custom attributes; `parse_mcpu` and `Platform.mcpu` convert.
+A platform travels inside a TVM target as its `mcpu` string ("siracusa,l1=32768,cores=8,tiler=greedy"),
+because TVM's target kind "c" accepts no custom attributes; `parse_mcpu` and `Platform.mcpu` convert.
 """
 
 from __future__ import annotations
@@ -11,6 +11,14 @@ from dataclasses import dataclass
 
 KIB = 1024
 MIB = 1024 * KIB
+
+# How tilings and memory layouts are found (the ablation switches): CP-SAT started from the greedy
+# solution, the greedy solution alone, or (memory only) the buffer sharing TVM's StaticPlanBlockMemory finds.
+TILERS = ("cpsat", "greedy")
+PLANNERS = ("cpsat", "greedy", "tvm")
+
+NPU_CHANNEL_GROUP = 16  # output channels the NPU's MAC array computes side by side: its weight layout's group
+NPU_WEIGHT_BYTES = 4 * MIB  # Siracusa's N-EUREKA weight memory (c_kernels/hal/rv32.ld's default region)
 
 
 @dataclass(frozen=True)
@@ -40,9 +48,20 @@ class ClusterCosts:
     # that, an unmeasured allowance for the FPU's longer latency.
     milli_cycles_per_mac: tuple[tuple[str, int], ...] = (("int8", 3040), ("float32", 6080))
     tile_overhead_cycles: int = 200  # fork/join over the cores and loop bookkeeping per tile (assumed)
+    # Attention, per key of a row: fp32 expf, int8 a table lookup (assumed); per key block: two
+    # barriers and core 0's DMA bookkeeping (assumed).
+    exp_cycles_per_key: tuple[tuple[str, int], ...] = (("int8", 10), ("float32", 30))
+    attention_step_cycles: int = 300
 
     def mac_milli_cycles(self, dtype: str) -> int:
         return dict(self.milli_cycles_per_mac)[dtype]
+
+    def mac_cycles(self, dtype: str, macs: int) -> int:
+        """Whole cycles of `macs` MACs on one core."""
+        return -(-macs * self.mac_milli_cycles(dtype) // 1000)
+
+    def exp_cycles(self, dtype: str) -> int:
+        return dict(self.exp_cycles_per_key)[dtype]
 
 
 @dataclass(frozen=True)
@@ -55,7 +74,7 @@ class NpuCosts:
     # Programming one job (about twenty register writes from a core) plus the accelerator's pipeline
     # fill and drain: what makes a tiny layer cheaper on the cluster.
     job_cycles: int = 400
-    channel_group: int = 16  # output channels computed side by side (the weight layout's group)
+    channel_group: int = NPU_CHANNEL_GROUP
 
 
 @dataclass(frozen=True)
@@ -67,6 +86,8 @@ class Platform:
     npu: bool  # the NPU is present and may be used
     cluster_costs: ClusterCosts = ClusterCosts()
     npu_costs: NpuCosts = NpuCosts()
+    tiler: str = "cpsat"  # one of TILERS
+    planner: str = "cpsat"  # one of PLANNERS
 
     def level(self, name: str) -> MemoryLevel:
         for level in self.levels:
@@ -86,22 +107,28 @@ class Platform:
         fields = [self.name]
         for key, ours, theirs in (("l1", self.level("L1").bytes, base.level("L1").bytes),
                                   ("l2", self.level("L2").bytes, base.level("L2").bytes),
-                                  ("cores", self.cores, base.cores), ("npu", int(self.npu), int(base.npu))):
+                                  ("cores", self.cores, base.cores), ("npu", int(self.npu), int(base.npu)),
+                                  ("tiler", self.tiler, base.tiler), ("planner", self.planner, base.planner)):
             if ours != theirs:
                 fields.append(f"{key}={ours}")
         return ",".join(fields)
 
     def with_overrides(self, l1_bytes: int | None = None, l2_bytes: int | None = None,
-                       cores: int | None = None, npu: bool | None = None) -> Platform:
+                       cores: int | None = None, npu: bool | None = None, tiler: str | None = None,
+                       planner: str | None = None) -> Platform:
         for name, value in (("l1_bytes", l1_bytes), ("l2_bytes", l2_bytes), ("cores", cores)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name, value, allowed in (("tiler", tiler, TILERS), ("planner", planner, PLANNERS)):
+            if value is not None and value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; {name}s are {', '.join(allowed)}")
         if npu and not PLATFORMS[self.name].npu:
             raise ValueError(f"platform {self.name} has no NPU")
         sizes = {"L1": l1_bytes, "L2": l2_bytes}
         levels = tuple(dataclasses.replace(lv, bytes=sizes.get(lv.name) or lv.bytes) for lv in self.levels)
         return dataclasses.replace(self, levels=levels, cores=cores or self.cores,
-                                   npu=self.npu if npu is None else bool(npu))
+                                   npu=self.npu if npu is None else bool(npu), tiler=tiler or self.tiler,
+                                   planner=planner or self.planner)
 
 
 _CLUSTER_DMA = Dma(dims=2, max_transfer_bytes=128 * KIB, bytes_per_cycle=8, setup_cycles=30)
@@ -113,7 +140,7 @@ PLATFORMS = {
         name="siracusa",
         levels=(MemoryLevel("L1", 256 * KIB, ("cluster", "npu", "dma")),
                 MemoryLevel("L2", 2 * MIB, ("cluster", "npu", "dma")),
-                MemoryLevel("weights", 4 * MIB, ("npu",))),
+                MemoryLevel("weights", NPU_WEIGHT_BYTES, ("npu",))),
         cores=8, dma=_CLUSTER_DMA, npu=True),
     # A generic single-core MCU with a scratchpad and a DMA, no accelerator.
     "generic": Platform(
@@ -135,10 +162,11 @@ def parse_mcpu(mcpu: str) -> Platform:
     """The platform a target's mcpu string names, with its overrides applied."""
     name, *fields = [part.strip() for part in str(mcpu).split(",")]
     overrides = {}
-    keys = {"l1": "l1_bytes", "l2": "l2_bytes", "cores": "cores", "npu": "npu"}
+    keys = {"l1": "l1_bytes", "l2": "l2_bytes", "cores": "cores", "npu": "npu", "tiler": "tiler", "planner": "planner"}
     for field in fields:
         key, _, value = field.partition("=")
-        if key not in keys or not value.isdigit():
+        named = key in ("tiler", "planner")
+        if key not in keys or not (value if named else value.isdigit()):
             raise ValueError(f"bad deeploy platform field {field!r} in mcpu {mcpu!r}")
-        overrides[keys[key]] = bool(int(value)) if key == "npu" else int(value)
+        overrides[keys[key]] = value if named else bool(int(value)) if key == "npu" else int(value)
     return get_platform(name).with_overrides(**overrides)

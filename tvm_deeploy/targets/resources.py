@@ -32,11 +32,14 @@ def _strip_local_includes(path: Path) -> str:
 
 @lru_cache(maxsize=1)
 def kernel_sources() -> str:
-    """The portable kernel library as one text (headers first, then each .c in name order), local
-    includes removed, so a generated module compiles on its own."""
+    """The portable kernel library as one text (the generated dpl_platform.h and the headers first, then
+    each .c in name order), local includes removed, so a generated module compiles on its own."""
+    from .platform_header import HEADER_NAME, render  # generated from the Python constants, not read
+
     folder = resource_dir("c_kernels")
     parts = [folder / "dpl_hal.h", folder / "dpl_npu.h", folder / "dpl_kernels.h"] + sorted(folder.glob("*.c"))
-    return "".join(_strip_local_includes(p) for p in parts)
+    return (f"/* ---- {HEADER_NAME} (generated) ---- */\n{render()}\n"
+            + "".join(_strip_local_includes(p) for p in parts))
 
 
 def kernel_file(relative: str) -> str:

@@ -26,9 +26,14 @@ def register() -> None:
 
 
 def target(platform: str = DEFAULT_PLATFORM, l1_bytes: int | None = None, l2_bytes: int | None = None,
-           cores: int | None = None, npu: bool | None = None) -> tvm.target.Target:
-    """A deeploy target for `platform` with optional overrides, accepted by `tvm.relax.build`."""
-    chosen = get_platform(platform).with_overrides(l1_bytes=l1_bytes, l2_bytes=l2_bytes, cores=cores, npu=npu)
+           cores: int | None = None, npu: bool | None = None, tiler: str | None = None,
+           planner: str | None = None) -> tvm.target.Target:
+    """A deeploy target for `platform` with optional overrides, accepted by `tvm.relax.build`.
+
+    tiler: "cpsat" (default) or "greedy"; planner (static memory): "cpsat" (default), "greedy" or "tvm"
+    (the buffer sharing TVM's StaticPlanBlockMemory finds)."""
+    chosen = get_platform(platform).with_overrides(l1_bytes=l1_bytes, l2_bytes=l2_bytes, cores=cores, npu=npu,
+                                                   tiler=tiler, planner=planner)
     return tvm.target.Target(_config(chosen))
 
 

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...offload.reference import EXP2_LUT
 from ...offload.specs import AttentionSpec
 from .gemm import ALIGN, aligned, element_bytes
 
-LUT_BYTES = 512  # int8: the 256-entry uint16 exp2 table, copied into L1 once
+LUT_BYTES = EXP2_LUT.nbytes  # int8: the uint16 exp2 table, copied into L1 once
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,13 @@
 """CP-SAT search for attention tiles under the L1 budget (applying tiling/attention.py's geometry and
-policy.AttentionPolicy), in the style of the GEMM tiler.
+policy.py's attention cost model), in the style of the GEMM tiler.
 
 The choices are the head tile, a (query tile, key tile) pair and whether K and V are single-buffered.
 What a pair costs along the key axis (fetched K/V rows, mask elements, steps, key visits: causal
 skipping makes them depend on both tiles jointly) comes from the geometry as tables the model indexes
 with element constraints; L1 bytes, DMA bytes and cycles are then products of table entries.
 Candidate tile sizes are, per axis, the smallest size for each block count (tiling/attention.py).
-Deterministic (one worker, fixed seed) and bounded by the policy's time limit.
+A greedy choice (the least K/V traffic, then the fewest steps, then the most heads) is computed first;
+cpsat.solve starts from it under a deterministic budget and falls back to it.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from ...offload.specs import AttentionSpec, summary
 from ...targets.platforms import Platform
 from .attention import ALIGN, LUT_BYTES, AttentionGeometry, candidates, geometry
 from .cpsat import solve
-from .plan import AttentionTiling, TilingError
-from .policy import DEFAULT_ATTENTION_POLICY, AttentionPolicy
+from .plan import AttentionTiling, TilingError, check_nonzero
+from .policy import DEFAULT_POLICY, TilingPolicy
 
 MAX_HEAD_CANDIDATES = 64
 
@@ -72,9 +73,36 @@ class _Model:
         return q
 
 
-def tile_attention(spec: AttentionSpec, platform: Platform,
-                   policy: AttentionPolicy = DEFAULT_ATTENTION_POLICY) -> AttentionTiling:
+def _fits_transfers(geo: AttentionGeometry, limit: int, tile_h: int, tile_q: int, tile_kv: int) -> bool:
+    """Every block within one DMA transfer (the model's transfer constraints)."""
+    row = max(geo.qk_dim, geo.v_dim) * geo.elem
+    heads = geo.head_blocks(tile_h)
+    return (tile_h * tile_q * row <= limit and heads.span_max * tile_kv * row <= limit
+            and heads.mask_heads_max * geo.mask_block(tile_q, tile_kv) * 4 <= limit)
+
+
+def _greedy(geo: AttentionGeometry, platform: Platform, heads: list[int], pairs, traffic) -> tuple[int, int, int, int]:
+    """(tile_h, tile_q, tile_kv, K/V slots) that fit: the (query, key) pair with the least K/V traffic per
+    head, then the fewest steps, double-buffered if any pair allows it; then the most heads that fit."""
+    d, dv, l1, limit = geo.qk_dim, geo.v_dim, platform.l1_bytes, platform.dma.max_transfer_bytes
+    order = sorted(range(len(pairs)), key=lambda i: (traffic[i].k_rows * d + traffic[i].v_rows * dv
+                                                     + traffic[i].mask_elements, traffic[i].steps, i))
+    for kv_slots in (2, 1):
+        for i in order:
+            tile_q, tile_kv = pairs[i]
+            if geo.l1_bytes(1, tile_q, tile_kv, kv_slots) > l1 or not _fits_transfers(geo, limit, 1, tile_q, tile_kv):
+                continue
+            for tile_h in heads:  # largest first; 1 fits
+                if geo.l1_bytes(tile_h, tile_q, tile_kv, kv_slots) <= l1 and _fits_transfers(geo, limit, tile_h,
+                                                                                              tile_q, tile_kv):
+                    return tile_h, tile_q, tile_kv, kv_slots
+    raise AssertionError("_check_fits admits one head, one query and one key, single-buffered")
+
+
+def tile_attention(spec: AttentionSpec, platform: Platform, policy: TilingPolicy = DEFAULT_POLICY) -> AttentionTiling:
     """The tiles with the fewest modelled cycles whose buffers fit L1."""
+    check_nonzero(summary(spec), batch=spec.batch, heads=spec.heads, kv_heads=spec.kv_heads, q_len=spec.q_len,
+                  kv_len=spec.kv_len, qk_dim=spec.qk_dim, v_dim=spec.v_dim)
     cores, dma, l1 = platform.cores, platform.dma, platform.l1_bytes
     geo = geometry(spec, cores)
     _check_fits(spec, geo, platform)
@@ -90,9 +118,10 @@ def tile_attention(spec: AttentionSpec, platform: Platform,
                 traffic.append(geo.key_traffic(tq, tkv))
     assert pairs, smallest_rest  # (1, 1) fits, _check_fits said so
 
-    mac, exp = policy.mac_cycles(spec.dtype), policy.exp(spec.dtype)
-    key_cycles = (d + dv) * mac + exp
-    first_pass_cycles = d * mac
+    costs = platform.cluster_costs
+    key_cycles = costs.mac_cycles(spec.dtype, d + dv) + costs.exp_cycles(spec.dtype)
+    first_pass_cycles = costs.mac_cycles(spec.dtype, d)
+    greedy_h, greedy_q, greedy_kv, greedy_slots = _greedy(geo, platform, heads, pairs, traffic)
     bpc = dma.bytes_per_cycle
     batch = spec.batch
 
@@ -160,10 +189,11 @@ def tile_attention(spec: AttentionSpec, platform: Platform,
     exposed = m.NewIntVar(0, batch * e * kv_upper_bytes, "kv_exposed")
     m.Add(exposed == batch * e * kv_bytes).OnlyEnforceIf(single)
     m.Add(exposed == 0).OnlyEnforceIf(single.Not())
-    m.Minimize(busiest + exposed + all_steps * (batch * policy.step_overhead_cycles * bpc)
+    m.Minimize(busiest + exposed + all_steps * (batch * costs.attention_step_cycles * bpc)
                + dma_bytes * (policy.dma_byte_weight * bpc))
 
-    solver, status, seconds = solve(m, policy.seconds, policy.seed, summary(spec))
+    greedy = {th: greedy_h, tq: greedy_q, tkv: greedy_kv, single: greedy_slots == 1}
+    solver, status, seconds = solve(m, greedy, platform.tiler, policy, summary(spec))
     tile_h, tile_q, tile_kv = solver.Value(th), solver.Value(tq), solver.Value(tkv)
     return plan_attention(geo, tile_h, tile_q, tile_kv, 1 if solver.Value(single) else 2, cores,
                           round(solver.ObjectiveValue() / bpc), status, seconds)

@@ -14,6 +14,14 @@ class TilingError(ValueError):
     Registered with tvm-ffi so that it keeps its type when raised inside `tvm.relax.build`."""
 
 
+def check_nonzero(what: str, **dims: int) -> None:
+    """Raise TilingError naming `what` and the first zero-size dimension (an empty op has no tiling)."""
+    for name, size in dims.items():
+        if size == 0:
+            sizes = " ".join(f"{key}={value}" for key, value in dims.items())
+            raise TilingError(f"{what} has a zero-size dimension {name}=0 ({sizes}); there is nothing to tile")
+
+
 @dataclass(frozen=True)
 class GemmTiling:
     """Output tiles of tile_m x tile_n with the whole reduction, computed by `engine` ("cluster" or
@@ -32,7 +40,7 @@ class GemmTiling:
     dma_out_bytes: int
     dma_lower_bound: int  # every input byte loaded once, every output byte stored once
     modelled_cycles: int
-    solver_status: str  # "optimal", or "feasible (time limit)" when the search was cut short
+    solver_status: str  # "optimal", "feasible (search limit)", "greedy" or "greedy (solver found none)"
     solver_seconds: float
 
 

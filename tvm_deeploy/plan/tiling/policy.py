@@ -12,6 +12,11 @@ equally fast tilings the one that moves less wins (the paper's figure of merit i
 The busiest core is what rewards tiles whose rows (or columns) are a multiple of the core count.
 The reduction is never split: partial sums would need an int32 accumulator tile in L1 and a second
 pass, which only pays when a single row of A and column of B do not fit, and then we refuse.
+
+Attention (same form, tiling/attention_solve.py), with the cluster's per-MAC and per-key figures:
+  cycles = max(DMA cycles, compute cycles) + steps * step overhead + exposed single-buffered K/V DMA
+  compute cycles = sum over steps of (rows of the busiest core) * (keys of the step) * key cycles
+  key cycles = (qk_dim + v_dim) * MAC cycles + exp cycles   (int8 first passes: qk_dim * MAC cycles)
 """
 
 from __future__ import annotations
@@ -22,34 +27,12 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class TilingPolicy:
     dma_byte_weight: int = 1  # cycles' worth of energy per DMA byte
-    seconds: float = 2.0  # CP-SAT time limit per op
+    # CP-SAT's search budget per op in deterministic seconds (a machine-independent work count), so
+    # the tiling does not depend on machine load; the wall-clock guard only stops a search on a
+    # machine many times too slow.
+    deterministic_seconds: float = 5.0
+    wall_seconds_guard: float = 120.0
     seed: int = 0
 
 
 DEFAULT_POLICY = TilingPolicy()
-
-
-@dataclass(frozen=True)
-class AttentionPolicy:
-    """The attention tiler's cycle model (same form as the GEMM's):
-      cycles = max(DMA cycles, compute cycles) + steps * step_overhead + exposed single-buffered K/V DMA
-      compute cycles = sum over steps of (rows of the busiest core) * (keys of the step) * key cycles
-      key cycles = (qk_dim + v_dim) * mac cycles + exp cycles   (int8 first passes: qk_dim * mac cycles)
-      objective = cycles + dma_byte_weight * DMA bytes
-    """
-
-    cycles_per_mac: tuple[tuple[str, int], ...] = (("float32", 2), ("int8", 1))
-    exp_cycles: tuple[tuple[str, int], ...] = (("float32", 30), ("int8", 10))  # expf / table lookup per key
-    step_overhead_cycles: int = 300  # two barriers and core 0's DMA bookkeeping per step
-    dma_byte_weight: int = 1
-    seconds: float = 2.0
-    seed: int = 0
-
-    def mac_cycles(self, dtype: str) -> int:
-        return dict(self.cycles_per_mac)[dtype]
-
-    def exp(self, dtype: str) -> int:
-        return dict(self.exp_cycles)[dtype]
-
-
-DEFAULT_ATTENTION_POLICY = AttentionPolicy()

@@ -1,7 +1,8 @@
 """CP-SAT search for GEMM tile sizes under the L1 budget, for the cluster or the NPU.
 
-Deterministic and bounded (cpsat.solve: the policy's time limit per op; on a time-out the best tiling
-found is used and the status says so). Costs are integers in units of
+A greedy choice (the least DMA traffic among candidate tile sizes, then the fewest tiles) is computed
+first; cpsat.solve starts from it under a deterministic budget and falls back to it, so a tiling is
+found whenever one exists and the same input gives the same tiling at any machine load. Costs are integers in units of
 1/(1000 * DMA bytes per cycle) cycles, so that every term of the policy's model stays exact.
 """
 
@@ -13,9 +14,10 @@ from ortools.sat.python import cp_model
 
 from ...offload.specs import GemmSpec, summary
 from ...targets.platforms import Platform
+from .attention import candidates
 from .cpsat import solve
 from .gemm import ALIGN, GemmGeometry, geometry
-from .plan import GemmTiling, TilingError
+from .plan import GemmTiling, TilingError, check_nonzero
 from .policy import DEFAULT_POLICY, TilingPolicy
 
 ENGINES = ("cluster", "npu")
@@ -65,12 +67,18 @@ def _if(model, condition, value, upper, name):
     return out
 
 
+def _smallest_tile_n(geo: GemmGeometry, platform: Platform, engine: str) -> int:
+    """The NPU's column blocks are whole channel groups (or all columns)."""
+    return min(platform.npu_costs.channel_group, geo.n) if engine == "npu" else 1
+
+
 def _check_fits(spec: GemmSpec, geo: GemmGeometry, platform: Platform, engine: str) -> None:
-    smallest = geo.l1_bytes(1, 1, a_slots=1, b_slots=0 if geo.weights_resident else 1)
+    tile_n = _smallest_tile_n(geo, platform, engine)
+    smallest = geo.l1_bytes(1, tile_n, a_slots=1, b_slots=0 if geo.weights_resident else 1)
     where = " on the NPU" if engine == "npu" else ""
     if smallest > platform.l1_bytes:
         raise TilingError(f"{summary(spec)}{where}: no tiling fits L1 = {platform.l1_bytes} bytes; the smallest "
-                          f"(1x1 output tiles, single-buffered operands, whole reduction) needs {smallest} "
+                          f"(1x{tile_n} output tiles, single-buffered operands, whole reduction) needs {smallest} "
                           f"bytes of L1")
     largest_block = max(geo.k * geo.a_elem, geo.k * geo.b_stream_elem)
     if largest_block > platform.dma.max_transfer_bytes:
@@ -83,8 +91,10 @@ def tile_gemm(spec: GemmSpec, platform: Platform, engine: str = "cluster",
     """The tile sizes with the lowest modelled cost whose tiles fit L1, for `engine`."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; engines are {', '.join(ENGINES)}")
+    check_nonzero(summary(spec), batch=math.prod(spec.batch), m=spec.m, n=spec.n, k=spec.k)
     geo = geometry(spec, engine)
     _check_fits(spec, geo, platform, engine)
+    greedy_m, greedy_n, greedy_a_slots, greedy_b_slots = _greedy(geo, platform, engine)
     m, n, k, batch = geo.m, geo.n, geo.k, geo.batch
     cores, dma, l1 = platform.cores, platform.dma, platform.l1_bytes
     per_cycle = 1000 * dma.bytes_per_cycle  # cost units per cycle
@@ -158,11 +168,41 @@ def tile_gemm(spec: GemmSpec, platform: Platform, engine: str = "cluster",
     model.Minimize(overlapped + exposed + batch * tiles * overhead
                    + dma_bytes * (policy.dma_byte_weight * per_cycle))
 
-    solver, status, seconds = solve(model, policy.seconds, policy.seed, summary(spec))
+    greedy = {tile_m: greedy_m, tile_n: greedy_n, a_single: greedy_a_slots == 1, b_single: greedy_b_slots <= 1}
+    solver, status, seconds = solve(model, greedy, platform.tiler, policy, summary(spec))
     cycles = (solver.Value(overlapped) + solver.Value(exposed) + batch * solver.Value(tiles) * overhead) / per_cycle
     b_slots = 0 if engine == "npu" else 1 + (not solver.Value(b_single))
     return _plan(geo, engine, solver.Value(tile_m), solver.Value(tile_n), 1 + (not solver.Value(a_single)),
                  b_slots, cores, cycles, status, seconds)
+
+
+def _greedy(geo: GemmGeometry, platform: Platform, engine: str) -> tuple[int, int, int, int]:
+    """(tile_m, tile_n, A slots, B slots) that fit: among candidate tile sizes and buffering, the least
+    DMA traffic, then the fewest tiles, double-buffered first. (1, smallest tile_n) single-buffered fits
+    (_check_fits), so there is always one."""
+    m, n, k, dma = geo.m, geo.n, geo.k, platform.dma
+    if engine == "npu":
+        group = platform.npu_costs.channel_group
+        columns = sorted({n} | {group * g for g in candidates(-(-n // group)) if group * g <= n}, reverse=True)
+        buffering = ((2, 0), (1, 0))
+    else:
+        columns, buffering = candidates(n), ((2, 2), (1, 2), (2, 1), (1, 1))
+    best, choice = None, None
+    for tile_m in candidates(m):
+        if tile_m * k * geo.a_elem > dma.max_transfer_bytes:
+            continue
+        for tile_n in columns:
+            largest = max(tile_n * k * geo.b_stream_elem, tile_m * tile_n * geo.y_elem)
+            if largest > dma.max_transfer_bytes:
+                continue
+            for rank, (a_slots, b_slots) in enumerate(buffering):
+                if geo.l1_bytes(tile_m, tile_n, a_slots, b_slots) <= platform.l1_bytes:
+                    key = (sum(geo.dma_bytes(tile_m, tile_n)), math.ceil(m / tile_m) * math.ceil(n / tile_n), rank)
+                    if best is None or key < best:
+                        best, choice = key, (tile_m, tile_n, a_slots, b_slots)
+                    break
+    assert choice is not None, "_check_fits admits the smallest tiling"
+    return choice
 
 
 def _compute_cost(model, engine, platform, dtype, geo, tile_m, tile_n, tile_elems, tiles, per_cycle):
