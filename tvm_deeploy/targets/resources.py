@@ -35,7 +35,8 @@ def kernel_sources() -> str:
     """The portable kernel library as one text (headers first, then each .c in name order), local
     includes removed, so a generated module compiles on its own."""
     folder = resource_dir("c_kernels")
-    parts = [folder / "dpl_hal.h", folder / "dpl_npu.h", folder / "dpl_kernels.h"] + sorted(folder.glob("*.c"))
+    headers = ("dpl_hal.h", "dpl_npu.h", "dpl_kernel_args.h", "dpl_kernels.h")  # each before its includers
+    parts = [folder / name for name in headers] + sorted(folder.glob("*.c"))
     return "".join(_strip_local_includes(p) for p in parts)
 
 
