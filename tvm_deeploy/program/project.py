@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from string import Template
 
 import numpy as np
 
-from ..emit.ops import Function, c_float, emit_module, summary
-from ..targets.resources import template
+from ..emit.c import c_array, c_items, fill, render
+from ..emit.ops import Function, emit_module, summary
 from ..targets.rv32 import CROSS_COMPILER, HAL_SOURCES, TOOLCHAIN_FLAGS, Build
 from .glue import SUPPORT_HEADER, Glue
 from .lower import DTYPES, Program, Step, Value
@@ -93,38 +92,6 @@ def _type_text(value) -> str:
     return f"{value.dtype}{_shape(value.shape)}"
 
 
-def c_array_items(values: np.ndarray, dtype: str) -> str:
-    flat = np.ascontiguousarray(values).reshape(-1)
-    if dtype in ("float32", "float64"):
-        items = [c_float(v) if dtype == "float32" else _c_double(v) for v in flat]
-        per_line = 6
-    else:
-        suffix = {"int64": "LL", "uint64": "ULL", "uint32": "U"}.get(dtype, "")
-        items = [_c_int(int(v), dtype) + suffix for v in flat]
-        per_line = 16
-    if not items:
-        return "0"
-    return "\n".join("  " + ", ".join(items[i:i + per_line]) + "," for i in range(0, len(items), per_line))
-
-
-def _c_int(value: int, dtype: str) -> str:
-    # The most negative value has no literal of its own type.
-    if dtype == "int32" and value == -(2**31):
-        return "(-2147483647 - 1)"
-    if dtype == "int64" and value == -(2**63):
-        return "(-9223372036854775807LL - 1)"
-    return str(value)
-
-
-def _c_double(value) -> str:
-    value = float(value)
-    if np.isnan(value):
-        return "NAN"
-    if np.isinf(value):
-        return "INFINITY" if value > 0 else "-INFINITY"
-    return value.hex()
-
-
 # ---- offloaded ops -------------------------------------------------------------------------------
 
 def ops_source(prefix: str, functions: list[Function]) -> tuple[str, dict[str, int]]:
@@ -160,8 +127,8 @@ def weights_source(inp: ProjectInput) -> str:
              "#include <math.h>", "#include <stdint.h>", "", f'#include "{SUPPORT_HEADER}"', ""]
     for name, (value, array) in inp.constants().items():
         parts.append(f"/* {name}: {_type_text(value)} */")
-        parts.append(f"const {ctype(value.dtype)} {weight_symbol(inp.prefix, name)}[{value.elements}] DPL_WEIGHTS "
-                     f"DPL_ALIGNED(16) = {{\n{c_array_items(array, value.dtype)}\n}};")
+        parts.append(c_array(weight_symbol(inp.prefix, name), array, value.dtype, storage="const",
+                             attributes="DPL_WEIGHTS DPL_ALIGNED(16)"))
     return "\n".join(parts) + "\n"
 
 
@@ -224,22 +191,22 @@ def _descriptors(prefix: str, entry: Entry, declared: set[str]) -> tuple[list[st
 
 _CALL_HELPER = """\
 /* Calls a TIR function of TVM's glue with tensors, as tvm-ffi arguments (DLTensor pointers). */
-static int32_t {prefix}_call(int32_t (*function)(void *, void *, int32_t, void *), DLTensor *const *tensors,
+static int32_t ${prefix}_call(int32_t (*function)(void *, void *, int32_t, void *), DLTensor *const *tensors,
                              int32_t count, void *workspace, size_t workspace_bytes)
-{{
-  TVMFFIAny args[{max_args}];
+{
+  TVMFFIAny args[${max_args}];
   TVMFFIAny result;
   int32_t i;
   memset(args, 0, sizeof(args));
   memset(&result, 0, sizeof(result));
-  for (i = 0; i < count; ++i) {{
+  for (i = 0; i < count; ++i) {
     args[i].type_index = kTVMFFIDLTensorPtr;
     args[i].v_ptr = tensors[i];
-  }}
+  }
   result.type_index = kTVMFFINone;
   dpl_workspace_set(workspace, workspace_bytes);
   return function(NULL, args, count, &result);
-}}
+}
 """
 
 
@@ -422,7 +389,7 @@ def network_source(inp: ProjectInput) -> str:
     def section(title, lines):
         return f"/* {title} */\n" + "\n".join(lines) + "\n" if lines else ""
 
-    return Template(template("project_network.c.tmpl")).substitute(
+    return render("project_network.c.tmpl",
         prefix=prefix, contents=_contents(inp),
         memory_comment="\n".join(f" * {line}" for line in _memory_lines(inp)),
         arenas="\n".join(arenas) + "\n" if arenas else "",
@@ -430,7 +397,7 @@ def network_source(inp: ProjectInput) -> str:
         glue=section(f"TVM's glue ({prefix}_glue.c).", glue),
         ops=section(f"Offloaded ops ({prefix}_ops.c).", op_decls),
         descriptors=section("Tensor descriptors for TVM's glue.", ["\n".join(descriptors)] if descriptors else []),
-        call_helper=_CALL_HELPER.format(prefix=prefix, max_args=max_args) if max_args else "",
+        call_helper=fill(_CALL_HELPER, prefix=prefix, max_args=max_args) if max_args else "",
         runs="\n\n".join(runs), accessors=_accessors(inp, declarations=False))
 
 
@@ -501,7 +468,7 @@ def header_source(inp: ProjectInput, weight_bytes: int) -> str:
         memory.append(f"#define {upper}_STATE_BYTES {inp.state.nbytes}")
     memory.append(f"#define {upper}_WEIGHTS_BYTES {weight_bytes}")
     memory.append(f"#define {upper}_IO_IN_ARENA {int(inp.entries[0].placement.io_in_arena)}")
-    return Template(template("project_header.h.tmpl")).substitute(
+    return render("project_header.h.tmpl",
         prefix=prefix, guard=f"{upper}_H", usage=_usage(inp), description=inp.description,
         weights_section=inp.weights_section, io_macros="\n".join(macros).rstrip(), structs="\n\n".join(structs),
         memory_macros="\n".join(memory), runs="\n\n".join(_run_declaration(e, several) for e in inp.entries),
@@ -511,15 +478,15 @@ def header_source(inp: ProjectInput, weight_bytes: int) -> str:
 # ---- the other files -----------------------------------------------------------------------------
 
 def support_header(weights_section: str) -> str:
-    return Template(template("project_support.h.tmpl")).substitute(weights_section=weights_section)
+    return render("project_support.h.tmpl", weights_section=weights_section)
 
 
 def runtime_source() -> str:
-    return Template(template("project_runtime.c.tmpl")).substitute()
+    return render("project_runtime.c.tmpl")
 
 
 def makefile(prefix: str, sources: list[str], headers: list[str], hal: list[str], rv32: Build) -> str:
-    return Template(template("project_Makefile.tmpl")).substitute(
+    return render("project_Makefile.tmpl",
         prefix=prefix, upper=prefix.upper(), sources=" ".join(sources), headers=" ".join(headers),
         hal=" ".join(hal), hal_rv32=" ".join(HAL_SOURCES), cross_compiler=CROSS_COMPILER,
         toolchain_flags=" ".join(TOOLCHAIN_FLAGS), march=rv32.isa.march, mabi=rv32.isa.mabi,
@@ -534,15 +501,14 @@ def test_vectors_source(prefix: str, program: Program, fields: dict[str, str], i
              f"#ifndef {prefix.upper()}_TEST_VECTORS_H", f"#define {prefix.upper()}_TEST_VECTORS_H", ""]
     items = []
     for name, array in zip(program.inputs, inputs):
-        items.append(f"  {{ /* {fields[name]} */\n{_indent(c_array_items(array, program.values[name].dtype))}\n  }},")
+        items.append(f"  {{ /* {fields[name]} */\n{_indent(c_items(array, program.values[name].dtype))}\n  }},")
     if not items:
         items = ["  0,"]
     lines.append(f"static const struct {prefix}_inputs {prefix}_test_inputs = {{\n" + "\n".join(items) + "\n};")
     for name, ref, other in zip(program.outputs, expected, llvm):
         value = program.values[name]
         for kind, array in (("expected", ref), ("llvm", other)):
-            lines.append(f"static const {ctype(value.dtype)} {prefix}_{kind}_{fields[name]}[{value.elements}] = "
-                         f"{{\n{c_array_items(array, value.dtype)}\n}};")
+            lines.append(c_array(f"{prefix}_{kind}_{fields[name]}", array, value.dtype))
     lines += ["", "#endif", ""]
     return "\n".join(lines)
 
@@ -563,50 +529,52 @@ static double difference(double a, double b)
 """
 
 _CHECK_FLOAT = """\
-static void check_float(const char *name, const {ctype} *y, const {ctype} *expected, const {ctype} *llvm, long n)
-{{
+static void check_${ctype}(const char *name, const ${ctype} *y, const ${ctype} *expected, const ${ctype} *llvm,
+                         long n)
+{
   long i, wrong = 0;
   double scale = 0.0, worst = 0.0, llvm_worst = 0.0, llvm_max = 0.0;
-  for (i = 0; i < n; ++i) {{
+  for (i = 0; i < n; ++i) {
     scale = isfinite((double)expected[i]) ? fmax(scale, fabs((double)expected[i])) : scale;
     llvm_max = isfinite((double)llvm[i]) ? fmax(llvm_max, fabs((double)llvm[i])) : llvm_max;
-  }}
-  for (i = 0; i < n; ++i) {{
+  }
+  for (i = 0; i < n; ++i) {
     double diff = difference(y[i], expected[i]);
-    if (!(diff <= FP32_TOLERANCE * scale)) {{
+    if (!(diff <= FP32_TOLERANCE * scale)) {
       ++wrong;
-    }}
+    }
     worst = fmax(worst, diff);
     llvm_worst = fmax(llvm_worst, difference(y[i], llvm[i]));
-  }}
+  }
   printf("%s: %ld elements, %ld errors (largest difference %.9g, tolerance %.3g), "
          "largest difference from TVM llvm %.9g\\n", name, n, wrong, worst, FP32_TOLERANCE * scale, llvm_worst);
   errors += wrong;
   total += n;
   llvm_diff = fmax(llvm_diff, llvm_worst);
   llvm_scale = fmax(llvm_scale, llvm_max);
-}}
+}
 """
 
 _CHECK_INT = """\
-static void check_{ctype}(const char *name, const {ctype} *y, const {ctype} *expected, const {ctype} *llvm, long n)
-{{
+static void check_${ctype}(const char *name, const ${ctype} *y, const ${ctype} *expected, const ${ctype} *llvm,
+                         long n)
+{
   long i, wrong = 0;
   double llvm_worst = 0.0, llvm_max = 0.0;
-  for (i = 0; i < n; ++i) {{
-    if (y[i] != expected[i]) {{
+  for (i = 0; i < n; ++i) {
+    if (y[i] != expected[i]) {
       ++wrong;
-    }}
+    }
     llvm_worst = fmax(llvm_worst, fabs((double)y[i] - (double)llvm[i]));
     llvm_max = fmax(llvm_max, fabs((double)llvm[i]));
-  }}
+  }
   printf("%s: %ld elements, %ld errors (exact), largest difference from TVM llvm %.0f\\n", name, n, wrong,
          llvm_worst);
   errors += wrong;
   total += n;
   llvm_diff = fmax(llvm_diff, llvm_worst);
   llvm_scale = fmax(llvm_scale, llvm_max);
-}}
+}
 """
 
 
@@ -638,12 +606,12 @@ def main_source(prefix: str, program: Program, fields: dict[str, str]) -> str:
         field = fields[name]
         if value.dtype in ("float32", "float64"):
             functions.setdefault("difference", _DIFFERENCE)
-            functions.setdefault(f"f{c}", _CHECK_FLOAT.replace("check_float", f"check_{c}").format(ctype=c))
+            functions.setdefault(c, fill(_CHECK_FLOAT, ctype=c))
         else:
-            functions.setdefault(c, _CHECK_INT.format(ctype=c))
+            functions.setdefault(c, fill(_CHECK_INT, ctype=c))
         checks.append(f'  check_{c}("{field} {_type_text(value)}", outputs.{field}, {prefix}_expected_{field}, '
                       f"{prefix}_llvm_{field}, {value.elements});")
-    return Template(template("project_main.c.tmpl")).substitute(
+    return render("project_main.c.tmpl",
         prefix=prefix, tolerance=f"{FP32_TOLERANCE:g}", check_functions="\n".join(functions.values()),
         print_profile=PRINT_STEP_PROFILE,
         checks="\n".join(checks))
