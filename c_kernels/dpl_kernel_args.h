@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-/* The requantization of an int8 GEMM (enum dpl_requant_mode says what each vector does). */
+/* An int8 GEMM's requantization (enum dpl_requant_mode says what each vector does). */
 typedef struct dpl_requant {
   int32_t mode;         /* enum dpl_requant_mode */
   const int32_t *bias;  /* [n] added to the accumulator first (int32 add, wraps), or NULL */

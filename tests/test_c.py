@@ -11,11 +11,13 @@ from conftest import KERNEL_DIR, run_c_program
 from tvm_deeploy.emit.c import (
     Field,
     Struct,
+    array_bytes,
     c_array,
     c_double,
     c_float,
     c_int,
     c_items,
+    c_shape,
     ctypes_struct,
     declaration,
     fill,
@@ -52,6 +54,18 @@ def test_arrays():
     assert c_array("t", np.array([1, 2]), "uint16", storage="const") == "const uint16_t t[2] = {\n  1, 2,\n};"
 
 
+def test_array_bytes_sums_each_placement():
+    text = "\n".join([c_array("a", np.zeros(3, np.float32), "float32", attributes="DPL_WEIGHTS"),
+                      c_array("b", np.zeros(5, np.int8), "int8", attributes="DPL_NPU_WEIGHTS"),
+                      c_array("c", np.zeros(2, np.uint16), "uint16", attributes="DPL_WEIGHTS"),
+                      c_array("d", np.zeros(7, np.int32), "int32")])  # no placement: not counted
+    assert array_bytes(text) == {"DPL_WEIGHTS": 16, "DPL_NPU_WEIGHTS": 5}
+
+
+def test_shapes():
+    assert (c_shape((2, 3)), c_shape(())) == ("{2, 3}", "{1}")
+
+
 def test_fill_wants_exactly_the_template_fields():
     assert fill("int ${name} = $value;", name="x", value=3) == "int x = 3;"
     with pytest.raises(KeyError, match=r"missing \['value'\], unknown \[\]"):
@@ -83,9 +97,8 @@ def test_designated_initializer_names_every_member_in_order():
 
 
 def test_committed_header_is_generated():
-    """c_kernels/dpl_kernel_args.h is what kernel_args.py describes (regenerate: python -m
-    tvm_deeploy.emit.kernel_args)."""
-    assert (KERNEL_DIR / HEADER).read_text() == header_source()
+    """c_kernels/dpl_kernel_args.h is what kernel_args.py describes."""
+    assert (KERNEL_DIR / HEADER).read_text() == header_source(), "regenerate it with kernel_args.write_header()"
 
 
 def test_ctypes_mirrors_match_the_c_layout(tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -95,6 +96,25 @@ def c_array(name: str, values, dtype: str, storage: str = "static const", attrib
     size = np.asarray(values).size
     attributes = f" {attributes}" if attributes else ""
     return f"{storage} {C_TYPES[dtype]} {name}[{size}]{attributes} = {{\n{c_items(values, dtype)}\n}};"
+
+
+_STATIC_ARRAY = re.compile(r"^static const (\w+) \w+\[(\d+)\] (\w+) = \{$", re.MULTILINE)
+_C_TYPE_BYTES = {C_TYPES[dtype]: np.dtype(dtype).itemsize for dtype in C_TYPES}
+
+
+def array_bytes(text: str) -> dict[str, int]:
+    """The bytes of the static arrays c_array defined in `text` with one attribute (a placement macro),
+    per attribute."""
+    found: dict[str, int] = {}
+    for match in _STATIC_ARRAY.finditer(text):
+        ctype, size, attribute = match.groups()
+        found[attribute] = found.get(attribute, 0) + _C_TYPE_BYTES[ctype] * int(size)
+    return found
+
+
+def c_shape(shape) -> str:
+    """A shape as a brace list; {1} for a scalar (C has no empty initializer)."""
+    return "{" + (", ".join(str(int(d)) for d in shape) or "1") + "}"
 
 
 # ---- templates -----------------------------------------------------------------------------------

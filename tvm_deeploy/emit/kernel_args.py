@@ -3,16 +3,19 @@
 c_kernels/dpl_kernel_args.h is generated from these descriptions and committed (a test checks it is
 current); after changing one, regenerate it:
 
-    python -m tvm_deeploy.emit.kernel_args
+    python -c "from tvm_deeploy.emit.kernel_args import write_header; write_header()"
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from ..targets.resources import resource_dir
 from .c import Field, Struct, declaration
 
 HEADER = "dpl_kernel_args.h"
 
-REQUANT = Struct("dpl_requant", "The requantization of an int8 GEMM (enum dpl_requant_mode says what each vector does).", (
+REQUANT = Struct("dpl_requant", "An int8 GEMM's requantization (enum dpl_requant_mode says what each vector does).", (
     Field("mode", "int32_t", "enum dpl_requant_mode"),
     Field("bias", "const int32_t *", "[n] added to the accumulator first (int32 add, wraps), or NULL"),
     Field("mul", "const int32_t *", "[n]"),
@@ -91,7 +94,8 @@ def header_source() -> str:
             f"{declarations}\n\n#endif /* DPL_KERNEL_ARGS_H */\n")
 
 
-if __name__ == "__main__":
-    from ..targets.resources import resource_dir
 
-    (resource_dir("c_kernels") / HEADER).write_text(header_source())
+def write_header() -> Path:
+    path = resource_dir("c_kernels") / HEADER
+    path.write_text(header_source())
+    return path

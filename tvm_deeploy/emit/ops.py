@@ -16,7 +16,7 @@ from ..offload.specs import AttentionSpec, GemmSpec, Operand, OpSpec, SoftmaxSpe
 from ..plan.tiling.plan import AttentionTiling, GemmTiling
 from ..targets import npu
 from ..targets.resources import hal_source, kernel_sources
-from .c import C_TYPES, c_array, c_float, initializer, render  # noqa: F401  (c_float: importable from here)
+from .c import C_TYPES, c_array, c_float, c_shape, initializer, render  # noqa: F401  (c_float: importable from here)
 from .kernel_args import ATTENTION_PLAN, ATTENTION_QUANT_FIELDS, GEMM_PLAN, REQUANT
 
 DL_TYPES = {"float32": ("kDLFloat", 32), "int8": ("kDLInt", 8), "int32": ("kDLInt", 32)}
@@ -204,13 +204,14 @@ def emit_ffi_wrapper(fn: Function) -> str:
     tensors = list(fn.inputs) + [fn.output]
     shapes, args, call_args = [], [], []
     for i, tensor in enumerate(tensors):
-        dims = ", ".join(str(d) for d in tensor.shape)
-        shapes.append(f"static const int64_t {fn.symbol}_shape{i}[{len(tensor.shape)}] = {{{dims}}};")
+        shapes.append(f"static const int64_t {fn.symbol}_shape{i}[{max(len(tensor.shape), 1)}] = "
+                      f"{c_shape(tensor.shape)};")
         code, bits = DL_TYPES[tensor.dtype]
         args.append(f"{{{len(tensor.shape)}, {fn.symbol}_shape{i}, {code}, {bits}}}")
         qualifier = "const " if i < len(fn.inputs) else ""
         call_args.append(f"({qualifier}{C_TYPES[tensor.dtype]} *)data[{i}]")
-    return render("ffi_wrapper.c.tmpl",
+    return render(
+        "ffi_wrapper.c.tmpl",
         symbol=fn.symbol, count=len(tensors), shapes="\n".join(shapes), args=", ".join(args),
         call_args=", ".join(call_args))
 
@@ -237,6 +238,7 @@ def emit_module(functions: list[Function], ffi_wrappers: bool = True) -> str:
     entries = "".join(emit_function(f, pool) for f in functions)
     if pool.definitions:
         entries = "/* The entries' constant arrays, each stored once. */\n" + "\n".join(pool.definitions) + "\n" + entries
-    return render("module.c.tmpl",
+    return render(
+        "module.c.tmpl",
         host_prelude=host_prelude, host_includes=host_includes, kernels=kernel_sources(), l1_arena=arena,
         functions=entries, wrappers=wrappers)
