@@ -20,19 +20,6 @@
 extern "C" {
 #endif
 
-/* How an int8 GEMM turns its int32 accumulator into the stored output. */
-enum dpl_requant_mode {
-  /* store acc (+ bias) as int32 */
-  DPL_REQUANT_NONE = 0,
-  /* QDQ graphs: y = clamp((((int64)acc * mul[n] + 2^(shift[n]-1)) >> shift[n]) + out_zp, lo, hi)
-     with 1 <= shift[n] <= 62, all in int64 (round half up, arithmetic shift) */
-  DPL_REQUANT_FIXED = 1,
-  /* integer graphs, TVM's int32 op semantics (wrap-around on overflow):
-     t = acc * mul[n]; t = t + add[n]; t = t >> shift[n]; t = t + out_zp; y = clamp(t, lo, hi).
-     A NULL mul/add/shift skips that step. 0 <= shift[n] <= 31 (arithmetic shift). */
-  DPL_REQUANT_INT_OPS = 2
-};
-
 /* y[m][n] = sum_k a[m][k] * B(k, n) + (bias ? bias[n] : 0), row-major with leading dimensions
    (elements between consecutive rows) lda, ldb, ldy:
    a[m * lda + k];  B(k, n) = b_transposed ? b[n * ldb + k] : b[k * ldb + n];  y[m * ldy + n]. */
@@ -54,27 +41,13 @@ void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int
    fastest; an operand block already in L1 is not fetched again. The reduction is never split.
    An operand whose two slot offsets are equal is single-buffered (fetched after the tile that
    used the previous block). Y holds float (DPL_F32), int32 (DPL_S8 with rq NULL or mode NONE)
-   or int8; every slot must be 4-byte aligned (the tiler aligns to 8). */
-enum dpl_dtype { DPL_F32 = 0, DPL_S8 = 1 };
-
-/* Which engine computes the tiles. On the NPU (DPL_S8 with FIXED requantization, no zero points) B is
-   the packed weight matrix resident in the NPU's weight memory (dpl_npu.h): it is never fetched, no B
-   slots are used, tile_n is a multiple of DPL_NPU_GROUP unless it covers all n, and each tile is one
-   NPU job instead of a fork over the cores. */
-enum dpl_engine { DPL_ENGINE_CLUSTER = 0, DPL_ENGINE_NPU = 1 };
-
-/* bias: DPL_F32 only (per column, or NULL); rq: DPL_S8 only (its vectors indexed by global column). */
+   or int8; every slot must be 4-byte aligned (the tiler aligns to 8). The engine (enum dpl_engine) computes
+   the tiles. bias: DPL_F32 only (per column, or NULL); rq: DPL_S8 only (its vectors indexed by global column). */
 void dpl_gemm_tiled(const dpl_gemm_plan_t *plan, uint8_t *l1, const void *a, const void *b, void *y,
                     const float *bias, const dpl_requant_t *rq);
 
 /* Row-wise softmax over the last axis: y = exp(x - max) / sum(exp(x - max)). */
 void dpl_softmax_f32(const float *x, float *y, int32_t rows, int32_t cols);
-
-enum dpl_causal {
-  DPL_CAUSAL_NONE = 0,
-  DPL_CAUSAL_TOP_LEFT = 1,     /* query i sees keys j <= i */
-  DPL_CAUSAL_BOTTOM_RIGHT = 2  /* query i sees keys j <= i + (kv_len - q_len) */
-};
 
 /* Fused attention o = softmax(q k^T * scale + mask [causal]) v per batch and query head, cut into
    tiles that fit L1 (the tiler's plan): tile_h query heads x tile_q query rows, keys in blocks of

@@ -18,16 +18,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tvm_deeploy.emit.c import ctypes_struct
-from tvm_deeploy.emit.kernel_args import ATTENTION_PLAN, STRIDES
+from tvm_deeploy.emit.kernel_args import ATTENTION_PLAN, DTYPE, STRIDES
+from tvm_deeploy.emit.kernel_args import CAUSAL as CAUSAL_ENUM
 from tvm_deeploy.offload import reference as ref
 from tvm_deeploy.offload.specs import AttentionSpec, Operand, Strides
 from tvm_deeploy.plan.tiling.attention import geometry
 
 C_FLAGS = [*BASE_C_FLAGS, "-pthread"]  # the host HAL runs threads
 
-F32, S8 = 0, 1
+F32, S8 = DTYPE.values["f32"], DTYPE.values["s8"]
 TO_L1, TO_L2 = 0, 1
-CAUSAL = {"none": 0, "top_left": 1, "bottom_right": 2}
+CAUSAL = CAUSAL_ENUM.values
 I32, U32 = ctypes.c_int32, ctypes.c_uint32
 
 

@@ -9,6 +9,7 @@ import pytest
 from conftest import KERNEL_DIR, run_c_program
 
 from tvm_deeploy.emit.c import (
+    Enum,
     Field,
     Struct,
     array_bytes,
@@ -94,6 +95,14 @@ def test_designated_initializer_names_every_member_in_order():
         initializer(POINT, {"x": 1, "z": 2})
     with pytest.raises(ValueError, match="sizes: 1 values for 2 elements"):
         initializer(BOX, {"lo": point, "hi": point, "sizes": (1,)})
+
+
+def test_enum():
+    mode = Enum("mode", "M_", "Modes.", (("off", ""), ("fast_on", "two\nlines")))
+    assert (mode["fast_on"], mode.values) == ("M_FAST_ON", {"off": 0, "fast_on": 1})
+    assert declaration(mode) == "/* Modes. */\nenum mode {\n  M_OFF = 0,\n  /* two\n     lines */\n  M_FAST_ON = 1\n};"
+    with pytest.raises(KeyError, match="enum mode has no member 'on' \\(members: off, fast_on\\)"):
+        mode["on"]
 
 
 def test_committed_header_is_generated():

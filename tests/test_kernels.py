@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tvm_deeploy.emit.c import ctypes_struct
-from tvm_deeploy.emit.kernel_args import REQUANT
+from tvm_deeploy.emit.kernel_args import REQUANT, REQUANT_MODE
 from tvm_deeploy.offload import reference as ref
 
 EXPECTED_SOURCES = {"attention_tiled.c", "gemm_f32.c", "gemm_s8.c", "gemm_tiled.c", "npu_driver.c", "npu_model.c",
@@ -23,7 +23,7 @@ EXPECTED_SOURCES = {"attention_tiled.c", "gemm_f32.c", "gemm_s8.c", "gemm_tiled.
 
 CXX_FLAGS = ["-x", "c++", "-Wall", "-Wextra", "-Werror", "-O2"]
 
-MODE = {"none": 0, "fixed": 1, "int_ops": 2}
+MODE = REQUANT_MODE.values
 
 HYP = settings(max_examples=40, deadline=None, database=None,
                suppress_health_check=[HealthCheck.too_slow])

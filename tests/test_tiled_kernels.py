@@ -21,14 +21,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tvm_deeploy.emit.c import ctypes_struct
-from tvm_deeploy.emit.kernel_args import GEMM_PLAN, REQUANT
+from tvm_deeploy.emit.kernel_args import DTYPE, GEMM_PLAN, REQUANT, REQUANT_MODE
 from tvm_deeploy.offload import reference as ref
 
 C_FLAGS = [*BASE_C_FLAGS, "-pthread"]  # the host HAL runs threads
 
-F32, S8 = 0, 1
+F32, S8 = DTYPE.values["f32"], DTYPE.values["s8"]
 TO_L1, TO_L2 = 0, 1
-MODE = {"none": 0, "fixed": 1, "int_ops": 2}
+MODE = REQUANT_MODE.values
 ALIGN = 8  # every L1 slot starts at a multiple of 8 bytes
 
 I32 = ctypes.c_int32

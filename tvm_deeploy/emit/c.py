@@ -7,8 +7,9 @@ weight array, a test vector and a kernel plan, and output is the same bytes from
     render("module.c.tmpl", kernels=..., ...)        # codegen/ templates, string.Template syntax
     initializer(GEMM_PLAN, {"m": 4, ...})            # {.m = 4, ...}: designated, in declaration order
 
-A kernel argument struct is described once (`Struct`, `Field`; the descriptions are in kernel_args.py);
-its C declaration, the initializers of generated code and the tests' ctypes mirrors all come from it.
+A kernel argument struct is described once (`Struct`, `Field`, `Enum`; the descriptions are in
+kernel_args.py); its C declaration, the initializers of generated code and the tests' ctypes mirrors all
+come from it.
 """
 
 from __future__ import annotations
@@ -161,12 +162,44 @@ class Struct:
         return f"{self.tag}_t"
 
 
+@dataclass(frozen=True)
+class Enum:
+    """A C enum whose members Python names by key: `key` is <prefix><KEY>, valued by its position."""
+
+    tag: str
+    prefix: str
+    comment: str
+    members: tuple[tuple[str, str], ...]  # (key, comment)
+
+    def __getitem__(self, key: str) -> str:
+        """The C name of member `key`."""
+        if key not in self.values:
+            raise KeyError(f"enum {self.tag} has no member '{key}' (members: {', '.join(self.values)})")
+        return f"{self.prefix}{key.upper()}"
+
+    @property
+    def values(self) -> dict[str, int]:
+        return {key: value for value, (key, _) in enumerate(self.members)}
+
+
 def _type_name(ctype: str | Struct) -> str:
     return ctype.name if isinstance(ctype, Struct) else ctype
 
 
-def declaration(struct: Struct) -> str:
-    """The C typedef, one member a line with its comment."""
+def _comment(text: str, indent: str = "") -> str:
+    return f"{indent}/* " + f"\n{indent}   ".join(text.split("\n")) + " */"
+
+
+def declaration(item: Struct | Enum) -> str:
+    """The C declaration: an enum with each member's comment above it, or a struct typedef with one member a
+    line and its comment beside it."""
+    if isinstance(item, Enum):
+        members = []
+        for value, (key, comment) in enumerate(item.members):
+            members += ([_comment(comment, "  ")] if comment else []) + [f"  {item[key]} = {value},"]
+        members[-1] = members[-1].rstrip(",")
+        return "\n".join([_comment(item.comment), f"enum {item.tag} {{", *members, "};"])
+    struct = item
     members = []
     for f in struct.fields:
         ctype = _type_name(f.ctype)
@@ -174,8 +207,7 @@ def declaration(struct: Struct) -> str:
         members.append((f"  {ctype}{separator}{f.name}{f'[{f.count}]' if f.count else ''};", f.comment))
     width = max(len(text) for text, _ in members)
     lines = [f"{text:<{width}} /* {comment} */" if comment else text for text, comment in members]
-    comment = "\n   ".join(struct.comment.split("\n"))
-    return "\n".join([f"/* {comment} */", f"typedef struct {struct.tag} {{", *lines, f"}} {struct.name};"])
+    return "\n".join([_comment(struct.comment), f"typedef struct {struct.tag} {{", *lines, f"}} {struct.name};"])
 
 
 def _value(field: Field, value) -> str:

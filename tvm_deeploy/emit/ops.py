@@ -17,11 +17,9 @@ from ..plan.tiling.plan import AttentionTiling, GemmTiling
 from ..targets import npu
 from ..targets.resources import hal_source, kernel_sources
 from .c import C_TYPES, c_array, c_float, c_shape, initializer, render  # noqa: F401  (c_float: importable from here)
-from .kernel_args import ATTENTION_PLAN, ATTENTION_QUANT_FIELDS, GEMM_PLAN, REQUANT
+from .kernel_args import ATTENTION_PLAN, ATTENTION_QUANT_FIELDS, CAUSAL, DTYPE, ENGINE, GEMM_PLAN, REQUANT, REQUANT_MODE
 
 DL_TYPES = {"float32": ("kDLFloat", 32), "int8": ("kDLInt", 8), "int32": ("kDLInt", 32)}
-REQUANT_MODES = {"none": "DPL_REQUANT_NONE", "fixed": "DPL_REQUANT_FIXED", "int_ops": "DPL_REQUANT_INT_OPS"}
-CAUSAL = {"none": "DPL_CAUSAL_NONE", "top_left": "DPL_CAUSAL_TOP_LEFT", "bottom_right": "DPL_CAUSAL_BOTTOM_RIGHT"}
 
 
 @dataclass(frozen=True)
@@ -99,7 +97,7 @@ def _strides(s: Strides | None) -> dict[str, int]:
 
 
 def _dtype(spec: OpSpec) -> str:
-    return "DPL_F32" if spec.dtype == "float32" else "DPL_S8"
+    return DTYPE["f32" if spec.dtype == "float32" else "s8"]
 
 
 def _offset_table(body: _Body, name: str, offsets: list[int], contiguous: int) -> str:
@@ -126,7 +124,7 @@ def _emit_gemm(body: _Body, spec: GemmSpec) -> None:
         bias = body.operand("bias", spec.bias)
     else:
         requant = spec.requant
-        fields = {"mode": REQUANT_MODES[requant.mode], "out_zp": requant.out_zp, "lo": requant.lo,
+        fields = {"mode": REQUANT_MODE[requant.mode], "out_zp": requant.out_zp, "lo": requant.lo,
                   "hi": requant.hi}
         for field in ("bias", "mul", "add", "shift"):
             values = getattr(requant, field)
@@ -138,7 +136,7 @@ def _emit_gemm(body: _Body, spec: GemmSpec) -> None:
         "tile_m": tiling.tile_m, "tile_n": tiling.tile_n, "batch": batch, "a_batch_offsets": a_offsets,
         "b_batch_offsets": b_offsets, "l1_a": tiling.l1_a, "l1_b": tiling.l1_b, "l1_y": tiling.l1_y,
         "cores": tiling.cores, "a_zp": spec.a_zp, "b_zp": spec.b_zp,
-        "engine": "DPL_ENGINE_NPU" if tiling.engine == "npu" else "DPL_ENGINE_CLUSTER"})
+        "engine": ENGINE[tiling.engine]})
     body.declare(
         f"/* {tiling.tiles} tiles of {tiling.tile_m}x{tiling.tile_n} on "
         f"{'the NPU' if tiling.engine == 'npu' else f'{tiling.cores} cores'}, "
