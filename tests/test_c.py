@@ -9,6 +9,7 @@ import pytest
 from conftest import KERNEL_DIR, run_c_program
 
 from tvm_deeploy.emit.c import (
+    C_TYPES,
     Enum,
     Field,
     Struct,
@@ -25,6 +26,7 @@ from tvm_deeploy.emit.c import (
     initializer,
 )
 from tvm_deeploy.emit.kernel_args import HEADER, REQUANT, STRUCTS, header_source
+from tvm_deeploy.program.lower import DTYPES
 
 
 def test_float_literals():
@@ -44,6 +46,10 @@ def test_int_literals():
     assert [c_int(-(2**31)), c_int(-(2**63), "int64"), c_int(7, "int64"), c_int(2**64 - 1, "uint64"),
             c_int(5, "uint32"), c_int(-3, "int8")] == [
         "(-2147483647 - 1)", "(-9223372036854775807LL - 1)", "7LL", "18446744073709551615ULL", "5U", "-3"]
+
+
+def test_every_program_dtype_has_a_c_type():
+    assert set(C_TYPES) == set(DTYPES)
 
 
 def test_arrays():

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..emit.c import array_bytes, c_array, c_items, c_shape, fill, render
+from ..emit.c import C_TYPES, array_bytes, c_array, c_items, c_shape, fill, render
 from ..emit.ops import Function, emit_module, summary
 from ..targets.rv32 import CROSS_COMPILER, HAL_SOURCES, TOOLCHAIN_FLAGS, Build
 from .glue import SUPPORT_HEADER, Glue
@@ -76,7 +76,7 @@ class ProjectInput:
 
 
 def ctype(dtype: str) -> str:
-    return DTYPES[dtype][0]
+    return C_TYPES[dtype]
 
 
 def _shape(shape) -> str:
@@ -170,7 +170,7 @@ def _descriptors(prefix: str, entry: Entry, declared: set[str]) -> tuple[list[st
         value = entry.program.values[name]
         place = entry.placement.of(entry.program, name)
         symbol = _descriptor(prefix, name)
-        _, code, bits = DTYPES[value.dtype]
+        code, bits = DTYPES[value.dtype]
         if place.kind in ("input", "output"):
             data = "NULL"
             runtime.append(f"  {symbol}.data = (void *){_pointer(prefix, entry, name)};")
