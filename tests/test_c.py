@@ -82,7 +82,7 @@ def test_fill_wants_exactly_the_template_fields():
 
 
 POINT = Struct("pt", "A point.", (Field("x", "int32_t", "across"), Field("y", "float"),
-                                  Field("p", "const int32_t *", default=None)))
+                                  Field("p", "const int32_t *")))
 BOX = Struct("box", "Two points.", (Field("lo", POINT), Field("hi", POINT), Field("sizes", "uint32_t", count=2),
                                     Field("flags", "int32_t", default=0)))
 
@@ -99,6 +99,8 @@ def test_designated_initializer_names_every_member_in_order():
         "  .flags = 0\n}")
     with pytest.raises(KeyError, match=r"pt_t: unknown fields \['z'\], missing fields \['y', 'p'\]"):
         initializer(POINT, {"x": 1, "z": 2})
+    with pytest.raises(TypeError):  # a float for an integer member is not truncated
+        initializer(POINT, {"x": 1.5, "y": 0, "p": None})
     with pytest.raises(ValueError, match="sizes: 1 values for 2 elements"):
         initializer(BOX, {"lo": point, "hi": point, "sizes": (1,)})
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import operator
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -227,7 +228,7 @@ def _scalar(ctype: str, value) -> str:
         return value
     if ctype == "float":
         return c_float(value)
-    return str(int(value))
+    return str(operator.index(value))  # an integer (a float here is a mistake, not something to truncate)
 
 
 def _members(struct: Struct, values: Mapping) -> list[str]:

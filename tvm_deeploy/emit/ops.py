@@ -17,7 +17,17 @@ from ..plan.tiling.plan import AttentionTiling, GemmTiling
 from ..targets import npu
 from ..targets.resources import hal_source, kernel_sources
 from .c import C_TYPES, c_array, c_float, c_shape, initializer, render  # noqa: F401  (c_float: importable from here)
-from .kernel_args import ATTENTION_PLAN, ATTENTION_QUANT_FIELDS, CAUSAL, DTYPE, ENGINE, GEMM_PLAN, REQUANT, REQUANT_MODE
+from .kernel_args import (
+    ATTENTION_PLAN,
+    ATTENTION_QUANT_FIELDS,
+    CAUSAL,
+    DTYPE,
+    ENGINE,
+    GEMM_PLAN,
+    REQUANT,
+    REQUANT_MODE,
+    STRIDES,
+)
 
 DL_TYPES = {"float32": ("kDLFloat", 32), "int8": ("kDLInt", 8), "int32": ("kDLInt", 32)}
 
@@ -92,8 +102,7 @@ class _Body:
 
 
 def _strides(s: Strides | None) -> dict[str, int]:
-    return {"batch": 0, "head": 0, "seq": 0, "feat": 0} if s is None else \
-        {"batch": s.batch, "head": s.head, "seq": s.seq, "feat": s.feat}
+    return {f.name: 0 if s is None else getattr(s, f.name) for f in STRIDES.fields}
 
 
 def _dtype(spec: OpSpec) -> str:
