@@ -47,10 +47,14 @@ def _hex(value: float) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}p{exponent}"
 
 
+def _float32_literal(value: float) -> str:
+    text = _hex(value)
+    return text if text.endswith(("NAN", "INFINITY")) else f"{text}f"
+
+
 def c_float(value) -> str:
     """An exact C literal for a float32 value (NAN and INFINITY from math.h)."""
-    text = _hex(float(np.float32(value)))
-    return text if text.endswith(("NAN", "INFINITY")) else f"{text}f"
+    return _float32_literal(float(np.float32(value)))
 
 
 def c_double(value) -> str:
@@ -82,7 +86,7 @@ def c_items(values, dtype: str) -> str:
     empty, so a struct holding a zero-size array still has an initializer)."""
     flat = np.ascontiguousarray(values).reshape(-1)
     if dtype == "float32":
-        items = [c_float(v) for v in flat.astype(np.float32).tolist()]
+        items = [_float32_literal(v) for v in flat.astype(np.float32).tolist()]  # tolist: exact Python floats
     elif dtype == "float64":
         items = [c_double(v) for v in flat.tolist()]
     else:
