@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..emit.c import c_array, c_items, initializer, render
-from ..emit.kernel_args import REQUANT
+from ..emit.kernel_args import REQUANT, REQUANT_MODE
 from ..offload import reference
 from .qemu import QemuError, build_program, run_elf
 from .resources import resource_dir
@@ -44,11 +44,11 @@ def _driver(m, n, k, a_zp, b_zp, transposed, requantize, seed) -> str:
         bias = rng.integers(-5000, 5000, n).astype(np.int32)
         mul, shift = reference.quantize_multiplier(rng.uniform(1e-4, 1e-3, n))
         spec = reference.Requant("fixed", bias=bias, mul=mul, shift=shift, out_zp=3)
-        arrays = [c_array(f"rq_{name}", values, "int32") for name, values in (("bias", bias), ("mul", mul),
-                                                                                ("shift", shift))]
-        fields = {"mode": "DPL_REQUANT_FIXED", "bias": "rq_bias", "mul": "rq_mul", "add": None, "shift": "rq_shift",
-                  "out_zp": spec.out_zp, "lo": spec.lo, "hi": spec.hi}
-        vectors = "\n".join([*arrays, f"static const {REQUANT.name} rq = {initializer(REQUANT, fields)};"])
+        arrays = {"bias": bias, "mul": mul, "shift": shift}
+        fields = {"mode": REQUANT_MODE[spec.mode], "add": None, "out_zp": spec.out_zp, "lo": spec.lo, "hi": spec.hi,
+                  **{name: f"rq_{name}" for name in arrays}}
+        vectors = "\n".join([*(c_array(f"rq_{name}", values, "int32") for name, values in arrays.items()),
+                             f"static const {REQUANT.name} rq = {initializer(REQUANT, fields)};"])
         rq, out_type = "&rq", "int8_t"
     expected = reference.gemm_s8(a, b, a_zp=a_zp, b_zp=b_zp, requant=spec if requantize else None)
     stored_b = np.ascontiguousarray(b.T) if transposed else b
