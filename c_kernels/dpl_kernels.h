@@ -13,35 +13,13 @@
 #include <stdint.h>
 
 #include "dpl_hal.h"
+#include "dpl_kernel_args.h"
 #include "dpl_npu.h"
 #include "dpl_platform.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* How an int8 GEMM turns its int32 accumulator into the stored output. */
-enum dpl_requant_mode {
-  /* store acc (+ bias) as int32 */
-  DPL_REQUANT_NONE = 0,
-  /* QDQ graphs: y = clamp((((int64)acc * mul[n] + 2^(shift[n]-1)) >> shift[n]) + out_zp, lo, hi)
-     with 1 <= shift[n] <= 62, all in int64 (round half up, arithmetic shift) */
-  DPL_REQUANT_FIXED = 1,
-  /* integer graphs, TVM's int32 op semantics (wrap-around on overflow):
-     t = acc * mul[n]; t = t + add[n]; t = t >> shift[n]; t = t + out_zp; y = clamp(t, lo, hi).
-     A NULL mul/add/shift skips that step. 0 <= shift[n] <= 31 (arithmetic shift). */
-  DPL_REQUANT_INT_OPS = 2
-};
-
-typedef struct dpl_requant {
-  int32_t mode;          /* enum dpl_requant_mode */
-  const int32_t *bias;   /* [n] added to the accumulator first (int32 add, wraps), or NULL */
-  const int32_t *mul;    /* [n] */
-  const int32_t *add;    /* [n], DPL_REQUANT_INT_OPS only, or NULL */
-  const int32_t *shift;  /* [n] */
-  int32_t out_zp;
-  int32_t lo, hi;        /* clamp bounds, within [-128, 127] for int8 output */
-} dpl_requant_t;
 
 /* y[m][n] = sum_k a[m][k] * B(k, n) + (bias ? bias[n] : 0), row-major with leading dimensions
    (elements between consecutive rows) lda, ldb, ldy:
@@ -64,46 +42,13 @@ void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int
    fastest; an operand block already in L1 is not fetched again. The reduction is never split.
    An operand whose two slot offsets are equal is single-buffered (fetched after the tile that
    used the previous block). Y holds float (DPL_F32), int32 (DPL_S8 with rq NULL or mode NONE)
-   or int8; every slot must be 4-byte aligned (the tiler aligns to 8). */
-enum dpl_dtype { DPL_F32 = 0, DPL_S8 = 1 };
-
-/* Which engine computes the tiles. On the NPU (DPL_S8 with FIXED requantization, no zero points) B is
-   the packed weight matrix resident in the NPU's weight memory (dpl_npu.h): it is never fetched, no B
-   slots are used, tile_n is a multiple of DPL_NPU_GROUP unless it covers all n, and each tile is one
-   NPU job instead of a fork over the cores. */
-enum dpl_engine { DPL_ENGINE_CLUSTER = 0, DPL_ENGINE_NPU = 1 };
-
-typedef struct dpl_gemm_plan {
-  int32_t dtype;                     /* enum dpl_dtype of A and B */
-  int32_t m, n, k, b_transposed;     /* per batch: A [m][k], B [k][n] (or [n][k]), Y [m][n] */
-  int32_t tile_m, tile_n;            /* output tile; edge tiles are smaller */
-  int32_t batch;                     /* independent GEMMs; Y is [batch][m][n] contiguous */
-  const int32_t *a_batch_offsets;    /* element offset of each batch's A (NULL: b * m * k) */
-  const int32_t *b_batch_offsets;    /* element offset of each batch's B (NULL: b * k * n) */
-  uint32_t l1_a[2], l1_b[2], l1_y[2];/* byte offsets of the double buffers in the L1 arena */
-  int32_t cores;
-  int32_t a_zp, b_zp;                /* DPL_S8 only */
-  int32_t engine;                    /* enum dpl_engine */
-} dpl_gemm_plan_t;
-
-/* bias: DPL_F32 only (per column, or NULL); rq: DPL_S8 only (its vectors indexed by global column). */
+   or int8; every slot must be 4-byte aligned (the tiler aligns to 8). The engine (enum dpl_engine) computes
+   the tiles. bias: DPL_F32 only (per column, or NULL); rq: DPL_S8 only (its vectors indexed by global column). */
 void dpl_gemm_tiled(const dpl_gemm_plan_t *plan, uint8_t *l1, const void *a, const void *b, void *y,
                     const float *bias, const dpl_requant_t *rq);
 
 /* Row-wise softmax over the last axis: y = exp(x - max) / sum(exp(x - max)). */
 void dpl_softmax_f32(const float *x, float *y, int32_t rows, int32_t cols);
-
-/* Element strides of a 4-D (batch, head, sequence, feature) view of a tensor;
-   a stride of 0 broadcasts that axis. */
-typedef struct dpl_strides {
-  int32_t batch, head, seq, feat;
-} dpl_strides_t;
-
-enum dpl_causal {
-  DPL_CAUSAL_NONE = 0,
-  DPL_CAUSAL_TOP_LEFT = 1,     /* query i sees keys j <= i */
-  DPL_CAUSAL_BOTTOM_RIGHT = 2  /* query i sees keys j <= i + (kv_len - q_len) */
-};
 
 /* Fused attention o = softmax(q k^T * scale + mask [causal]) v per batch and query head, cut into
    tiles that fit L1 (the tiler's plan): tile_h query heads x tile_q query rows, keys in blocks of
@@ -125,25 +70,6 @@ enum dpl_causal {
    Query head h reads K/V head (h / kv_div) % kv_heads; k and v strides are per K/V head.
    DPL_F32: masked-out positions get weight 0; a row with no visible key or only -inf scores is 0.
    DPL_S8: the integer algorithm of tvm_deeploy/offload/reference.py (attention_s8), bit-exact; no mask. */
-typedef struct dpl_attention_plan {
-  int32_t dtype;                       /* enum dpl_dtype of Q, K, V and O */
-  int32_t batch, heads, kv_heads, kv_div;
-  int32_t q_len, kv_len, qk_dim, v_dim;
-  int32_t causal;                      /* enum dpl_causal */
-  int32_t tile_h, tile_q, tile_kv;
-  dpl_strides_t q, k, v, mask, o;      /* element strides in L2 (k, v: per K/V head) */
-  uint32_t l1_q[2], l1_k[2], l1_v[2], l1_mask[2], l1_o[2];
-  uint32_t l1_state;                   /* per (head, row) of a tile: F32 {max, sum}; S8 {max, sum, acc[v_dim]} */
-  uint32_t l1_scores;                  /* per core: tile_kv scores (4 bytes each) */
-  uint32_t l1_lut;                     /* S8: the 256-entry exp2 table */
-  int32_t cores;
-  float scale;                         /* F32: scores = (q . k) * scale (+ mask) */
-  /* S8 (reference.AttentionQuant) */
-  int32_t q_zp, k_zp, v_zp, out_zp;
-  int32_t exp_mul, exp_shift, e_shift, out_mul, out_shift;
-  int32_t lo, hi;
-} dpl_attention_plan_t;
-
 /* q, k, v: float or int8_t per plan->dtype; mask: float (F32 only) or NULL; o: like q.
    exp2_lut: S8 only, reference.EXP2_LUT (256 entries), copied into L1 at l1_lut. */
 void dpl_attention_tiled(const dpl_attention_plan_t *plan, uint8_t *l1, const void *q, const void *k,

@@ -13,55 +13,27 @@ import ctypes
 import numpy as np
 import pytest
 from conftest import C_FLAGS as BASE_C_FLAGS
-from conftest import HAL_HOST, KERNEL_DIR, KERNEL_SOURCES, run_c_program, run_checked
+from conftest import HAL_HOST, KERNEL_DIR, KERNEL_SOURCES, run_checked
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tvm_deeploy.emit.c import ctypes_struct
+from tvm_deeploy.emit.kernel_args import ATTENTION_PLAN, DTYPE, STRIDES
+from tvm_deeploy.emit.kernel_args import CAUSAL as CAUSAL_ENUM
 from tvm_deeploy.offload import reference as ref
 from tvm_deeploy.offload.specs import AttentionSpec, Operand, Strides
 from tvm_deeploy.plan.tiling.attention import geometry
 
 C_FLAGS = [*BASE_C_FLAGS, "-pthread"]  # the host HAL runs threads
 
-F32, S8 = 0, 1
+F32, S8 = DTYPE.values["f32"], DTYPE.values["s8"]
 TO_L1, TO_L2 = 0, 1
-CAUSAL = {"none": 0, "top_left": 1, "bottom_right": 2}
+CAUSAL = CAUSAL_ENUM.values
 I32, U32 = ctypes.c_int32, ctypes.c_uint32
 
 
-class CStrides(ctypes.Structure):
-    _fields_ = [("batch", I32), ("head", I32), ("seq", I32), ("feat", I32)]
-
-
-class CPlan(ctypes.Structure):
-    _fields_ = [
-        ("dtype", I32), ("batch", I32), ("heads", I32), ("kv_heads", I32), ("kv_div", I32),
-        ("q_len", I32), ("kv_len", I32), ("qk_dim", I32), ("v_dim", I32), ("causal", I32),
-        ("tile_h", I32), ("tile_q", I32), ("tile_kv", I32),
-        ("q", CStrides), ("k", CStrides), ("v", CStrides), ("mask", CStrides), ("o", CStrides),
-        ("l1_q", U32 * 2), ("l1_k", U32 * 2), ("l1_v", U32 * 2), ("l1_mask", U32 * 2), ("l1_o", U32 * 2),
-        ("l1_state", U32), ("l1_scores", U32), ("l1_lut", U32), ("cores", I32), ("scale", ctypes.c_float),
-        ("q_zp", I32), ("k_zp", I32), ("v_zp", I32), ("out_zp", I32), ("exp_mul", I32), ("exp_shift", I32),
-        ("e_shift", I32), ("out_mul", I32), ("out_shift", I32), ("lo", I32), ("hi", I32),
-    ]
-
-
-LAYOUT_C = r"""
-#include <stddef.h>
-#include <stdio.h>
-#include "dpl_kernels.h"
-#define P(x) printf("%u\n", (unsigned)(x))
-int main(void) {
-  P(sizeof(dpl_attention_plan_t)); P(offsetof(dpl_attention_plan_t, q)); P(offsetof(dpl_attention_plan_t, l1_q));
-  P(offsetof(dpl_attention_plan_t, l1_state)); P(offsetof(dpl_attention_plan_t, scale));
-  P(offsetof(dpl_attention_plan_t, exp_mul)); P(offsetof(dpl_attention_plan_t, hi));
-  return 0;
-}
-"""
-
-
-
-
+CStrides = ctypes_struct(STRIDES)
+CPlan = ctypes_struct(ATTENTION_PLAN)
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +47,6 @@ def lib(build_dir):
     dll.dpl_dma_bytes.restype = ctypes.c_uint64
     dll.dpl_dma_reset_counters.restype = None
     return dll
-
-
-def test_plan_layout_matches_ctypes(build_dir):
-    got = [int(x) for x in run_c_program(build_dir, "layout", LAYOUT_C, "-I", KERNEL_DIR).split()]
-    assert got == [ctypes.sizeof(CPlan), CPlan.q.offset, CPlan.l1_q.offset, CPlan.l1_state.offset,
-                   CPlan.scale.offset, CPlan.exp_mul.offset, CPlan.hi.offset]
 
 
 # ---------------------------------------------------------------------------------------------

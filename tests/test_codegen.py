@@ -15,7 +15,8 @@ from tvm import relax
 import tvm_deeploy
 from tvm_deeploy import models
 from tvm_deeploy.emit.codegen import compile_functions, offloaded_functions, run_codegen
-from tvm_deeploy.emit.ops import c_float, emit_module
+from tvm_deeploy.emit.c import c_float
+from tvm_deeploy.emit.ops import emit_module
 from tvm_deeploy.targets.platforms import get_platform
 
 STRICT = ["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2", "-c"]

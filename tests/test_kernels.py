@@ -10,10 +10,12 @@ import ctypes
 
 import numpy as np
 import pytest
-from conftest import C_FLAGS, HAL_HOST, KERNEL_DIR, KERNEL_SOURCES, run_c_program, run_checked
+from conftest import C_FLAGS, HAL_HOST, KERNEL_DIR, KERNEL_SOURCES, run_checked
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tvm_deeploy.emit.c import ctypes_struct
+from tvm_deeploy.emit.kernel_args import REQUANT, REQUANT_MODE
 from tvm_deeploy.offload import reference as ref
 
 EXPECTED_SOURCES = {"attention_tiled.c", "gemm_f32.c", "gemm_s8.c", "gemm_tiled.c", "npu_driver.c", "npu_model.c",
@@ -21,7 +23,7 @@ EXPECTED_SOURCES = {"attention_tiled.c", "gemm_f32.c", "gemm_s8.c", "gemm_tiled.
 
 CXX_FLAGS = ["-x", "c++", "-Wall", "-Wextra", "-Werror", "-O2"]
 
-MODE = {"none": 0, "fixed": 1, "int_ops": 2}
+MODE = REQUANT_MODE.values
 
 HYP = settings(max_examples=40, deadline=None, database=None,
                suppress_health_check=[HealthCheck.too_slow])
@@ -32,19 +34,7 @@ P_F32 = ctypes.POINTER(ctypes.c_float)
 P_I8 = ctypes.POINTER(ctypes.c_int8)
 
 
-class CRequant(ctypes.Structure):
-    _fields_ = [
-        ("mode", I32),
-        ("bias", P_I32),
-        ("mul", P_I32),
-        ("add", P_I32),
-        ("shift", P_I32),
-        ("out_zp", I32),
-        ("lo", I32),
-        ("hi", I32),
-    ]
-
-
+CRequant = ctypes_struct(REQUANT)
 
 
 @pytest.fixture(scope="module")
@@ -191,18 +181,6 @@ def test_concatenated_sources_compile(tmp_path):
     cat.write_text(text)
     run_checked(["gcc", *C_FLAGS, "-c", cat, "-o", tmp_path / "c.o"])  # no -I: must be self-contained
     run_checked(["g++", *CXX_FLAGS, "-c", cat, "-o", tmp_path / "cxx.o"])
-
-
-def test_struct_layouts_match_ctypes(tmp_path):
-    layout = ('#include <stddef.h>\n#include <stdio.h>\n#include "dpl_kernels.h"\n'
-              "int main(void) {\n"
-              '  printf("%u %u %u\\n", (unsigned)sizeof(dpl_requant_t),\n'
-              "         (unsigned)offsetof(dpl_requant_t, shift), (unsigned)offsetof(dpl_requant_t, hi));\n"
-              "  return 0;\n}\n")
-    got = [int(x) for x in run_c_program(tmp_path, "layout", layout, "-I", KERNEL_DIR).split()]
-    assert got == [
-        ctypes.sizeof(CRequant), CRequant.shift.offset, CRequant.hi.offset,
-    ]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,13 +20,15 @@ from conftest import HAL_HOST, KERNEL_DIR, KERNEL_SOURCES, run_c_program, run_ch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tvm_deeploy.emit.c import ctypes_struct
+from tvm_deeploy.emit.kernel_args import DTYPE, GEMM_PLAN, REQUANT, REQUANT_MODE
 from tvm_deeploy.offload import reference as ref
 
 C_FLAGS = [*BASE_C_FLAGS, "-pthread"]  # the host HAL runs threads
 
-F32, S8 = 0, 1
+F32, S8 = DTYPE.values["f32"], DTYPE.values["s8"]
 TO_L1, TO_L2 = 0, 1
-MODE = {"none": 0, "fixed": 1, "int_ops": 2}
+MODE = REQUANT_MODE.values
 ALIGN = 8  # every L1 slot starts at a multiple of 8 bytes
 
 I32 = ctypes.c_int32
@@ -34,19 +36,8 @@ U32 = ctypes.c_uint32
 P_I32 = ctypes.POINTER(ctypes.c_int32)
 
 
-class CRequant(ctypes.Structure):
-    _fields_ = [("mode", I32), ("bias", P_I32), ("mul", P_I32), ("add", P_I32), ("shift", P_I32),
-                ("out_zp", I32), ("lo", I32), ("hi", I32)]
-
-
-class CPlan(ctypes.Structure):
-    _fields_ = [
-        ("dtype", I32), ("m", I32), ("n", I32), ("k", I32), ("b_transposed", I32),
-        ("tile_m", I32), ("tile_n", I32), ("batch", I32),
-        ("a_batch_offsets", P_I32), ("b_batch_offsets", P_I32),
-        ("l1_a", U32 * 2), ("l1_b", U32 * 2), ("l1_y", U32 * 2),
-        ("cores", I32), ("a_zp", I32), ("b_zp", I32), ("engine", I32),
-    ]
+CRequant = ctypes_struct(REQUANT)
+CPlan = ctypes_struct(GEMM_PLAN)
 
 
 class CDmaJob(ctypes.Structure):
@@ -186,20 +177,10 @@ LAYOUT_C = r"""
 #include "dpl_kernels.h"
 #define P(x) printf("%u\n", (unsigned)(x))
 int main(void) {
-  P(sizeof(dpl_gemm_plan_t)); P(offsetof(dpl_gemm_plan_t, batch));
-  P(offsetof(dpl_gemm_plan_t, a_batch_offsets)); P(offsetof(dpl_gemm_plan_t, b_batch_offsets));
-  P(offsetof(dpl_gemm_plan_t, l1_a)); P(offsetof(dpl_gemm_plan_t, l1_b)); P(offsetof(dpl_gemm_plan_t, l1_y));
-  P(offsetof(dpl_gemm_plan_t, cores)); P(offsetof(dpl_gemm_plan_t, a_zp)); P(offsetof(dpl_gemm_plan_t, b_zp));
-  P(offsetof(dpl_gemm_plan_t, engine));
-  P(sizeof(dpl_requant_t)); P(offsetof(dpl_requant_t, shift)); P(offsetof(dpl_requant_t, hi));
   P(sizeof(dpl_dma_job_t)); P(offsetof(dpl_dma_job_t, row_bytes)); P(offsetof(dpl_dma_job_t, pending));
   return 0;
 }
 """
-
-
-
-
 
 
 @pytest.fixture(scope="module")
@@ -232,15 +213,9 @@ def dma_counters(lib) -> tuple[int, int]:
     return int(lib.dpl_dma_bytes(TO_L1)), int(lib.dpl_dma_bytes(TO_L2))
 
 
-def test_struct_layouts_match_ctypes(build_dir):
+def test_dma_job_layout_matches_ctypes(build_dir):
     got = [int(x) for x in run_c_program(build_dir, "layout", LAYOUT_C, "-I", KERNEL_DIR).split()]
-    assert got == [
-        ctypes.sizeof(CPlan), CPlan.batch.offset, CPlan.a_batch_offsets.offset, CPlan.b_batch_offsets.offset,
-        CPlan.l1_a.offset, CPlan.l1_b.offset, CPlan.l1_y.offset, CPlan.cores.offset, CPlan.a_zp.offset,
-        CPlan.b_zp.offset, CPlan.engine.offset,
-        ctypes.sizeof(CRequant), CRequant.shift.offset, CRequant.hi.offset,
-        ctypes.sizeof(CDmaJob), CDmaJob.row_bytes.offset, CDmaJob.pending.offset,
-    ]
+    assert got == [ctypes.sizeof(CDmaJob), CDmaJob.row_bytes.offset, CDmaJob.pending.offset]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Op specs -> C source, by filling the templates in `codegen/`.
+"""Op specs -> C source, printed by the C renderer (c.py) into the templates in `codegen/`.
 
 Output is deterministic (same specs, same bytes) and C99 that also compiles as C++ (TVM's
 `export_library` compiles "c" modules with g++). The MCU part (kernels, constants, entries) has no
@@ -7,9 +7,7 @@ host dependency; the tvm-ffi wrappers the Relax VM calls are a separate, host-on
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from string import Template
 
 import numpy as np
 
@@ -17,12 +15,21 @@ from ..offload.reference import EXP2_LUT
 from ..offload.specs import AttentionSpec, GemmSpec, Operand, OpSpec, SoftmaxSpec, Strides, summary
 from ..plan.tiling.plan import AttentionTiling, GemmTiling
 from ..targets import npu
-from ..targets.resources import hal_source, kernel_sources, template
+from ..targets.resources import hal_source, kernel_sources
+from .c import C_TYPES, c_array, c_float, c_shape, initializer, render  # noqa: F401  (c_float: importable from here)
+from .kernel_args import (
+    ATTENTION_PLAN,
+    ATTENTION_QUANT_FIELDS,
+    CAUSAL,
+    DTYPE,
+    ENGINE,
+    GEMM_PLAN,
+    REQUANT,
+    REQUANT_MODE,
+    STRIDES,
+)
 
-C_TYPES = {"float32": "float", "int8": "int8_t", "int32": "int32_t"}
 DL_TYPES = {"float32": ("kDLFloat", 32), "int8": ("kDLInt", 8), "int32": ("kDLInt", 32)}
-REQUANT_MODES = {"none": "DPL_REQUANT_NONE", "fixed": "DPL_REQUANT_FIXED", "int_ops": "DPL_REQUANT_INT_OPS"}
-CAUSAL = {"none": "DPL_CAUSAL_NONE", "top_left": "DPL_CAUSAL_TOP_LEFT", "bottom_right": "DPL_CAUSAL_BOTTOM_RIGHT"}
 
 
 @dataclass(frozen=True)
@@ -53,28 +60,6 @@ class Function:
         return 0 if self.tiling is None else self.tiling.l1_bytes
 
 
-def c_float(value) -> str:
-    """An exact C literal for a float32 value."""
-    value = float(np.float32(value))
-    if math.isnan(value):
-        return "NAN"
-    if math.isinf(value):
-        return "INFINITY" if value > 0 else "-INFINITY"
-    return f"{value.hex()}f"
-
-
-def _c_array(name: str, values: np.ndarray, dtype: str, section: str = "DPL_WEIGHTS") -> str:
-    flat = values.reshape(-1)
-    if dtype == "float32":
-        items = [c_float(v) for v in flat]
-    else:
-        items = [str(int(v)) for v in flat]
-    per_line = 8 if dtype == "float32" else 16
-    lines = ["  " + ", ".join(items[i:i + per_line]) + "," for i in range(0, len(items), per_line)]
-    body = "\n".join(lines)
-    return f"static const {C_TYPES[dtype]} {name}[{len(items)}] {section} = {{\n{body}\n}};"
-
-
 class ConstantPool:
     """The constant arrays of a module's entries, each stored once: entries that hold the same weights
     (a model's prompt and decode functions) share one array."""
@@ -88,7 +73,7 @@ class ConstantPool:
         key = (dtype, section, values.size, values.tobytes())
         if key not in self.symbols:
             self.symbols[key] = symbol
-            self.definitions.append(_c_array(symbol, values, dtype, section))
+            self.definitions.append(c_array(symbol, values, dtype, attributes=section))
         return self.symbols[key]
 
 
@@ -116,8 +101,12 @@ class _Body:
         return f"in{op.param}"
 
 
-def _strides(s: Strides | None) -> str:
-    return "{0, 0, 0, 0}" if s is None else f"{{{s.batch}, {s.head}, {s.seq}, {s.feat}}}"
+def _strides(s: Strides | None) -> dict[str, int]:
+    return {f.name: 0 if s is None else getattr(s, f.name) for f in STRIDES.fields}
+
+
+def _dtype(spec: OpSpec) -> str:
+    return DTYPE["f32" if spec.dtype == "float32" else "s8"]
 
 
 def _offset_table(body: _Body, name: str, offsets: list[int], contiguous: int) -> str:
@@ -144,24 +133,24 @@ def _emit_gemm(body: _Body, spec: GemmSpec) -> None:
         bias = body.operand("bias", spec.bias)
     else:
         requant = spec.requant
-        vectors = {}
+        fields = {"mode": REQUANT_MODE[requant.mode], "out_zp": requant.out_zp, "lo": requant.lo,
+                  "hi": requant.hi}
         for field in ("bias", "mul", "add", "shift"):
             values = getattr(requant, field)
-            vectors[field] = "NULL" if values is None else body.constant(f"rq_{field}", values, "int32")
-        body.declare(
-            f"static const dpl_requant_t {sym}_rq = {{{REQUANT_MODES[requant.mode]}, "
-            f"{vectors['bias']}, {vectors['mul']}, {vectors['add']}, {vectors['shift']}, "
-            f"{requant.out_zp}, {requant.lo}, {requant.hi}}};")
+            fields[field] = None if values is None else body.constant(f"rq_{field}", values, "int32")
+        body.declare(f"static const {REQUANT.name} {sym}_rq = {initializer(REQUANT, fields)};")
         rq = f"&{sym}_rq"
-    slots = ", ".join("{%d, %d}" % pair for pair in (tiling.l1_a, tiling.l1_b, tiling.l1_y))
+    plan = initializer(GEMM_PLAN, {
+        "dtype": _dtype(spec), "m": spec.m, "n": spec.n, "k": spec.k, "b_transposed": spec.b_transposed,
+        "tile_m": tiling.tile_m, "tile_n": tiling.tile_n, "batch": batch, "a_batch_offsets": a_offsets,
+        "b_batch_offsets": b_offsets, "l1_a": tiling.l1_a, "l1_b": tiling.l1_b, "l1_y": tiling.l1_y,
+        "cores": tiling.cores, "a_zp": spec.a_zp, "b_zp": spec.b_zp,
+        "engine": ENGINE[tiling.engine]})
     body.declare(
         f"/* {tiling.tiles} tiles of {tiling.tile_m}x{tiling.tile_n} on "
         f"{'the NPU' if tiling.engine == 'npu' else f'{tiling.cores} cores'}, "
         f"{tiling.l1_bytes} bytes of L1, DMA {tiling.dma_in_bytes} in / {tiling.dma_out_bytes} out */\n"
-        f"static const dpl_gemm_plan_t {sym}_plan = {{{'DPL_F32' if spec.dtype == 'float32' else 'DPL_S8'}, "
-        f"{spec.m}, {spec.n}, {spec.k}, {int(spec.b_transposed)}, {tiling.tile_m}, {tiling.tile_n}, {batch}, "
-        f"{a_offsets}, {b_offsets}, {slots}, {tiling.cores}, {spec.a_zp}, {spec.b_zp}, "
-        f"{'DPL_ENGINE_NPU' if tiling.engine == 'npu' else 'DPL_ENGINE_CLUSTER'}}};")
+        f"static const {GEMM_PLAN.name} {sym}_plan = {plan};")
     body.lines.append(f"  dpl_gemm_tiled(&{sym}_plan, DPL_L1, {a}, {b}, out, {bias}, {rq});")
 
 
@@ -175,32 +164,30 @@ def _emit_attention(body: _Body, spec: AttentionSpec) -> None:
     sym = body.fn.symbol
     q, k, v = body.operand("q", spec.q), body.operand("k", spec.k), body.operand("v", spec.v)
     mask = body.operand("mask", spec.mask)
-    quant = spec.quant
-    ints = [0] * 11 if quant is None else [
-        quant.q_zp, quant.k_zp, quant.v_zp, quant.out_zp, quant.exp_mul, quant.exp_shift, quant.e_shift,
-        quant.out_mul, quant.out_shift, quant.lo, quant.hi]
-    strides = ", ".join(_strides(x) for x in (spec.q_strides, spec.k_strides, spec.v_strides, spec.mask_strides,
-                                               spec.out_strides))
-    slots = ", ".join("{%d, %d}" % pair for pair in (t.l1_q, t.l1_k, t.l1_v, t.l1_mask, t.l1_o))
+    fields = {
+        "dtype": _dtype(spec), "batch": spec.batch, "heads": spec.heads, "kv_heads": spec.kv_heads,
+        "kv_div": spec.kv_div, "q_len": spec.q_len, "kv_len": spec.kv_len, "qk_dim": spec.qk_dim,
+        "v_dim": spec.v_dim, "causal": CAUSAL[spec.causal], "tile_h": t.tile_h, "tile_q": t.tile_q,
+        "tile_kv": t.tile_kv, "q": _strides(spec.q_strides), "k": _strides(spec.k_strides),
+        "v": _strides(spec.v_strides), "mask": _strides(spec.mask_strides), "o": _strides(spec.out_strides),
+        "l1_q": t.l1_q, "l1_k": t.l1_k, "l1_v": t.l1_v, "l1_mask": t.l1_mask, "l1_o": t.l1_o,
+        "l1_state": t.l1_state, "l1_scores": t.l1_scores, "l1_lut": t.l1_lut, "cores": t.cores,
+        "scale": spec.scale}
+    if spec.quant is not None:
+        fields.update({name: getattr(spec.quant, name) for name in ATTENTION_QUANT_FIELDS})
     body.declare(
         f"/* {t.tiles} row tiles of {t.tile_h} heads x {t.tile_q} queries over key blocks of {t.tile_kv}, "
         f"{t.steps} steps on {t.cores} cores, {t.l1_bytes} bytes of L1, DMA {t.dma_in_bytes} in / "
-        f"{t.dma_out_bytes} out; strides q, k, v, mask, o */\n"
-        f"static const dpl_attention_plan_t {sym}_plan = {{{'DPL_F32' if spec.dtype == 'float32' else 'DPL_S8'}, "
-        f"{spec.batch}, {spec.heads}, {spec.kv_heads}, {spec.kv_div}, {spec.q_len}, {spec.kv_len}, {spec.qk_dim}, "
-        f"{spec.v_dim}, {CAUSAL[spec.causal]}, {t.tile_h}, {t.tile_q}, {t.tile_kv}, {strides}, {slots}, "
-        f"{t.l1_state}, {t.l1_scores}, {t.l1_lut}, {t.cores}, {c_float(spec.scale)}, "
-        f"{', '.join(str(i) for i in ints)}}};")
+        f"{t.dma_out_bytes} out */\n"
+        f"static const {ATTENTION_PLAN.name} {sym}_plan = {initializer(ATTENTION_PLAN, fields)};")
     lut = "dpl_exp2_lut" if spec.dtype == "int8" else "NULL"
     body.lines.append(f"  dpl_attention_tiled(&{sym}_plan, DPL_L1, {q}, {k}, {v}, {mask}, out, {lut});")
 
 
 def _exp2_lut_source() -> str:
     """reference.EXP2_LUT, once per module, for the int8 attentions."""
-    items = [str(int(x)) for x in EXP2_LUT]
-    lines = "\n".join("  " + ", ".join(items[i:i + 16]) + "," for i in range(0, len(items), 16))
     return ("/* 2^15 * 2^(-f/256), rounded: the integer softmax's exponent table (reference.EXP2_LUT) */\n"
-            f"static const uint16_t dpl_exp2_lut[{len(items)}] DPL_WEIGHTS = {{\n{lines}\n}};\n")
+            + c_array("dpl_exp2_lut", EXP2_LUT, "uint16", attributes="DPL_WEIGHTS") + "\n")
 
 
 EMITTERS = {"gemm": _emit_gemm, "softmax": _emit_softmax, "attention": _emit_attention}
@@ -214,9 +201,9 @@ def emit_function(fn: Function, pool: ConstantPool) -> str:
     params.append(f"{C_TYPES[fn.output.dtype]} *out")
     used = "\n".join(body.lines)
     unused = [f"  (void)in{i};" for i in range(len(fn.inputs)) if f"in{i}" not in used]
-    return Template(template("function.c.tmpl")).substitute(
-        symbol=fn.symbol, summary=summary(fn.spec), constants="\n".join(body.constants),
-        params=", ".join(params), body="\n".join(unused + body.lines))
+    statements = "\n".join(unused + body.lines)
+    return (f"/* {fn.symbol}: {summary(fn.spec)} */\n" + "".join(c + "\n" for c in body.constants)
+            + f"void {fn.symbol}({', '.join(params)})\n{{\n{statements}\n}}\n\n")
 
 
 def emit_ffi_wrapper(fn: Function) -> str:
@@ -224,13 +211,14 @@ def emit_ffi_wrapper(fn: Function) -> str:
     tensors = list(fn.inputs) + [fn.output]
     shapes, args, call_args = [], [], []
     for i, tensor in enumerate(tensors):
-        dims = ", ".join(str(d) for d in tensor.shape)
-        shapes.append(f"static const int64_t {fn.symbol}_shape{i}[{len(tensor.shape)}] = {{{dims}}};")
+        shapes.append(f"static const int64_t {fn.symbol}_shape{i}[{max(len(tensor.shape), 1)}] = "
+                      f"{c_shape(tensor.shape)};")
         code, bits = DL_TYPES[tensor.dtype]
         args.append(f"{{{len(tensor.shape)}, {fn.symbol}_shape{i}, {code}, {bits}}}")
         qualifier = "const " if i < len(fn.inputs) else ""
         call_args.append(f"({qualifier}{C_TYPES[tensor.dtype]} *)data[{i}]")
-    return Template(template("ffi_wrapper.c.tmpl")).substitute(
+    return render(
+        "ffi_wrapper.c.tmpl",
         symbol=fn.symbol, count=len(tensors), shapes="\n".join(shapes), args=", ".join(args),
         call_args=", ".join(call_args))
 
@@ -244,7 +232,7 @@ def emit_module(functions: list[Function], ffi_wrappers: bool = True) -> str:
         # pthreads for the host HAL: the feature macro must precede every system header.
         host_prelude = "#define _POSIX_C_SOURCE 200809L\n"
         host_includes = "#include <stdio.h>\n#include <tvm/ffi/c_api.h>\n"
-        wrappers = (hal_source("host") + template("ffi_prelude.c.tmpl")
+        wrappers = (hal_source("host") + render("ffi_prelude.c.tmpl")
                     + "".join(emit_ffi_wrapper(f) for f in functions))
     l1_bytes = max((f.l1_bytes for f in functions), default=0)
     arena = ""
@@ -257,6 +245,7 @@ def emit_module(functions: list[Function], ffi_wrappers: bool = True) -> str:
     entries = "".join(emit_function(f, pool) for f in functions)
     if pool.definitions:
         entries = "/* The entries' constant arrays, each stored once. */\n" + "\n".join(pool.definitions) + "\n" + entries
-    return Template(template("module.c.tmpl")).substitute(
+    return render(
+        "module.c.tmpl",
         host_prelude=host_prelude, host_includes=host_includes, kernels=kernel_sources(), l1_arena=arena,
         functions=entries, wrappers=wrappers)

@@ -119,7 +119,7 @@ def tvm_static_plan_bytes(lowered_module: tvm.IRModule, functions=("main",)) -> 
                 elif expr.op.name == "relax.builtin.alloc_tensor":
                     shape = [int(v) for v in expr.args[0].values]
                     dtype = str(expr.args[1].value)
-                    unplanned += int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype][2] // 8
+                    unplanned += int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype][1] // 8
 
         relax.analysis.post_order_visit(mod[name].body, visit)
         figures[name] = {"storage_bytes": storage, "unplanned_output_bytes": unplanned}
@@ -141,7 +141,7 @@ def make_inputs(program: Program, seed: int = 0) -> list[np.ndarray]:
         else:
             info = np.iinfo(value.dtype)
             lo, hi = max(int(info.min), -1000), min(int(info.max), 1000)
-            if DTYPES[value.dtype][2] == 8:
+            if DTYPES[value.dtype][1] == 8:
                 lo, hi = int(info.min), int(info.max)
             arrays.append(rng.integers(lo, hi, value.shape, endpoint=True).astype(value.dtype))
     return arrays

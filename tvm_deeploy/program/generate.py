@@ -22,13 +22,12 @@ in TVM's VM.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from string import Template
 
 import numpy as np
 import tvm
 from tvm import relax
 
-from ..targets.resources import template
+from ..emit.c import c_items, render
 from . import project as proj
 from .export import Exported, Project, build_project, load_in_vm, write_project
 from .lower import ExportError, static_tensor
@@ -177,11 +176,6 @@ def _entries(project: Project, contract: Contract) -> tuple[proj.Entry, proj.Ent
     return entries[PROMPT], entries[DECODE]
 
 
-def _items(values, per_line: int = 16) -> str:
-    items = [str(int(v)) for v in values]
-    return "\n".join("  " + ", ".join(items[i:i + per_line]) + "," for i in range(0, len(items), per_line))
-
-
 def driver_source(project: Project, contract: Contract, prompt_tokens, n_tokens: int, expected_tokens=None) -> str:
     """test/main.c of a generator project (see the module docstring)."""
     prompt, decode = _entries(project, contract)
@@ -189,10 +183,10 @@ def driver_source(project: Project, contract: Contract, prompt_tokens, n_tokens:
     logits = prompt.program.values[prompt.program.outputs[0]]
     is_float = logits.dtype.startswith("float")
     expected = "" if expected_tokens is None else (
-        f"static const int32_t expected_tokens[GENERATED_TOKENS] = {{\n{_items(expected_tokens)}\n}};\n")
-    return Template(template("generate_main.c.tmpl")).substitute(
-        prefix=prefix, n_tokens=n_tokens, n_prompt=len(prompt_tokens), n_decode=n_tokens - 1,
-        vocab=logits.elements, prompt_tokens=_items(prompt_tokens), expected=expected,
+        f"static const int32_t expected_tokens[GENERATED_TOKENS] = {{\n{c_items(expected_tokens, 'int32')}\n}};\n")
+    return render(
+        "generate_main.c.tmpl", prefix=prefix, n_tokens=n_tokens, n_prompt=len(prompt_tokens), n_decode=n_tokens - 1,
+        vocab=logits.elements, prompt_tokens=c_items(prompt_tokens, "int32"), expected=expected,
         checking=" * Exits 2 when a call fails." if expected_tokens is None else
         ' * It compares them with the expected tokens, printing "Errors: E out of N"; exits 1 when a token\n'
         " * differs, 2 when a call fails.",

@@ -44,12 +44,12 @@ class UnsupportedModelError(ExportError):
     """The model uses something the standalone program cannot express."""
 
 
-# Element types the C program handles: dtype -> (C type, DLPack type code, bits).
+# Element types the C program handles: dtype -> (DLPack type code, bits); their C types are emit.c.C_TYPES.
 DTYPES = {
-    "float32": ("float", 2, 32), "float64": ("double", 2, 64),
-    "int8": ("int8_t", 0, 8), "int16": ("int16_t", 0, 16), "int32": ("int32_t", 0, 32), "int64": ("int64_t", 0, 64),
-    "uint8": ("uint8_t", 1, 8), "uint16": ("uint16_t", 1, 16), "uint32": ("uint32_t", 1, 32),
-    "uint64": ("uint64_t", 1, 64), "bool": ("uint8_t", 6, 8),  # TVM stores a bool in a byte (DLPack kDLBool)
+    "float32": (2, 32), "float64": (2, 64),
+    "int8": (0, 8), "int16": (0, 16), "int32": (0, 32), "int64": (0, 64),
+    "uint8": (1, 8), "uint16": (1, 16), "uint32": (1, 32), "uint64": (1, 64),
+    "bool": (6, 8),  # TVM stores a bool in a byte (DLPack kDLBool)
 }
 
 # TVM's op patterns (AnnotateTIROpPattern) under which output element i depends only on input element i
@@ -73,7 +73,7 @@ class Value:
 
     @property
     def nbytes(self) -> int:
-        return self.elements * DTYPES[self.dtype][2] // 8
+        return self.elements * DTYPES[self.dtype][1] // 8
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,14 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from string import Template
 
 import numpy as np
 
+from ..emit.c import c_array, c_items, initializer, render
+from ..emit.kernel_args import REQUANT, REQUANT_MODE
 from ..offload import reference
-from ..program.project import c_array_items
 from .qemu import QemuError, build_program, run_elf
-from .resources import resource_dir, template
+from .resources import resource_dir
 
 
 @dataclass(frozen=True)
@@ -39,21 +39,23 @@ def _driver(m, n, k, a_zp, b_zp, transposed, requantize, seed) -> str:
     rng = np.random.default_rng(seed)
     a = rng.integers(-128, 128, (m, k)).astype(np.int8)
     b = rng.integers(-128, 128, (k, n)).astype(np.int8)
-    requant, vectors, rq, out_type = "", "", "NULL", "int32_t"
+    vectors, rq, out_type = "", "NULL", "int32_t"
     if requantize:
         bias = rng.integers(-5000, 5000, n).astype(np.int32)
         mul, shift = reference.quantize_multiplier(rng.uniform(1e-4, 1e-3, n))
         spec = reference.Requant("fixed", bias=bias, mul=mul, shift=shift, out_zp=3)
-        vectors = "\n".join(f"static const int32_t rq_{name}[{n}] = {{\n{c_array_items(values, 'int32')}\n}};"
-                            for name, values in (("bias", bias), ("mul", mul), ("shift", shift)))
-        requant = "const dpl_requant_t rq = {DPL_REQUANT_FIXED, rq_bias, rq_mul, NULL, rq_shift, 3, -128, 127};"
+        arrays = {"bias": bias, "mul": mul, "shift": shift}
+        fields = {"mode": REQUANT_MODE[spec.mode], "add": None, "out_zp": spec.out_zp, "lo": spec.lo, "hi": spec.hi,
+                  **{name: f"rq_{name}" for name in arrays}}
+        vectors = "\n".join([*(c_array(f"rq_{name}", values, "int32") for name, values in arrays.items()),
+                             f"static const {REQUANT.name} rq = {initializer(REQUANT, fields)};"])
         rq, out_type = "&rq", "int8_t"
     expected = reference.gemm_s8(a, b, a_zp=a_zp, b_zp=b_zp, requant=spec if requantize else None)
     stored_b = np.ascontiguousarray(b.T) if transposed else b
-    return Template(template("gemm_s8_count.c.tmpl")).substitute(
-        a_size=a.size, b_size=b.size, y_size=m * n, out_type=out_type, a=c_array_items(a, "int8"),
-        b=c_array_items(stored_b, "int8"), expected=c_array_items(expected, str(expected.dtype)),
-        requant_vectors=vectors, requant=requant, k=k, ldb=k if transposed else n, transposed=int(transposed),
+    return render(
+        "gemm_s8_count.c.tmpl", a_size=a.size, b_size=b.size, y_size=m * n, out_type=out_type, a=c_items(a, "int8"),
+        b=c_items(stored_b, "int8"), expected=c_items(expected, str(expected.dtype)),
+        requant_vectors=vectors, k=k, ldb=k if transposed else n, transposed=int(transposed),
         n=n, m=m, a_zp=a_zp, b_zp=b_zp, rq=rq)
 
 
