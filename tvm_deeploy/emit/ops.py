@@ -8,14 +8,13 @@ host dependency; the tvm-ffi wrappers the Relax VM calls are a separate, host-on
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from string import Template
 
 import numpy as np
 
 from ..offload.reference import EXP2_LUT
-from ..offload.specs import AttentionSpec, GemmSpec, Operand, OpSpec, SoftmaxSpec, Strides, summary
-from ..plan.tiling.plan import AttentionTiling, GemmTiling
+from ..offload.functions import Function
+from ..offload.specs import AttentionSpec, GemmSpec, Operand, SoftmaxSpec, Strides, summary
 from ..targets import npu
 from ..targets.resources import hal_source, kernel_sources, template
 
@@ -23,34 +22,6 @@ C_TYPES = {"float32": "float", "int8": "int8_t", "int32": "int32_t"}
 DL_TYPES = {"float32": ("kDLFloat", 32), "int8": ("kDLInt", 8), "int32": ("kDLInt", 32)}
 REQUANT_MODES = {"none": "DPL_REQUANT_NONE", "fixed": "DPL_REQUANT_FIXED", "int_ops": "DPL_REQUANT_INT_OPS"}
 CAUSAL = {"none": "DPL_CAUSAL_NONE", "top_left": "DPL_CAUSAL_TOP_LEFT", "bottom_right": "DPL_CAUSAL_BOTTOM_RIGHT"}
-
-
-@dataclass(frozen=True)
-class Tensor:
-    """A parameter of an offloaded function's C entry (inputs first, the output last)."""
-
-    shape: tuple[int, ...]
-    dtype: str
-
-
-@dataclass(frozen=True)
-class Function:
-    """One offloaded function: its C symbol, its op, its signature and (GEMMs, attention) its tiling."""
-
-    symbol: str
-    spec: OpSpec
-    inputs: tuple[Tensor, ...]
-    output: Tensor
-    tiling: GemmTiling | AttentionTiling | None = None
-    estimates: tuple[tuple[str, int], ...] = ()  # (engine, modelled cycles) of each engine considered
-
-    @property
-    def engine(self) -> str:
-        return self.tiling.engine if isinstance(self.tiling, GemmTiling) else "cluster"
-
-    @property
-    def l1_bytes(self) -> int:
-        return 0 if self.tiling is None else self.tiling.l1_bytes
 
 
 def c_float(value) -> str:
@@ -203,13 +174,10 @@ def _exp2_lut_source() -> str:
             f"static const uint16_t dpl_exp2_lut[{len(items)}] DPL_WEIGHTS = {{\n{lines}\n}};\n")
 
 
-EMITTERS = {"gemm": _emit_gemm, "softmax": _emit_softmax, "attention": _emit_attention}
-
-
 def emit_function(fn: Function, pool: ConstantPool) -> str:
     """The C entry of one offloaded function as plain C99 for the MCU; its constant arrays go to `pool`."""
     body = _Body(fn, pool)
-    EMITTERS[fn.spec.kind](body, fn.spec)
+    fn.family.emit(body, fn.spec)
     params = [f"const {C_TYPES[t.dtype]} *in{i}" for i, t in enumerate(fn.inputs)]
     params.append(f"{C_TYPES[fn.output.dtype]} *out")
     used = "\n".join(body.lines)
