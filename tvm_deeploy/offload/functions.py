@@ -13,7 +13,7 @@ import tvm
 from tvm import relax
 
 from .describe import CallTree, static_type
-from .registry import PREFIX, Family, families
+from .registry import Family, family_of_pattern
 from .specs import Operand, OpSpec
 
 
@@ -83,14 +83,6 @@ def describe_function(func: relax.Function) -> Function:
     spec = family.describe(CallTree(inner, composite.params), inner[composite.body.body])
     inputs = tuple(Tensor(*static_type(p)) for p in func.params)
     return Function(symbol, family, _remap_params(spec, order), inputs, Tensor(*static_type(func.body.body)))
-
-
-def family_of_pattern(pattern: str) -> Family:
-    """The family whose pattern `pattern` (a "deeploy.<name>" composite) is."""
-    for family in families():
-        if any(f"{PREFIX}.{name}" == pattern for name, _ in family.patterns):
-            return family
-    raise CodegenError(f"no op family has the pattern {pattern}")
 
 
 def _remap_params(spec, order):

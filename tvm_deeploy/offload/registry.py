@@ -43,6 +43,14 @@ def families() -> tuple[Family, ...]:
     return tuple(_FAMILIES.values())
 
 
+def family_of_pattern(composite: str) -> Family:
+    """The family of a registered pattern, by its composite name ("deeploy.<pattern>")."""
+    for family in _FAMILIES.values():
+        if any(f"{PREFIX}.{name}" == composite for name, _ in family.patterns):
+            return family
+    raise KeyError(f"no op family has the pattern {composite}")
+
+
 def family_of(spec_or_kind) -> Family:
     """The family of a spec (or of a spec kind)."""
     kind = spec_or_kind if isinstance(spec_or_kind, str) else spec_or_kind.kind
