@@ -22,8 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from tvm_deeploy.targets.target import target as deeploy_target
-
 from tvm_deeploy.demo import CALIBRATION_TEXT, CHECKPOINT, TOKENIZER
 from tvm_deeploy.lm.checkpoint import MICRO_LLAMA, load_checkpoint, random_checkpoint
 from tvm_deeploy.lm.llama import build_decoder
@@ -31,6 +29,7 @@ from tvm_deeploy.lm.llama_reference import LlamaReference, calibrate
 from tvm_deeploy.lm.tokenizer import Tokenizer
 from tvm_deeploy.program.generate import export_generator, generate_in_vm
 from tvm_deeploy.targets.qemu import missing_tools, run_project
+from tvm_deeploy.targets.target import target as deeploy_target
 
 BUILDS = (("tvm", False, 1), ("offload-1", True, 1), ("offload-8", True, 8))
 

@@ -159,8 +159,8 @@ def test_report_and_exported_project_show_the_attention_tiling(tmp_path):
     assert entry["solver_status"] == "optimal"
     result = tvm_deeploy.export_c(mod, target, tmp_path / "p", test_vectors=False)
     (op,) = [op for op in result.report["ops"] if op["engine"] == "cluster"]
-    tiling = op["tiling"]
-    assert tiling["tile"] == entry["tile"] and tiling["l1_bytes"] == entry["l1_bytes"]
+    plan = op["plan"]
+    assert plan["tile"] == entry["tile"] and plan["l1_bytes"] == entry["l1_bytes"]
     assert result.report["memory"]["L1"]["arena_bytes"] == entry["l1_bytes"]
     source = (tmp_path / "p" / "src" / "net_ops.c").read_text()
     assert "dpl_attention_tiled(&" in source and "dpl_exp2_lut[256]" in source

@@ -14,16 +14,17 @@ from tvm import relax
 
 import tvm_deeploy
 from tvm_deeploy import models
-from tvm_deeploy.emit.codegen import compile_functions, offloaded_functions, run_codegen
 from tvm_deeploy.emit.c import c_float
+from tvm_deeploy.emit.codegen import run_codegen
 from tvm_deeploy.emit.ops import emit_module
-from tvm_deeploy.targets.platforms import get_platform
+from tvm_deeploy.offload.functions import offloaded_functions
+from tvm_deeploy.plan.offloads import planned_functions
 
 STRICT = ["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2", "-c"]
 
 
 def every_op_kind():
-    """One module with fp32 GEMM, attention (op and chain), softmax and both int8 GEMM forms."""
+    """Planned functions of fp32 GEMM, attention (op and chain), softmax and both int8 GEMM forms."""
     block = models.transformer_block()
     int8 = models.int8_mlp()
     rng = np.random.default_rng(3)
@@ -31,12 +32,12 @@ def every_op_kind():
                                  np.arange(6, dtype="int32"), np.int32(77), None, np.int32(5), 1, -128, 127)
     functions = []
     for mod in (block, int8, requant):
-        functions += offloaded_functions(tvm_deeploy.partition_for_deeploy(mod))
-    return functions
+        functions += planned_functions(tvm_deeploy.plan_offloads(tvm_deeploy.partition_for_deeploy(mod), "deeploy"))
+    return sorted(functions, key=lambda fn: fn.symbol)
 
 
 def generate(ffi_wrappers=True) -> str:
-    return emit_module(compile_functions(every_op_kind(), get_platform("siracusa")), ffi_wrappers=ffi_wrappers)
+    return emit_module(every_op_kind(), ffi_wrappers=ffi_wrappers)
 
 
 def test_mcu_part_is_strict_c99(tmp_path):
@@ -79,7 +80,7 @@ def test_float_literals_are_exact():
 def test_weights_are_stored_once(tmp_path):
     weight = np.random.default_rng(0).standard_normal((512, 512)).astype("float32")  # 1 MiB
     mod = graph([((4, 512), "float32")], lambda bb, x: relax.op.matmul(x, relax.const(weight)))
-    lowered, functions = run_codegen(tvm_deeploy.partition_for_deeploy(mod), get_platform("siracusa"))
+    lowered, functions = run_codegen(tvm_deeploy.plan_offloads(tvm_deeploy.partition_for_deeploy(mod), "deeploy"))
     assert [fn.spec.kind for fn in functions] == ["gemm"]
     assert len(lowered.attrs["const_name_to_constant"]) == 0
     path = tmp_path / "lib.so"
@@ -93,7 +94,7 @@ def test_wrapper_rejects_wrong_tensors(tmp_path):
     path = tmp_path / "lib.so"
     tvm.relax.build(mod, target="deeploy").export_library(str(path))
     lib = tvm.runtime.load_module(str(path))
-    (symbol,) = [f.attrs["global_symbol"] for f in offloaded_functions(tvm_deeploy.partition_for_deeploy(mod))]
+    (symbol,) = [f.attrs["global_symbol"] for _, f in offloaded_functions(tvm_deeploy.partition_for_deeploy(mod))]
     kernel = lib.get_function(str(symbol), query_imports=True)
     x, y, out = (tvm.runtime.tensor(np.zeros(s, "float32")) for s in ((4, 8), (8, 5), (4, 5)))
     kernel(x, y, out)  # the right tensors work

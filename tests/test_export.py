@@ -124,8 +124,8 @@ def test_report_lists_ops_memory_and_weights(exported):
     engines = [op["engine"] for op in report["ops"]]
     assert engines.count("cluster") + engines.count("npu") == 8 and "tvm" in engines
     gemm = next(op for op in report["ops"] if op["engine"] == "npu")
-    assert gemm["op"].startswith("gemm int8->int8") and gemm["tiling"]["tiles"] >= 1
-    assert gemm["modelled_cycles"]["npu"] < gemm["modelled_cycles"]["cluster"]
+    assert gemm["op"].startswith("gemm int8->int8") and gemm["plan"]["tiles"] >= 1
+    assert gemm["plan"]["modelled_cycles"]["npu"] < gemm["plan"]["modelled_cycles"]["cluster"]
     assert report["weights"]["section"] == ".dpl_weights" and report["weights"]["bytes"] > 0
     assert 0 < report["weights"]["npu_bytes"] == report["memory"]["weights"]["arena_bytes"] < report["weights"]["bytes"]
     assert set(report["memory"]["L2"]) >= {"arena_bytes", "lower_bound_bytes", "tvm_static_plan_block_memory_bytes"}
@@ -194,7 +194,7 @@ def test_tightly_tiled_project_under_sanitizers(engine, tmp_path):
     ASan and UBSan."""
     target = tvm_deeploy.target(l1_bytes=1024, npu=engine == "npu")
     result = tvm_deeploy.export_c(models.llama_block(quantized=True), target, tmp_path / "p")
-    tilings = [op["tiling"] for op in result.report["ops"] if op["engine"] == engine and op["tiling"]]
+    tilings = [op["plan"] for op in result.report["ops"] if op["engine"] == engine and op["plan"]["tiling"]]
     # NPU tiles need no L1 for the weights (resident in the weight memory), so they are larger.
     most_tiles = max(t["tiles"] for t in tilings)
     assert tilings and all(t["l1_bytes"] <= 1024 for t in tilings) and most_tiles > (8 if engine == "cluster" else 2)

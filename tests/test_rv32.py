@@ -37,7 +37,7 @@ def test_int8_model_on_the_npu_under_qemu(tmp_path, capsys):
     run = json.loads(capsys.readouterr().out)
     assert code == 0 and run["errors"] == 0 and run["checked"] == 16 * 64, run["output"]
     for step, op in zip(run["steps"], exported.report["ops"]):
-        assert step["dma_to_l1"] == op["tiling"]["dma_in_bytes"]  # activations in; the weights stay put
+        assert step["dma_to_l1"] == op["plan"]["dma_in_bytes"]  # activations in; the weights stay put
 
 
 def test_int8_model_on_8_harts(int8_mlp_projects, capsys):
@@ -51,7 +51,7 @@ def test_int8_model_on_8_harts(int8_mlp_projects, capsys):
     for step, op in zip(run["steps"], ops):
         assert step["op"] == op["op"] and len(step["instructions"]) == 8
         assert all(count > 0 for count in step["instructions"])  # every hart ran its share
-        assert step["dma_to_l1"] == op["tiling"]["dma_in_bytes"] and step["dma_to_l2"] == op["tiling"]["dma_out_bytes"]
+        assert step["dma_to_l1"] == op["plan"]["dma_in_bytes"] and step["dma_to_l2"] == op["plan"]["dma_out_bytes"]
     assert run["instructions"]["slowest_hart"] == max(run["instructions"]["per_hart"])
 
 

@@ -2,7 +2,6 @@
 same tokens as the package's NumPy reference, on this host and on RV32 under qemu."""
 
 import pytest
-from tvm_deeploy.targets.target import target
 
 from tvm_deeploy.demo import CALIBRATION_TEXT, CHECKPOINT, TOKENIZER
 from tvm_deeploy.lm.checkpoint import MICRO_LLAMA, STORIES_260K, load_checkpoint, random_checkpoint
@@ -11,6 +10,7 @@ from tvm_deeploy.lm.llama_reference import LlamaReference, calibrate
 from tvm_deeploy.lm.tokenizer import Tokenizer
 from tvm_deeploy.program.generate import export_generator
 from tvm_deeploy.targets.qemu import run_host, run_project
+from tvm_deeploy.targets.target import target
 
 TOKENS = 20
 

@@ -6,15 +6,18 @@ import sys
 
 import pytest
 
+import tvm_deeploy
 from tvm_deeploy import models
-from tvm_deeploy.emit.codegen import lower_functions, offloaded_functions, plan_functions
 from tvm_deeploy.emit.ops import emit_module
+from tvm_deeploy.offload.functions import describe_function, offloaded_functions
 from tvm_deeploy.offload.partition import partition_for_deeploy
+from tvm_deeploy.plan.offloads import planned_functions
 from tvm_deeploy.plan.tiling import tile_attention
 from tvm_deeploy.plan.tiling.policy import TilingPolicy
 from tvm_deeploy.targets.platforms import KIB, get_platform
 
 PLATFORM = get_platform("siracusa").with_overrides(l1_bytes=64 * KIB)
+TARGET = tvm_deeploy.target(l1_bytes=64 * KIB)
 TINY_BUDGET = TilingPolicy(deterministic_seconds=0.01, wall_seconds_guard=0.5)
 
 
@@ -24,14 +27,17 @@ def _without_seconds(tiling):
 
 @pytest.fixture(scope="module")
 def causal_512():
-    """The offloaded attention of a 512-token causal prompt, 2 heads of 16."""
-    (fn,) = lower_functions(offloaded_functions(partition_for_deeploy(models.attention_layer(heads=2, head_dim=16,
-                                                                                            tokens=512))))
-    return fn
+    """A 512-token causal prompt's attention, 2 heads of 16, partitioned."""
+    return partition_for_deeploy(models.attention_layer(heads=2, head_dim=16, tokens=512))
 
 
-def _plan_and_emit(fn, platform):
-    planned = plan_functions([fn], platform)
+def _attention(partitioned):
+    ((_, func),) = offloaded_functions(partitioned)
+    return describe_function(func)
+
+
+def _plan_and_emit(partitioned):
+    planned = planned_functions(tvm_deeploy.plan_offloads(partitioned, TARGET))
     return _without_seconds(planned[0].tiling), emit_module(planned)
 
 
@@ -46,17 +52,18 @@ def cpu_hogs():
 
 
 def test_512_token_causal_attention_is_the_same_under_load(causal_512, cpu_hogs):
-    unloaded = _without_seconds(tile_attention(causal_512.spec, PLATFORM))
+    unloaded = _without_seconds(tile_attention(_attention(causal_512).spec, PLATFORM))
     assert unloaded.solver_status == "optimal"
-    tiling, source = _plan_and_emit(causal_512, PLATFORM)
+    tiling, source = _plan_and_emit(causal_512)
     assert tiling == unloaded
-    assert _plan_and_emit(causal_512, PLATFORM) == (tiling, source)
+    assert _plan_and_emit(causal_512) == (tiling, source)
 
 
 def test_a_tiny_budget_keeps_the_greedy_tiling(causal_512, cpu_hogs):
-    greedy = _without_seconds(tile_attention(causal_512.spec, PLATFORM.with_overrides(tiler="greedy")))
+    spec = _attention(causal_512).spec
+    greedy = _without_seconds(tile_attention(spec, PLATFORM.with_overrides(tiler="greedy")))
     assert greedy.solver_status == "greedy"
-    runs = {_without_seconds(tile_attention(causal_512.spec, PLATFORM, TINY_BUDGET)) for _ in range(3)}
+    runs = {_without_seconds(tile_attention(spec, PLATFORM, TINY_BUDGET)) for _ in range(3)}
     assert runs == {dataclasses.replace(greedy, solver_status="greedy (solver found none)")}
     assert greedy.l1_bytes <= PLATFORM.l1_bytes
-    assert greedy.modelled_cycles >= tile_attention(causal_512.spec, PLATFORM).modelled_cycles
+    assert greedy.modelled_cycles >= tile_attention(spec, PLATFORM).modelled_cycles

@@ -4,10 +4,10 @@ import tvm
 from conftest import assert_close_f32, build_and_run
 from tvm import relax
 from tvm.relax import pipeline as relax_pipeline
-from tvm_deeploy.targets.target import is_deeploy_target
 
 import tvm_deeploy
 from tvm_deeploy import models
+from tvm_deeploy.targets.target import is_deeploy_target
 
 
 def _offloaded_calls(ex) -> list[str]:

@@ -9,6 +9,7 @@ from . import pipeline as _pipeline
 from .frontend.onnx_import import ModelError, load_onnx
 from .offload import patterns as _patterns
 from .offload.partition import partition_for_deeploy
+from .plan.offloads import plan_offloads
 from .plan.report import compile_report
 from .program.export import export_c
 from .program.generate import export_generator, generate_in_vm
@@ -18,7 +19,7 @@ from .targets.target import target
 
 __version__ = "0.1.0"
 __all__ = ["PLATFORMS", "ModelError", "Platform", "compile_report", "export_c", "export_generator", "generate_in_vm",
-           "load_onnx", "models", "partition_for_deeploy", "target"]
+           "load_onnx", "models", "partition_for_deeploy", "plan_offloads", "target"]
 
 _target.register()
 _patterns.register()

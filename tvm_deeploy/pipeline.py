@@ -13,19 +13,18 @@ from tvm.relax import pipeline as relax_pipeline
 
 from .emit.codegen import run_codegen
 from .offload.partition import partition_for_deeploy
-from .targets.platforms import get_platform
-from .targets.target import DEFAULT_PLATFORM, is_deeploy_target, platform_of
+from .plan.offloads import plan_offloads
+from .targets.target import is_deeploy_target
 
 PIPELINE_NAME = "deeploy"
 
 
 @tvm.transform.module_pass(opt_level=0, name="DeeployOffload")
 def offload(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-    """Partition for deeploy and replace each offloaded function by a call into the generated C,
-    tiled for the current deeploy target's platform (Siracusa under any other target)."""
+    """Partition for deeploy, plan, and replace each offloaded function by a call into the generated C,
+    planned for the current deeploy target's platform (the default deeploy target's under any other)."""
     target = tvm.target.Target.current(allow_none=True)
-    platform = platform_of(target) if is_deeploy_target(target) else get_platform(DEFAULT_PLATFORM)
-    return run_codegen(partition_for_deeploy(mod), platform)[0]
+    return run_codegen(plan_offloads(partition_for_deeploy(mod), target if is_deeploy_target(target) else "deeploy"))[0]
 
 
 def _with_offload(tvm_default):

@@ -7,16 +7,14 @@ host dependency; the tvm-ffi wrappers the Relax VM calls are a separate, host-on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from ..offload.functions import Function
 from ..offload.reference import EXP2_LUT
 from ..offload.specs import AttentionSpec, GemmSpec, Operand, OpSpec, SoftmaxSpec, Strides, summary
-from ..plan.tiling.plan import AttentionTiling, GemmTiling
 from ..targets import npu
 from ..targets.resources import hal_source, kernel_sources
-from .c import C_TYPES, c_array, c_float, c_shape, initializer, render  # noqa: F401  (c_float: importable from here)
+from .c import C_TYPES, c_array, c_shape, initializer, render
 from .kernel_args import (
     ATTENTION_PLAN,
     ATTENTION_QUANT_FIELDS,
@@ -32,32 +30,6 @@ from .kernel_args import (
 DL_TYPES = {"float32": ("kDLFloat", 32), "int8": ("kDLInt", 8), "int32": ("kDLInt", 32)}
 
 
-@dataclass(frozen=True)
-class Tensor:
-    """A parameter of an offloaded function's C entry (inputs first, the output last)."""
-
-    shape: tuple[int, ...]
-    dtype: str
-
-
-@dataclass(frozen=True)
-class Function:
-    """One offloaded function: its C symbol, its op, its signature and (GEMMs, attention) its tiling."""
-
-    symbol: str
-    spec: OpSpec
-    inputs: tuple[Tensor, ...]
-    output: Tensor
-    tiling: GemmTiling | AttentionTiling | None = None
-    estimates: tuple[tuple[str, int], ...] = ()  # (engine, modelled cycles) of each engine considered
-
-    @property
-    def engine(self) -> str:
-        return self.tiling.engine if isinstance(self.tiling, GemmTiling) else "cluster"
-
-    @property
-    def l1_bytes(self) -> int:
-        return 0 if self.tiling is None else self.tiling.l1_bytes
 
 
 class ConstantPool:
@@ -190,13 +162,10 @@ def _exp2_lut_source() -> str:
             + c_array("dpl_exp2_lut", EXP2_LUT, "uint16", attributes="DPL_WEIGHTS") + "\n")
 
 
-EMITTERS = {"gemm": _emit_gemm, "softmax": _emit_softmax, "attention": _emit_attention}
-
-
 def emit_function(fn: Function, pool: ConstantPool) -> str:
     """The C entry of one offloaded function as plain C99 for the MCU; its constant arrays go to `pool`."""
     body = _Body(fn, pool)
-    EMITTERS[fn.spec.kind](body, fn.spec)
+    fn.family.emit(body, fn.spec)
     params = [f"const {C_TYPES[t.dtype]} *in{i}" for i, t in enumerate(fn.inputs)]
     params.append(f"{C_TYPES[fn.output.dtype]} *out")
     used = "\n".join(body.lines)

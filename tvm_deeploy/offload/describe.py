@@ -16,7 +16,7 @@ import tvm
 from tvm import relax
 
 from . import reference, views
-from .specs import AttentionSpec, GemmSpec, Operand, OpSpec, SoftmaxSpec, Strides
+from .specs import AttentionSpec, GemmSpec, Operand, SoftmaxSpec, Strides
 
 # The int8 accumulator must not overflow int32: |a - a_zp| * |b - b_zp| <= 255 * 255 per term.
 MAX_INT8_REDUCTION = (2**31 - 1) // (255 * 255)
@@ -651,11 +651,3 @@ def _describe_attention_chain(tree, inner, out_view, out_shape, quantize) -> Att
                    kv_div=k_div, kv_heads=k_mod, batch=batch, q_len=q_len, kv_len=kv_len, qk_dim=qk_dim,
                    v_dim=v_dim, scale=scale, causal="none", q_strides=q_strides, k_strides=k_strides,
                    v_strides=v_strides)
-
-
-DESCRIBERS = {"gemm": describe_gemm, "softmax": describe_softmax, "attention": describe_attention}
-
-
-def describe(kind: str, tree: CallTree, root) -> OpSpec:
-    """The spec of a match of the pattern family `kind` rooted at `root`."""
-    return DESCRIBERS[kind](tree, root)

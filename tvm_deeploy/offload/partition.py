@@ -5,7 +5,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from .patterns import deeploy_patterns
+from .patterns import checked_matching, deeploy_patterns
 
 
 def _is_offloaded(func) -> bool:
@@ -17,12 +17,14 @@ def partition_for_deeploy(mod: tvm.IRModule) -> tvm.IRModule:
 
     One function per op keeps each offload a single kernel call that the tiler can treat alone.
     Idempotent: functions offloaded earlier are kept as they are, and calls to them match no pattern.
+    Raises PatternCheckError if a pattern check failed other than by refusing the match.
     """
     earlier = {gvar: func for gvar, func in mod.functions.items() if _is_offloaded(func)}
-    mod = tvm.transform.Sequential([
-        relax.transform.ConvertToDataflow(min_size=1),
-        relax.transform.FuseOpsByPattern(deeploy_patterns(), bind_constants=True, annotate_codegen=True),
-    ])(mod)
+    with checked_matching():
+        mod = tvm.transform.Sequential([
+            relax.transform.ConvertToDataflow(min_size=1),
+            relax.transform.FuseOpsByPattern(deeploy_patterns(), bind_constants=True, annotate_codegen=True),
+        ])(mod)
     for gvar, func in earlier.items():
         mod[gvar] = func
     return mod

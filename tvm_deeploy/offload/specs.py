@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .reference import AttentionQuant, Requant
+from .registry import family_of
 
 
 @dataclass(frozen=True)
@@ -123,13 +124,5 @@ OpSpec = GemmSpec | SoftmaxSpec | AttentionSpec
 
 
 def summary(spec: OpSpec) -> str:
-    """A one-line description of an op, for comments and reports."""
-    if isinstance(spec, GemmSpec):
-        batch = "x".join(map(str, spec.batch))
-        quant = "" if spec.requant is None else f", requant {spec.requant.mode}"
-        return (f"gemm {spec.dtype}->{spec.out_dtype} {batch + ' x ' if batch else ''}"
-                f"m={spec.m} n={spec.n} k={spec.k}{', B^T' if spec.b_transposed else ''}{quant}")
-    if isinstance(spec, SoftmaxSpec):
-        return f"softmax float32 rows={spec.rows} cols={spec.cols}"
-    return (f"attention {spec.dtype} batch={spec.batch} heads={spec.heads}/{spec.kv_heads} q={spec.q_len} "
-            f"kv={spec.kv_len} d={spec.qk_dim}/{spec.v_dim} causal={spec.causal}")
+    """A one-line description of an op, for comments and reports (its family's)."""
+    return family_of(spec).summary(spec)

@@ -45,7 +45,6 @@ from tvm.relax import transform
 
 from ..offload.specs import summary
 from ..plan.memory import DEFAULT_TIME_LIMIT
-from ..plan.tiling import AttentionTiling
 from ..targets import rv32
 from ..targets.resources import kernel_file
 from ..targets.target import is_deeploy_target, platform_of
@@ -188,20 +187,6 @@ def _tensor(value) -> str:
     return f"{value.name}: {value.dtype}[{', '.join(str(d) for d in value.shape)}]"
 
 
-def _tiling(fn) -> dict | None:
-    """An offloaded op's tiling for the report (None for ops that run untiled). Solver seconds are left
-    out so that exporting twice gives identical files; `compile_report` has them."""
-    t = fn.tiling
-    if t is None:
-        return None
-    if isinstance(t, AttentionTiling):
-        return t.report()
-    return {"tile": [t.tile_m, t.tile_n, fn.spec.k], "tiles": t.tiles, "cores": t.cores, "l1_bytes": t.l1_bytes,
-            "single_buffered": [name for name, slots in (("a", t.l1_a), ("b", t.l1_b)) if slots[0] == slots[1]],
-            "dma_in_bytes": t.dma_in_bytes, "dma_out_bytes": t.dma_out_bytes,
-            "dma_lower_bound": t.dma_lower_bound, "solver_status": t.solver_status}
-
-
 def _counts(steps) -> dict:
     return {"steps": len(steps), "tvm": sum(s.kind == "tvm" for s in steps),
             "deeploy": sum(s.kind == "deeploy" for s in steps), "copies": sum(s.kind == "copy" for s in steps)}
@@ -215,7 +200,7 @@ def _op_entries(entry: proj.Entry, ops: dict, glue) -> list[dict]:
                 "outputs": [_tensor(program.values[n]) for n in step.outputs]}
         if step.kind == "deeploy":
             fn = ops[step.callee]
-            item.update(engine=fn.engine, op=summary(fn.spec), tiling=_tiling(fn), modelled_cycles=dict(fn.estimates))
+            item.update(engine=fn.engine, op=summary(fn.spec), plan=fn.plan)  # its "deeploy.plan" attribute
         elif step.kind == "tvm":
             item.update(engine="tvm", op=step.callee, workspace_bytes=glue.workspace.get(step.callee, 0))
         else:

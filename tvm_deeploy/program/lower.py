@@ -31,9 +31,10 @@ from tvm import relax, tirx
 from tvm.relax import backend, transform
 
 from ..emit.codegen import run_codegen
-from ..emit.ops import Function
+from ..offload.functions import Function
 from ..offload.partition import partition_for_deeploy
-from ..targets.target import is_deeploy_target, platform_of
+from ..plan.offloads import plan_offloads
+from ..targets.target import is_deeploy_target
 
 
 class ExportError(Exception):
@@ -195,7 +196,7 @@ def _lower(mod, target, offload):
     functions: list[Function] = []
     with target:
         if offload and is_deeploy_target(target):
-            mod, functions = run_codegen(partition_for_deeploy(mod), platform_of(target))
+            mod, functions = run_codegen(plan_offloads(partition_for_deeploy(mod), target))
         mod = tvm.transform.Sequential(tvm_lowering_passes())(mod)
     return mod, functions
 

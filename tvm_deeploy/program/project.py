@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..emit.c import C_TYPES, array_bytes, c_array, c_items, c_shape, fill, render
-from ..emit.ops import Function, emit_module, summary
+from ..emit.ops import emit_module
+from ..offload.functions import Function
+from ..offload.specs import summary
 from ..targets.rv32 import CROSS_COMPILER, HAL_SOURCES, TOOLCHAIN_FLAGS, Build
 from .glue import SUPPORT_HEADER, Glue
 from .lower import DTYPES, Program, Step, Value

@@ -218,7 +218,7 @@ def run_project(project, harts: int | None = None, timeout: float = DEFAULT_TIME
     if missing:
         raise QemuError(f"missing {', '.join(missing)}: run scripts/setup.sh")
     harts = harts or report["target"]["cores"]
-    forked = max((op["tiling"]["cores"] for op in report["ops"] if op.get("tiling")), default=1)
+    forked = max((op["plan"]["cores"] for op in report["ops"] if "plan" in op), default=1)
     if harts < forked:
         raise QemuError(f"the project forks over {forked} cores: run it on at least {forked} harts "
                         f"(or export it for fewer cores)")

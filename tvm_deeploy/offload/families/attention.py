@@ -1,0 +1,104 @@
+"""Attention, fp32 and int8: `R.nn.attention` and the op-by-op chain matmul -> [scale] -> [mask] ->
+softmax -> matmul, operands through layout ops -> one fused `dpl_attention_tiled`."""
+
+from __future__ import annotations
+
+from tvm.relax.dpl import is_const, is_op, wildcard
+
+from ...emit.ops import _emit_attention
+from ...plan.attribute import tiling_fields
+from ...plan.tiling import AttentionTiling, tile_attention
+from .. import reference
+from ..describe import describe_attention
+from ..dpl import add_either_order, either, maybe, maybe_permuted
+from ..registry import Family, register
+from ..specs import AttentionSpec
+
+# Operands arrive through layout ops (up to VIEW_DEPTH of them, any order: permute_dims, reshape,
+# repeat, ...) and, int8, one dequantize; the output leaves through up to OUT_DEPTH permute_dims /
+# reshape and, int8, a quantize. describe turns the chains into strides.
+VIEW_DEPTH = 7
+OUT_DEPTH = 2
+
+
+def _viewed(depth: int = VIEW_DEPTH, dequantize: bool = False):
+    x = wildcard()
+    for _ in range(depth):
+        steps = [is_op("relax.permute_dims")(x), is_op("relax.reshape")(x, wildcard()), is_op("relax.repeat")(x),
+                 is_op("relax.tile")(x), is_op("relax.broadcast_to")(x, wildcard()), is_op("relax.expand_dims")(x),
+                 is_op("relax.squeeze")(x)]
+        if dequantize:
+            steps.append(is_op("relax.dequantize")(x, is_const(), is_const()))
+        x = either(*steps) | x
+    return x
+
+
+def _out_viewed(inner, depth: int = OUT_DEPTH):
+    for _ in range(depth):
+        inner = is_op("relax.permute_dims")(inner) | is_op("relax.reshape")(inner, wildcard()) | inner
+    return inner
+
+
+def _quantized(inner):
+    return _out_viewed(is_op("relax.quantize")(_out_viewed(inner), is_const(), is_const()))
+
+
+def _attention_op(operand):
+    q, k, v = operand(), operand(), operand()
+    return is_op("relax.nn.attention")(q, k, v) | is_op("relax.nn.attention_bias")(q, k, v, wildcard())
+
+
+def _attention_chain(operand):
+    # matmul(softmax([mask +] [scale *|/] matmul(Q, K^T)), V), each operand through its layout ops
+    scores = is_op("relax.matmul")(operand(), operand())
+    scaled = is_op("relax.divide")(scores, is_const()) | maybe("relax.multiply", scores)
+    masked = add_either_order(scaled, wildcard()) | scaled
+    return is_op("relax.matmul")(is_op("relax.nn.softmax")(masked), operand())
+
+
+def attention_pattern():
+    return _out_viewed(_attention_op(_viewed))
+
+
+def attention_chain_pattern():
+    return _out_viewed(_attention_chain(_viewed))
+
+
+def attention_s8_pattern():
+    return _quantized(_attention_op(lambda: _viewed(dequantize=True)))
+
+
+def attention_chain_s8_pattern():
+    return _quantized(_attention_chain(lambda: _viewed(dequantize=True)))
+
+
+def attention_direct_pattern():
+    """The fallback when a layout op of the full pattern cannot be absorbed (its result is used
+    elsewhere, or no strided view expresses it): operands as they are."""
+    return _attention_op(wildcard)
+
+
+def attention_chain_direct_pattern():
+    return maybe_permuted(_attention_chain(lambda: maybe_permuted(wildcard())))
+
+
+def plan(spec: AttentionSpec, platform) -> dict:
+    t = tile_attention(spec, platform)
+    return {"engine": "cluster", **t.report(), "dma_bytes": t.dma_in_bytes + t.dma_out_bytes,
+            "modelled_cycles": {"cluster": t.modelled_cycles}, "tiling": tiling_fields(t)}
+
+
+def summary(spec: AttentionSpec) -> str:
+    return (f"attention {spec.dtype} batch={spec.batch} heads={spec.heads}/{spec.kv_heads} q={spec.q_len} "
+            f"kv={spec.kv_len} d={spec.qk_dim}/{spec.v_dim} causal={spec.causal}")
+
+
+FAMILY = register(Family(
+    kind=AttentionSpec.kind,
+    patterns=(("attention_s8", attention_s8_pattern), ("attention_chain_s8", attention_chain_s8_pattern),
+              ("attention", attention_pattern), ("attention_chain", attention_chain_pattern),
+              ("attention_direct", attention_direct_pattern),
+              ("attention_chain_direct", attention_chain_direct_pattern)),
+    describe=describe_attention, plan=plan, tiling_type=AttentionTiling, emit=_emit_attention,
+    reference=lambda spec: reference.attention_s8 if spec.dtype == "int8" else reference.attention_f32,
+    summary=summary, shapes=lambda spec: {name: list(getattr(spec, name).shape) for name in ("q", "k", "v")}))

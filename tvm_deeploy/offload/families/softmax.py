@@ -1,0 +1,29 @@
+"""A standalone softmax over the last axis, fp32 -> `dpl_softmax_f32`, untiled (it reads its operand
+where it is)."""
+
+from __future__ import annotations
+
+from tvm.relax.dpl import is_op, wildcard
+
+from ...emit.ops import _emit_softmax
+from .. import reference
+from ..describe import describe_softmax
+from ..registry import Family, register
+from ..specs import SoftmaxSpec
+
+
+def softmax_pattern():
+    return is_op("relax.nn.softmax")(wildcard())
+
+
+def plan(spec: SoftmaxSpec, platform) -> dict:
+    return {"engine": "cluster", "tile": None, "tile_axes": None, "tiles": 1, "cores": 1, "l1_bytes": 0,
+            "single_buffered": [], "dma_in_bytes": 0, "dma_out_bytes": 0, "dma_bytes": 0, "dma_lower_bound": 0,
+            "modelled_cycles": {}, "solver_status": "untiled", "tiling": None}
+
+
+FAMILY = register(Family(
+    kind=SoftmaxSpec.kind, patterns=(("softmax", softmax_pattern),), describe=describe_softmax, plan=plan,
+    tiling_type=None, emit=_emit_softmax, reference=lambda spec: reference.softmax_f32,
+    summary=lambda spec: f"softmax float32 rows={spec.rows} cols={spec.cols}",
+    shapes=lambda spec: {"x": list(spec.x.shape)}))
