@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line and exit 2, like every other refusal (`--help` still shows the usage)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tvm-deeploy", description="Deploy small transformer models on "
+    parser = _OneLineParser(prog="tvm-deeploy", description="Deploy small transformer models on "
                                      "RISC-V MCUs from Apache TVM.")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="compile the shipped language model for deeploy and generate text "
@@ -59,6 +67,9 @@ def _compile(args, out=print) -> int:
     from tvm_deeploy.program.export import export_c
     from tvm_deeploy.program.lower import ExportError
 
+    unusable = _unusable_output(Path(args.output))
+    if unusable:
+        return _fail("compile", f"-o {args.output}: {unusable}")
     try:
         target = tvm_deeploy.target(args.platform, l1_bytes=args.l1, l2_bytes=args.l2,
                                     npu=False if args.no_npu else None)
@@ -68,6 +79,8 @@ def _compile(args, out=print) -> int:
                             description=f"{Path(args.model).name} for {args.platform}")
     except (tvm_deeploy.ModelError, ExportError, ValueError) as err:
         return _fail("compile", str(err))
+    except OSError as err:  # e.g. a read-only file system under the output folder
+        return _fail("compile", f"cannot write {err.filename or args.output}: {err.strerror or err}")
     report = exported.report
     counts = report["counts"]
     out(f"{args.model} -> {args.output}: {counts['steps']} steps, {counts['deeploy']} offloaded to deeploy, "
@@ -88,14 +101,49 @@ def _compile(args, out=print) -> int:
     return 0
 
 
-def _run(args) -> int:
-    project = Path(args.project)
+def _unusable_output(output: Path) -> str | None:
+    """Why the project cannot be written to `output`, found before any work; None if it can."""
+    if output.exists() and not output.is_dir():
+        return "exists and is not a folder"
+    existing = output
+    while not existing.exists():  # the nearest existing ancestor is where folders get created
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
+def _damaged(project: Path) -> str | None:
+    """Why `project` is not a usable folder written by `tvm-deeploy compile`; None if it is."""
     report_path = project / "report.json"
     if not report_path.is_file():
-        return _fail("run", f"{project} is not a project written by `tvm-deeploy compile` (no report.json)")
+        return f"{project} is not a project written by `tvm-deeploy compile` (no report.json)"
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return f"{report_path} is damaged ({err}); compile the project again"
+    expected = {"prefix": str, "files": list, "ops": list, "target": dict}
+    if not isinstance(report, dict) or any(not isinstance(report.get(key), kind) for key, kind in expected.items()):
+        return f"{report_path} is damaged (it needs {', '.join(expected)}); compile the project again"
+    missing = [name for name in report["files"] if not (project / str(name)).is_file()]
+    if missing:
+        return f"{project} is damaged: {len(missing)} file(s) missing ({', '.join(map(str, missing[:3]))}" \
+               f"{', ...' if len(missing) > 3 else ''}); compile the project again"
+    return None
+
+
+def _run(args) -> int:
+    if args.harts is not None and args.harts < 1:
+        return _fail("run", f"--harts must be at least 1, got {args.harts}")
+    project = Path(args.project)
+    damaged = _damaged(project)
+    if damaged:
+        return _fail("run", damaged)
     if args.on == "qemu":
         return _run_qemu(project, args)
-    prefix = json.loads(report_path.read_text())["prefix"]
+    prefix = json.loads((project / "report.json").read_text())["prefix"]
     target = "host-asan" if args.sanitize else "host"
     built = subprocess.run(["make", "-s", "-C", str(project), target])
     if built.returncode != 0:
@@ -107,8 +155,6 @@ def _run(args) -> int:
 def _run_qemu(project: Path, args) -> int:
     from .targets.qemu import QemuError, format_run, run_project
 
-    if args.harts is not None and args.harts < 1:
-        return _fail("run", f"--harts must be at least 1, got {args.harts}")
     try:
         run = run_project(project, args.harts, args.timeout)
     except QemuError as err:
