@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -64,6 +65,7 @@ def _fail(command: str, message: str) -> int:
 
 def _compile(args, out=print) -> int:
     import tvm_deeploy
+    from tvm_deeploy.frontend.onnx_import import ModelWarning
     from tvm_deeploy.program.export import export_c
     from tvm_deeploy.program.lower import ExportError
 
@@ -73,7 +75,11 @@ def _compile(args, out=print) -> int:
     try:
         target = tvm_deeploy.target(args.platform, l1_bytes=args.l1, l2_bytes=args.l2,
                                     npu=False if args.no_npu else None)
-        mod = tvm_deeploy.load_onnx(args.model)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ModelWarning)
+            mod = tvm_deeploy.load_onnx(args.model)
+        for warning in caught:
+            print(f"tvm-deeploy compile: warning: {warning.message}", file=sys.stderr)
         exported = export_c(mod, target, args.output, prefix=args.prefix, offload=not args.no_offload,
                             io_in_arena=args.io_in_arena, seed=args.seed,
                             description=f"{Path(args.model).name} for {args.platform}")
