@@ -1,11 +1,19 @@
 """Bad or unusual input never crashes or lies: TVM's semantics kept, every refusal one clear line."""
 
 import numpy as np
+import pytest
 from conftest import assert_close_f32, build_and_run, offloaded
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from onnx import TensorProto, helper
+from test_onnx import F32, make_model
 from test_patterns import graph
 from tvm import relax
+
+import tvm_deeploy
+from tvm_deeploy.frontend.onnx_import import ModelError, load_onnx
+from tvm_deeploy.program.export import export_c
+from tvm_deeploy.program.lower import UnsupportedModelError
 
 
 @settings(max_examples=12, deadline=None, derandomize=True,
@@ -33,3 +41,48 @@ def test_attention_matches_tvm_for_every_shape_and_mask(q_len, kv_len, heads, ca
     arrays = [rng.standard_normal(shape).astype(dtype) for shape, dtype in inputs]
     tmp_path = tmp_path_factory.mktemp("attention")
     assert_close_f32(build_and_run(mod, "deeploy", arrays, tmp_path), build_and_run(mod, "llvm", arrays, tmp_path))
+
+
+def _qdq_linear(out_scale=0.05, weight_scale=0.02):
+    """quantize -> dequantize -> matmul(constant int8 weight, dequantized) -> quantize."""
+    weight = relax.const(np.random.default_rng(0).integers(-7, 8, (8, 4)).astype("int8"))
+
+    def body(bb, x):
+        zero = relax.const(0, "int8")
+        xq = bb.emit(relax.op.quantize(x, relax.const(0.1, "float32"), zero, axis=-1, out_dtype="int8"))
+        xd = bb.emit(relax.op.dequantize(xq, relax.const(0.1, "float32"), zero, axis=-1))
+        wd = bb.emit(relax.op.dequantize(weight, relax.const(weight_scale, "float32"), zero, axis=1))
+        y = bb.emit(relax.op.matmul(xd, wd))
+        return relax.op.quantize(y, relax.const(out_scale, "float32"), zero, axis=-1, out_dtype="int8")
+    return graph([((4, 8), "float32")], body)
+
+
+@pytest.mark.parametrize("scales, message", [
+    (dict(out_scale=0.0), "quantize in main has scale 0 (1 of 1 values are not positive and finite)"),
+    (dict(weight_scale=-0.02), "dequantize in main has scale -0.02 (1 of 1 values are not positive and finite)"),
+    (dict(out_scale=float("inf")), "quantize in main has scale inf (1 of 1 values are not positive and finite)"),
+    (dict(out_scale=float("nan")), "quantize in main has scale nan (1 of 1 values are not positive and finite)"),
+])
+def test_bad_qdq_scale_is_named(scales, message, tmp_path):
+    with pytest.raises(UnsupportedModelError) as info:
+        export_c(_qdq_linear(**scales), tvm_deeploy.target(), tmp_path / "out")
+    assert str(info.value) == message
+    assert not (tmp_path / "out").exists()
+
+
+def test_zero_size_dimension_is_named(tmp_path):
+    mod = graph([((0, 4), "float32")], lambda bb, x: relax.op.add(x, x))
+    with pytest.raises(UnsupportedModelError, match=r"^input 'x0' in main has a dimension of size 0 \(0, 4\); "
+                                                    "the standalone program has no zero-size tensors$"):
+        export_c(mod, tvm_deeploy.target(), tmp_path / "out")
+
+
+def test_int4_weights_are_named():
+    weight = helper.make_tensor("w", TensorProto.INT4, (16, 8), [1] * 128)
+    model = make_model([helper.make_node("DequantizeLinear", ["w", "s"], ["wd"]),
+                        helper.make_node("MatMul", ["x", "wd"], ["y"])],
+                       {"x": (F32, (4, 16))}, {"y": (F32, (4, 8))}, {"s": np.float32(0.1)})
+    model.graph.initializer.append(weight)
+    with pytest.raises(ModelError, match=r"^<bytes>: TVM's ONNX importer cannot read packed sub-byte tensors: "
+                                         r"'w' \(int4\)$"):
+        load_onnx(model.SerializeToString())

@@ -45,6 +45,9 @@ def load_onnx(source: str | os.PathLike | bytes) -> tvm.IRModule:
     complaint about a model TVM imports anyway (e.g. LayerNormalization at opset 12) is a `ModelWarning`."""
     name, model = _parse(source)
     _sort_nodes(name, model.graph)
+    packed = _packed_tensors(model.graph)
+    if packed:
+        raise ModelError(f"{name}: TVM's ONNX importer cannot read packed sub-byte tensors: {', '.join(packed)}")
     missing = sorted(set(_op_types(model.graph)) - set(_get_convert_map()) - _DIRECTLY_HANDLED)
     if missing:
         raise ModelError(f"{name}: TVM's ONNX importer does not support operator(s) {', '.join(missing)}")
@@ -105,6 +108,18 @@ def _sort_nodes(name: str, graph: onnx.GraphProto) -> None:
             target.CopyFrom(graph.node[index])
         del graph.node[:]
         graph.node.extend(nodes)
+
+
+# Element types stored two per byte, which TVM's importer copies as if one per byte.
+_PACKED_TYPES = {getattr(onnx.TensorProto, t): t.lower() for t in ("INT4", "UINT4", "FLOAT4E2M1")
+                 if hasattr(onnx.TensorProto, t)}
+
+
+def _packed_tensors(graph: onnx.GraphProto) -> list[str]:
+    """`'name' (int4)` for each initializer, input or output of a packed sub-byte type."""
+    typed = [(t.name, t.data_type) for t in graph.initializer]
+    typed += [(v.name, v.type.tensor_type.elem_type) for v in (*graph.input, *graph.output)]
+    return [f"'{tensor}' ({_PACKED_TYPES[kind]})" for tensor, kind in typed if kind in _PACKED_TYPES]
 
 
 def _node_inputs(node: onnx.NodeProto) -> Iterator[str]:

@@ -180,6 +180,8 @@ def _check_function(mod: tvm.IRModule, name: str) -> None:
                 found.append(f"a call to the Relax function '{expr.op.name_hint}'")
 
     relax.analysis.post_order_visit(function.body, visit)
+    _check_qdq_scales(function, name)
+    _check_sizes(function, name)
     if found:
         raise UnsupportedModelError(f"unsupported in the standalone program: {sorted(set(found))[0]} in {name} "
                                     "(only a straight-line sequence of tensor ops can become C)")
@@ -189,6 +191,42 @@ def _check_function(mod: tvm.IRModule, name: str) -> None:
         else:
             raise UnsupportedModelError(f"input '{param.name}' is not a tensor ({param.ty}); the standalone "
                                         "program takes tensors only")
+
+
+_QDQ_OPS = ("relax.quantize", "relax.dequantize")
+
+
+def _check_qdq_scales(function: relax.Function, name: str) -> None:
+    """A constant quantize/dequantize scale must be positive and finite: TVM divides by it (a zero
+    scale is a raw divide-by-zero in its compiler) and our requantization assumes its sign."""
+    found = []  # raised after the walk: an exception inside the visitor comes back as a RuntimeError
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name in _QDQ_OPS \
+                and isinstance(expr.args[1], tvm.ir.expr.Constant):
+            scales = expr.args[1].value.numpy().astype(np.float64).ravel()
+            bad = scales[~(np.isfinite(scales) & (scales > 0))]
+            if bad.size:
+                found.append(f"{expr.op.name[len('relax.'):]} in {name} has scale {bad[0]:g} ({bad.size} of "
+                             f"{scales.size} values are not positive and finite)")
+
+    relax.analysis.post_order_visit(function.body, visit)
+    if found:
+        raise UnsupportedModelError(found[0])
+
+
+def _check_sizes(function: relax.Function, name: str) -> None:
+    """Refuse zero-size tensors (a dimension of 0): C has no zero-length arrays."""
+    typed = [(f"input '{p.name}'", p.ty) for p in function.params]
+    blocks = function.body.blocks if isinstance(function.body, relax.SeqExpr) else []
+    typed += [(f"'{b.var.name}'", b.var.ty) for block in blocks for b in block.bindings]
+    for what, info in typed:
+        shape = getattr(info, "shape", None)
+        values = getattr(shape, "values", None) or []
+        if any(isinstance(v, tvm.tirx.IntImm) and int(v) == 0 for v in values):
+            dims = ", ".join(str(int(v)) if isinstance(v, tvm.tirx.IntImm) else str(v) for v in values)
+            raise UnsupportedModelError(f"{what} in {name} has a dimension of size 0 ({dims}); the standalone "
+                                        "program has no zero-size tensors")
 
 
 def _lower(mod, target, offload):
