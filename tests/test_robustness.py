@@ -1,19 +1,24 @@
 """Bad or unusual input never crashes or lies: TVM's semantics kept, every refusal one clear line."""
 
+import subprocess
+
 import numpy as np
 import pytest
 from conftest import assert_close_f32, build_and_run, offloaded
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
-from test_onnx import F32, make_model
+from test_export import make, run_driver
+from test_onnx import F32, make_model, save
 from test_patterns import graph
+import tvm
 from tvm import relax
 
 import tvm_deeploy
+from tvm_deeploy.cli import main
 from tvm_deeploy.frontend.onnx_import import ModelError, load_onnx
 from tvm_deeploy.program.export import export_c
-from tvm_deeploy.program.lower import UnsupportedModelError
+from tvm_deeploy.program.lower import UnsupportedModelError, standalone_form
 
 
 @settings(max_examples=12, deadline=None, derandomize=True,
@@ -86,3 +91,74 @@ def test_int4_weights_are_named():
     with pytest.raises(ModelError, match=r"^<bytes>: TVM's ONNX importer cannot read packed sub-byte tensors: "
                                          r"'w' \(int4\)$"):
         load_onnx(model.SerializeToString())
+
+
+def _embedding_onnx(tmp_path, vocab=16, dim=4):
+    table = np.random.default_rng(3).standard_normal((vocab, dim)).astype(np.float32)
+    model = make_model([helper.make_node("Gather", ["table", "ids"], ["y"], axis=0)],
+                       {"ids": (TensorProto.INT64, (1, 8))}, {"y": (F32, (1, 8, dim))}, {"table": table})
+    return save(model, tmp_path, "embedding.onnx"), table
+
+
+def test_gather_inputs_stay_in_the_table_and_user_inputs_are_used(tmp_path, capfd):
+    """Random token ids are drawn inside the vocabulary; --inputs gives the ids instead."""
+    model, table = _embedding_onnx(tmp_path)
+    assert main(["compile", str(model), "-o", str(tmp_path / "random")]) == 0
+    assert main(["run", str(tmp_path / "random")]) == 0
+    assert "Errors: 0 out of 32" in capfd.readouterr().out
+    ids = np.array([[15, 0, 3, 3, 7, 1, 2, 14]], np.int64)
+    np.savez(tmp_path / "ids.npz", ids)
+    assert main(["compile", str(model), "-o", str(tmp_path / "given"), "--inputs", str(tmp_path / "ids.npz")]) == 0
+    vectors = (tmp_path / "given" / "test" / "net_test_vectors.h").read_text()
+    assert "15, 0, 3, 3, 7, 1, 2, 14" in vectors.replace("LL", "").replace("L", "")
+    assert main(["run", str(tmp_path / "given")]) == 0
+    assert "Errors: 0 out of 32" in capfd.readouterr().out
+
+
+def test_inputs_file_errors_are_one_line(tmp_path, capsys):
+    model, _ = _embedding_onnx(tmp_path)
+    np.save(tmp_path / "plain.npy", np.zeros(3))
+    np.savez(tmp_path / "wrong.npz", np.zeros((2, 8), np.int64))
+    for inputs, message in [(tmp_path / "absent.npz", "cannot read test inputs"),
+                            (tmp_path / "plain.npy", "not an .npz archive"),
+                            (tmp_path / "wrong.npz", "test input")]:
+        assert main(["compile", str(model), "-o", str(tmp_path / "out"), "--inputs", str(inputs)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_indices_outside_the_table_are_clamped():
+    """The standalone program's `take` clamps (documented in README); TVM's default mode does not check."""
+    table = np.arange(20, dtype="float32").reshape(5, 4)
+    mod = graph([((4,), "int64")], lambda bb, ids: relax.op.take(relax.const(table), ids, axis=0))
+    ids = np.array([-3, 99, 2, 4], np.int64)
+    clamped = standalone_form(mod)
+    vm = relax.VirtualMachine(tvm.relax.build(clamped, target="llvm"), tvm.cpu())
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(ids)).numpy(), table[np.clip(ids, 0, 4)])
+
+
+GLUE_CASES = {
+    "pad with -inf": (((2, 3), lambda bb, x: relax.op.nn.pad(x, [0, 0, 1, 1], pad_value=float("-inf"))), 10),
+    "clip at -inf": (((2, 3), lambda bb, x: relax.op.clip(x, float("-inf"), 1.0)), 6),
+    "mean over all axes": (((4, 8), lambda bb, x: relax.op.add(relax.op.mean(x), relax.const(1.0))), 1),
+    "mean over all axes kept": (((1, 4, 8), lambda bb, x: relax.op.mean(x, keepdims=True)), 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GLUE_CASES))
+def test_tvm_glue_builds_with_werror(name, tmp_path):
+    """Infinite constants and reductions over every axis: TVM's C needs the glue's edits to build."""
+    (shape, body), outputs = GLUE_CASES[name]
+    export_c(graph([(shape, "float32")], body), tvm_deeploy.target(), tmp_path / "p", offload=False)
+    for opt in ("-O1", "-O2"):
+        subprocess.run(["make", "-s", "-C", str(tmp_path / "p"), "clean"], check=True)
+        code, output = run_driver(make(tmp_path / "p", opt=opt))
+        assert code == 0 and f"Errors: 0 out of {outputs}\n" in output, output
+
+
+def test_float16_is_named(tmp_path):
+    def body(bb, x):
+        half = bb.emit(relax.op.astype(x, "float16"))
+        return relax.op.astype(relax.op.add(half, half), "float32")
+    with pytest.raises(UnsupportedModelError, match="has dtype float16; the standalone program supports float32"):
+        export_c(graph([((2, 3), "float32")], body), tvm_deeploy.target(), tmp_path / "p", offload=False)

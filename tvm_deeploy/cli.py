@@ -2,6 +2,7 @@
 
     tvm-deeploy demo [--prompt TEXT] [--tokens N] [--no-qemu]
     tvm-deeploy compile MODEL.onnx -o OUT [--platform P] [--l1 BYTES] [--l2 BYTES] [--no-npu] [--no-offload]
+                        [--inputs INPUTS.npz]
     tvm-deeploy run OUT --on host [--sanitize]
     tvm-deeploy run OUT --on qemu [--harts N] [--json] [--timeout S]
 """
@@ -46,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     compile_.add_argument("--prefix", default="net", help="C name prefix (default: net)")
     compile_.add_argument("--io-in-arena", action="store_true", help="place inputs and outputs in the arena")
     compile_.add_argument("--seed", type=int, default=0, help="seed of the random test inputs")
+    compile_.add_argument("--inputs", metavar="NPZ", help="test inputs (numpy .npz, one array per model input, "
+                                                          "in input order) instead of random ones")
 
     run = commands.add_parser("run", help="build a compiled project and run its test driver")
     run.add_argument("project", help="the folder `tvm-deeploy compile` wrote")
@@ -80,8 +83,9 @@ def _compile(args, out=print) -> int:
             mod = tvm_deeploy.load_onnx(args.model)
         for warning in caught:
             print(f"tvm-deeploy compile: warning: {warning.message}", file=sys.stderr)
+        inputs = None if args.inputs is None else _read_inputs(args.inputs)
         exported = export_c(mod, target, args.output, prefix=args.prefix, offload=not args.no_offload,
-                            io_in_arena=args.io_in_arena, seed=args.seed,
+                            io_in_arena=args.io_in_arena, seed=args.seed, inputs=inputs,
                             description=f"{Path(args.model).name} for {args.platform}")
     except (tvm_deeploy.ModelError, ExportError, ValueError) as err:
         return _fail("compile", str(err))
@@ -105,6 +109,20 @@ def _compile(args, out=print) -> int:
     out(f"  weights {report['weights']['bytes']} bytes in section {report['weights']['section']}")
     out(f"  run it: tvm-deeploy run {args.output} --on host (or --on qemu: RV32, instruction counts)")
     return 0
+
+
+def _read_inputs(path: str) -> list:
+    """The arrays of an .npz file in their stored order (np.savez: arr_0, arr_1, ... or the names given)."""
+    import numpy as np
+
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:  # missing, not a NumPy file, or object arrays
+        raise ValueError(f"--inputs {path}: cannot read test inputs ({err})") from err
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"--inputs {path}: not an .npz archive (np.savez writes one)")
+    with archive:
+        return [archive[name] for name in archive.files]
 
 
 def _unusable_output(output: Path) -> str | None:

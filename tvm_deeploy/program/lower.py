@@ -229,8 +229,38 @@ def _check_sizes(function: relax.Function, name: str) -> None:
                                         "program has no zero-size tensors")
 
 
+@relax.expr_functor.mutator
+class _StandaloneForm(relax.PyExprMutator):
+    """Two rewrites for the standalone program. `take` (ONNX Gather) in TVM's default mode reads outside
+    its table for an index outside the axis; the program gets untrusted indices at run time, so it
+    clamps them to [0, n - 1]. `shape_to_tensor` of a static shape (ONNX Gather's negative-index wrap)
+    becomes a constant, so no shape value is left for C."""
+
+    def visit_call_(self, call):
+        call = self.visit_expr_post_order(call)
+        if not isinstance(call.op, tvm.ir.Op):
+            return call
+        if call.op.name == "relax.take" and call.attrs.mode == "fast":
+            return relax.op.take(call.args[0], call.args[1], call.attrs.axis, mode="clip")
+        if call.op.name == "relax.shape_to_tensor":
+            dims = getattr(call.args[0].ty, "values", None)
+            if dims is not None and all(isinstance(d, tirx.IntImm) for d in dims):
+                return relax.const(np.array([int(d) for d in dims], "int64"), "int64")
+        return call
+
+
+def standalone_form(mod: tvm.IRModule) -> tvm.IRModule:
+    """`mod` with the rewrites of _StandaloneForm, bindings left unused removed."""
+    mutator = _StandaloneForm(mod)
+    for gvar, func in mod.functions.items():
+        if isinstance(func, relax.Function):
+            mutator.builder_.update_func(gvar, relax.analysis.remove_all_unused(mutator.visit_expr(func)))
+    return mutator.builder_.get()
+
+
 def _lower(mod, target, offload):
     functions: list[Function] = []
+    mod = standalone_form(mod)
     with target:
         if offload and is_deeploy_target(target):
             mod, functions = run_codegen(partition_for_deeploy(mod), platform_of(target))
