@@ -92,3 +92,16 @@ def test_damaged_project_is_one_line(attention_onnx, tmp_path, capsys):
     fails_with(["run", str(out)], capsys, "report.json is damaged (Expecting value")
     (out / "report.json").write_text('{"prefix": "net"}')
     fails_with(["run", str(out), "--on", "qemu"], capsys, "report.json is damaged (it needs prefix, files, ops, target)")
+
+
+def test_tvm_internal_error_is_one_line(attention_onnx, tmp_path, capsys, monkeypatch):
+    """A failure inside TVM that no check foresaw still ends as one line, exit 2."""
+    import tvm
+
+    from tvm_deeploy.program import export
+
+    def fail(*args, **kwargs):
+        raise tvm.error.InternalError("Check failed: fb->value != 0 (0 vs. 0) :\n  Divide by zero")
+    monkeypatch.setattr(export, "export_c", fail)
+    fails_with(["compile", str(attention_onnx), "-o", str(tmp_path / "out")], capsys,
+               "TVM could not build the model: InternalError: Check failed: fb->value != 0 (0 vs. 0) : Divide by zero")

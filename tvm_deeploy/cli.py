@@ -91,6 +91,8 @@ def _compile(args, out=print) -> int:
         return _fail("compile", str(err))
     except OSError as err:  # e.g. a read-only file system under the output folder
         return _fail("compile", f"cannot write {err.filename or args.output}: {err.strerror or err}")
+    except RuntimeError as err:  # TVM's own errors (InternalError, C compilation) and CodegenError
+        return _fail("compile", f"TVM could not build the model: {type(err).__name__}: {_one_line(err)}")
     report = exported.report
     counts = report["counts"]
     out(f"{args.model} -> {args.output}: {counts['steps']} steps, {counts['deeploy']} offloaded to deeploy, "
@@ -109,6 +111,11 @@ def _compile(args, out=print) -> int:
     out(f"  weights {report['weights']['bytes']} bytes in section {report['weights']['section']}")
     out(f"  run it: tvm-deeploy run {args.output} --on host (or --on qemu: RV32, instruction counts)")
     return 0
+
+
+def _one_line(err: Exception, limit: int = 300) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _read_inputs(path: str) -> list:
