@@ -170,7 +170,10 @@ def index_sizes(function: relax.Function) -> dict[str, int]:
             elif value.op.name == "relax.where" and value.args[2] in origin:  # ONNX Gather's negative-index wrap
                 origin[binding.var] = origin[value.args[2]]
             elif value.op.name == "relax.take" and value.args[1] in origin:
-                table = [int(d) for d in value.args[0].ty.shape.values]
+                dims = value.args[0].ty.shape.values
+                if not all(isinstance(d, tvm.tirx.IntImm) for d in dims):
+                    continue  # lower_program refuses symbolic shapes
+                table = [int(d) for d in dims]
                 axis = value.attrs.axis
                 length = int(np.prod(table)) if axis is None else table[int(axis)]
                 name = origin[value.args[1]]
