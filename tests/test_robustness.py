@@ -162,3 +162,12 @@ def test_float16_is_named(tmp_path):
         return relax.op.astype(relax.op.add(half, half), "float32")
     with pytest.raises(UnsupportedModelError, match="has dtype float16; the standalone program supports float32"):
         export_c(graph([((2, 3), "float32")], body), tvm_deeploy.target(), tmp_path / "p", offload=False)
+
+
+def test_onnx_zero_scale_is_one_cli_line(tmp_path, capsys):
+    model = make_model([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+                        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])],
+                       {"x": (F32, (4, 8))}, {"y": (F32, (4, 8))}, {"s": np.float32(0.0), "z": np.int8(0)})
+    assert main(["compile", str(save(model, tmp_path)), "-o", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == ("tvm-deeploy compile: error: quantize in main has scale 0 (1 of 1 values are "
+                                       "not positive and finite)\n")
