@@ -17,6 +17,7 @@ from tvm import relax
 import tvm_deeploy
 from tvm_deeploy.cli import main
 from tvm_deeploy.frontend.onnx_import import ModelError, load_onnx
+from tvm_deeploy.lm.llama import kv_write
 from tvm_deeploy.program.export import export_c
 from tvm_deeploy.program.lower import UnsupportedModelError, standalone_form
 
@@ -171,3 +172,18 @@ def test_onnx_zero_scale_is_one_cli_line(tmp_path, capsys):
     assert main(["compile", str(save(model, tmp_path)), "-o", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == ("tvm-deeploy compile: error: quantize in main has scale 0 (1 of 1 values are "
                                        "not positive and finite)\n")
+
+
+@pytest.mark.parametrize("position, rows", [(3, [3, 3]), (-5, [0, 0]), (1, [1, 2])])
+def test_kv_cache_write_clamps_the_position(position, rows):
+    """The decode position is a run-time input: rows outside the context go to its edge, never outside."""
+    write = kv_write(kv_heads=1, context=4, head_dim=2, tokens=2).with_attr("global_symbol", "write")
+    built = tvm.tirx.build(tvm.IRModule({"write": write}), target="llvm")
+    cache = np.zeros((1, 1, 4, 2), np.float32)
+    new_rows = np.array([[1, 2], [3, 4]], np.float32)
+    tensors = [tvm.runtime.tensor(a) for a in (cache, new_rows, np.array([position], np.int32))]
+    built["write"](*tensors)
+    expected = cache.copy()
+    for token, row in enumerate(rows):
+        expected[0, 0, row] = new_rows[token]
+    np.testing.assert_array_equal(tensors[0].numpy(), expected)
