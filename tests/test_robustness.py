@@ -4,6 +4,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import tvm
 from conftest import assert_close_f32, build_and_run, offloaded
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -11,7 +12,6 @@ from onnx import TensorProto, helper
 from test_export import make, run_driver
 from test_onnx import F32, make_model, save
 from test_patterns import graph
-import tvm
 from tvm import relax
 
 import tvm_deeploy
@@ -64,10 +64,10 @@ def _qdq_linear(out_scale=0.05, weight_scale=0.02):
 
 
 @pytest.mark.parametrize("scales, message", [
-    (dict(out_scale=0.0), "quantize in main has scale 0 (1 of 1 values are not positive and finite)"),
-    (dict(weight_scale=-0.02), "dequantize in main has scale -0.02 (1 of 1 values are not positive and finite)"),
-    (dict(out_scale=float("inf")), "quantize in main has scale inf (1 of 1 values are not positive and finite)"),
-    (dict(out_scale=float("nan")), "quantize in main has scale nan (1 of 1 values are not positive and finite)"),
+    ({"out_scale": 0.0}, "quantize in main has scale 0 (1 of 1 values are not positive and finite)"),
+    ({"weight_scale": -0.02}, "dequantize in main has scale -0.02 (1 of 1 values are not positive and finite)"),
+    ({"out_scale": float("inf")}, "quantize in main has scale inf (1 of 1 values are not positive and finite)"),
+    ({"out_scale": float("nan")}, "quantize in main has scale nan (1 of 1 values are not positive and finite)"),
 ])
 def test_bad_qdq_scale_is_named(scales, message, tmp_path):
     with pytest.raises(UnsupportedModelError) as info:
@@ -98,12 +98,12 @@ def _embedding_onnx(tmp_path, vocab=16, dim=4):
     table = np.random.default_rng(3).standard_normal((vocab, dim)).astype(np.float32)
     model = make_model([helper.make_node("Gather", ["table", "ids"], ["y"], axis=0)],
                        {"ids": (TensorProto.INT64, (1, 8))}, {"y": (F32, (1, 8, dim))}, {"table": table})
-    return save(model, tmp_path, "embedding.onnx"), table
+    return save(model, tmp_path, "embedding.onnx")
 
 
 def test_gather_inputs_stay_in_the_table_and_user_inputs_are_used(tmp_path, capfd):
     """Random token ids are drawn inside the vocabulary; --inputs gives the ids instead."""
-    model, table = _embedding_onnx(tmp_path)
+    model = _embedding_onnx(tmp_path)
     assert main(["compile", str(model), "-o", str(tmp_path / "random")]) == 0
     assert main(["run", str(tmp_path / "random")]) == 0
     assert "Errors: 0 out of 32" in capfd.readouterr().out
@@ -117,7 +117,7 @@ def test_gather_inputs_stay_in_the_table_and_user_inputs_are_used(tmp_path, capf
 
 
 def test_inputs_file_errors_are_one_line(tmp_path, capsys):
-    model, _ = _embedding_onnx(tmp_path)
+    model = _embedding_onnx(tmp_path)
     np.save(tmp_path / "plain.npy", np.zeros(3))
     np.savez(tmp_path / "wrong.npz", np.zeros((2, 8), np.int64))
     for inputs, message in [(tmp_path / "absent.npz", "cannot read test inputs"),

@@ -126,8 +126,8 @@ def _read_inputs(path: str) -> list:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:  # missing, not a NumPy file, or object arrays
         raise ValueError(f"--inputs {path}: cannot read test inputs ({err})") from err
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"--inputs {path}: not an .npz archive (np.savez writes one)")
+    if not isinstance(archive, np.lib.npyio.NpzFile):  # a bad input file: a ValueError like the others
+        raise ValueError(f"--inputs {path}: not an .npz archive (np.savez writes one)")  # noqa: TRY004
     with archive:
         return [archive[name] for name in archive.files]
 
