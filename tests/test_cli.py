@@ -31,3 +31,16 @@ def test_unknown_command_is_a_usage_error(capsys):
         main(["frobnicate"])
     assert exc.value.code == 2
     assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["compile"], "the following arguments are required: model, -o/--output"),
+    (["run", "out", "--harts", "two"], "argument --harts: invalid int value: 'two'"),
+    (["run", "out", "--on", "fpga"], "argument --on: invalid choice: 'fpga'"),
+])
+def test_usage_errors_are_one_line(capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err

@@ -72,3 +72,36 @@ def test_run_errors(tmp_path, capsys):
     fails_with(["run", str(tmp_path)], capsys, "no report.json")
     (tmp_path / "report.json").write_text(json.dumps({"prefix": "net"}))
     fails_with(["run", str(tmp_path), "--on", "qemu", "--harts", "0"], capsys, "--harts must be at least 1")
+
+
+def test_bad_output_is_refused_before_any_work(attention_onnx, tmp_path, capsys):
+    existing = tmp_path / "file.txt"
+    existing.write_text("x")
+    fails_with(["compile", str(attention_onnx), "-o", str(existing)], capsys, f"-o {existing}: exists and is not a folder")
+    fails_with(["compile", str(attention_onnx), "-o", str(existing / "out")], capsys, f"{existing} is not a folder")
+    fails_with(["compile", str(tmp_path / "missing.onnx"), "-o", str(existing)], capsys, "exists and is not a folder")
+
+
+def test_damaged_project_is_one_line(attention_onnx, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["compile", str(attention_onnx), "-o", str(out)]) == 0
+    capsys.readouterr()
+    (out / "src" / "net.c").unlink()
+    fails_with(["run", str(out)], capsys, f"{out} is damaged: 1 file(s) missing (src/net.c)")
+    (out / "report.json").write_text('{"prefix": ')
+    fails_with(["run", str(out)], capsys, "report.json is damaged (Expecting value")
+    (out / "report.json").write_text('{"prefix": "net"}')
+    fails_with(["run", str(out), "--on", "qemu"], capsys, "report.json is damaged (it needs prefix, files, ops, target)")
+
+
+def test_tvm_internal_error_is_one_line(attention_onnx, tmp_path, capsys, monkeypatch):
+    """A failure inside TVM that no check foresaw still ends as one line, exit 2."""
+    import tvm
+
+    from tvm_deeploy.program import export
+
+    def fail(*args, **kwargs):
+        raise tvm.error.InternalError("Check failed: fb->value != 0 (0 vs. 0) :\n  Divide by zero")
+    monkeypatch.setattr(export, "export_c", fail)
+    fails_with(["compile", str(attention_onnx), "-o", str(tmp_path / "out")], capsys,
+               "TVM could not build the model: InternalError: Check failed: fb->value != 0 (0 vs. 0) : Divide by zero")

@@ -14,7 +14,7 @@ import pytest
 from conftest import assert_close_f32, build_and_run, offloaded
 from onnx import TensorProto, helper, numpy_helper
 
-from tvm_deeploy.frontend.onnx_import import ModelError, load_onnx
+from tvm_deeploy.frontend.onnx_import import ModelError, ModelWarning, load_onnx
 from tvm_deeploy.offload import reference
 
 OPSET = 17
@@ -382,3 +382,41 @@ def test_dynamic_shape_model_imports_when_static():
     for dim, size in zip(model.graph.input[0].type.tensor_type.shape.dim, (4, 6)):
         dim.dim_value = size
     load_onnx(model.SerializeToString())
+
+
+@pytest.mark.parametrize("opset", [12, 15])
+def test_checker_complaint_is_a_warning_when_tvm_imports(opset, rng, tmp_path):
+    """LayerNormalization exists from opset 17 for the checker; TVM's importer converts it anyway."""
+    x, gamma, beta = normal(rng, (4, 8)), normal(rng, (8,)), normal(rng, (8,))
+    model = make_model([helper.make_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1, epsilon=1e-5)],
+                       {"x": (F32, (4, 8))}, {"y": (F32, (4, 8))}, {"g": gamma, "b": beta})
+    model.opset_import[0].version = opset
+    with pytest.warns(ModelWarning) as record:
+        mod = load_onnx(model.SerializeToString())
+    expected = (f"<bytes>: the ONNX checker complains (No Op registered for LayerNormalization with domain_version "
+                f"of {opset}); TVM imported the model anyway")
+    assert [str(w.message) for w in record] == [expected]
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    assert_close_f32(build_and_run(mod, "llvm", [x], tmp_path), (x - mean) / np.sqrt(var + 1e-5) * gamma + beta)
+
+
+def test_nodes_out_of_order_are_sorted(rng, tmp_path):
+    w = normal(rng, (16, 8))
+    nodes = [helper.make_node("Relu", ["h"], ["y"]), helper.make_node("MatMul", ["x", "w"], ["h"])]
+    model = make_model(nodes, {"x": (F32, (4, 16))}, {"y": (F32, (4, 8))}, {"w": w})
+    x = normal(rng, (4, 16))
+    assert_close_f32(build_and_run(load_onnx(model.SerializeToString()), "llvm", [x], tmp_path),
+                     np.maximum(x @ w, 0))
+
+
+def test_cycle_and_every_unsupported_op_are_named():
+    cycle = make_model([helper.make_node("Relu", ["b"], ["a"], name="first"),
+                        helper.make_node("Relu", ["a"], ["b"], name="second")], {"x": (F32, (4,))}, {"b": (F32, (4,))})
+    with pytest.raises(ModelError, match="^<bytes>: the graph has a cycle through node\\(s\\) first, second$"):
+        load_onnx(cycle.SerializeToString())
+    unsupported = make_model([helper.make_node("FrobnicateTensor", ["x"], ["h"], domain="com.example"),
+                              helper.make_node("Twiddle", ["h"], ["y"], domain="com.example")],
+                             {"x": (F32, (4,))}, {"y": (F32, (4,))}, domains=["com.example"])
+    with pytest.raises(ModelError, match="^<bytes>: TVM's ONNX importer does not support operator\\(s\\) "
+                                         "FrobnicateTensor, Twiddle$"):
+        load_onnx(unsupported.SerializeToString())

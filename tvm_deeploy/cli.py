@@ -2,6 +2,7 @@
 
     tvm-deeploy demo [--prompt TEXT] [--tokens N] [--no-qemu]
     tvm-deeploy compile MODEL.onnx -o OUT [--platform P] [--l1 BYTES] [--l2 BYTES] [--no-npu] [--no-offload]
+                        [--inputs INPUTS.npz]
     tvm-deeploy run OUT --on host [--sanitize]
     tvm-deeploy run OUT --on qemu [--harts N] [--json] [--timeout S]
 """
@@ -10,13 +11,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line and exit 2, like every other refusal (`--help` still shows the usage)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tvm-deeploy", description="Deploy small transformer models on "
+    parser = _OneLineParser(prog="tvm-deeploy", description="Deploy small transformer models on "
                                      "RISC-V MCUs from Apache TVM.")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="compile the shipped language model for deeploy and generate text "
@@ -37,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     compile_.add_argument("--prefix", default="net", help="C name prefix (default: net)")
     compile_.add_argument("--io-in-arena", action="store_true", help="place inputs and outputs in the arena")
     compile_.add_argument("--seed", type=int, default=0, help="seed of the random test inputs")
+    compile_.add_argument("--inputs", metavar="NPZ", help="test inputs (numpy .npz, one array per model input, "
+                                                          "in input order) instead of random ones")
 
     run = commands.add_parser("run", help="build a compiled project and run its test driver")
     run.add_argument("project", help="the folder `tvm-deeploy compile` wrote")
@@ -56,18 +68,31 @@ def _fail(command: str, message: str) -> int:
 
 def _compile(args, out=print) -> int:
     import tvm_deeploy
+    from tvm_deeploy.frontend.onnx_import import ModelWarning
     from tvm_deeploy.program.export import export_c
     from tvm_deeploy.program.lower import ExportError
 
+    unusable = _unusable_output(Path(args.output))
+    if unusable:
+        return _fail("compile", f"-o {args.output}: {unusable}")
     try:
         target = tvm_deeploy.target(args.platform, l1_bytes=args.l1, l2_bytes=args.l2,
                                     npu=False if args.no_npu else None)
-        mod = tvm_deeploy.load_onnx(args.model)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ModelWarning)
+            mod = tvm_deeploy.load_onnx(args.model)
+        for warning in caught:
+            print(f"tvm-deeploy compile: warning: {warning.message}", file=sys.stderr)
+        inputs = None if args.inputs is None else _read_inputs(args.inputs)
         exported = export_c(mod, target, args.output, prefix=args.prefix, offload=not args.no_offload,
-                            io_in_arena=args.io_in_arena, seed=args.seed,
+                            io_in_arena=args.io_in_arena, seed=args.seed, inputs=inputs,
                             description=f"{Path(args.model).name} for {args.platform}")
     except (tvm_deeploy.ModelError, ExportError, ValueError) as err:
         return _fail("compile", str(err))
+    except OSError as err:  # e.g. a read-only file system under the output folder
+        return _fail("compile", f"cannot write {err.filename or args.output}: {err.strerror or err}")
+    except RuntimeError as err:  # TVM's own errors (InternalError, C compilation) and CodegenError
+        return _fail("compile", f"TVM could not build the model: {type(err).__name__}: {_one_line(err)}")
     report = exported.report
     counts = report["counts"]
     out(f"{args.model} -> {args.output}: {counts['steps']} steps, {counts['deeploy']} offloaded to deeploy, "
@@ -88,14 +113,68 @@ def _compile(args, out=print) -> int:
     return 0
 
 
-def _run(args) -> int:
-    project = Path(args.project)
+def _one_line(err: Exception, limit: int = 300) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _read_inputs(path: str) -> list:
+    """The arrays of an .npz file in their stored order (np.savez: arr_0, arr_1, ... or the names given)."""
+    import numpy as np
+
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:  # missing, not a NumPy file, or object arrays
+        raise ValueError(f"--inputs {path}: cannot read test inputs ({err})") from err
+    if not isinstance(archive, np.lib.npyio.NpzFile):  # a bad input file: a ValueError like the others
+        raise ValueError(f"--inputs {path}: not an .npz archive (np.savez writes one)")  # noqa: TRY004
+    with archive:
+        return [archive[name] for name in archive.files]
+
+
+def _unusable_output(output: Path) -> str | None:
+    """Why the project cannot be written to `output`, found before any work; None if it can."""
+    if output.exists() and not output.is_dir():
+        return "exists and is not a folder"
+    existing = output
+    while not existing.exists():  # the nearest existing ancestor is where folders get created
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
+def _damaged(project: Path) -> str | None:
+    """Why `project` is not a usable folder written by `tvm-deeploy compile`; None if it is."""
     report_path = project / "report.json"
     if not report_path.is_file():
-        return _fail("run", f"{project} is not a project written by `tvm-deeploy compile` (no report.json)")
+        return f"{project} is not a project written by `tvm-deeploy compile` (no report.json)"
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return f"{report_path} is damaged ({err}); compile the project again"
+    expected = {"prefix": str, "files": list, "ops": list, "target": dict}
+    if not isinstance(report, dict) or any(not isinstance(report.get(key), kind) for key, kind in expected.items()):
+        return f"{report_path} is damaged (it needs {', '.join(expected)}); compile the project again"
+    missing = [name for name in report["files"] if not (project / str(name)).is_file()]
+    if missing:
+        return f"{project} is damaged: {len(missing)} file(s) missing ({', '.join(map(str, missing[:3]))}" \
+               f"{', ...' if len(missing) > 3 else ''}); compile the project again"
+    return None
+
+
+def _run(args) -> int:
+    if args.harts is not None and args.harts < 1:
+        return _fail("run", f"--harts must be at least 1, got {args.harts}")
+    project = Path(args.project)
+    damaged = _damaged(project)
+    if damaged:
+        return _fail("run", damaged)
     if args.on == "qemu":
         return _run_qemu(project, args)
-    prefix = json.loads(report_path.read_text())["prefix"]
+    prefix = json.loads((project / "report.json").read_text())["prefix"]
     target = "host-asan" if args.sanitize else "host"
     built = subprocess.run(["make", "-s", "-C", str(project), target])
     if built.returncode != 0:
@@ -107,8 +186,6 @@ def _run(args) -> int:
 def _run_qemu(project: Path, args) -> int:
     from .targets.qemu import QemuError, format_run, run_project
 
-    if args.harts is not None and args.harts < 1:
-        return _fail("run", f"--harts must be at least 1, got {args.harts}")
     try:
         run = run_project(project, args.harts, args.timeout)
     except QemuError as err:

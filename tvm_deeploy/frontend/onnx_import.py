@@ -3,18 +3,22 @@
     mod = load_onnx("model.onnx")          # a path, or the model's bytes
     ex = tvm.relax.build(mod, target="deeploy")
 
-Checked in order: the file is readable and not empty, it parses as an ONNX protobuf, it passes
-`onnx.checker.check_model`, every op type has a converter in TVM's ONNX importer, and the importer
-succeeds. Weights become Relax constants, which is what the deeploy patterns match. A dynamic shape
+Checked in order: the file is readable and not empty, it parses as an ONNX protobuf, its nodes can be
+put in topological order (they are), every op type has a converter in TVM's ONNX importer (all missing
+ones are named), and the importer succeeds. `onnx.checker.check_model`'s complaint is the error when the
+import fails too, else a `ModelWarning` (the checker refuses e.g. LayerNormalization below opset 17,
+which TVM imports). Weights become Relax constants, which is what the deeploy patterns match. A dynamic shape
 that imports stays symbolic: the deeploy checks refuse it and TVM runs that part.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
 import io
 import os
 import re
+import warnings
 from collections.abc import Iterator
 
 import onnx
@@ -32,27 +36,99 @@ class ModelError(ValueError):
     """The ONNX model cannot be read, is invalid, or TVM cannot import it."""
 
 
+class ModelWarning(UserWarning):
+    """The ONNX checker complains about a model that TVM imports anyway."""
+
+
 def load_onnx(source: str | os.PathLike | bytes) -> tvm.IRModule:
-    """The Relax module of an ONNX model given as a path or as bytes; raises `ModelError`."""
+    """The Relax module of an ONNX model given as a path or as bytes; raises `ModelError`. A checker
+    complaint about a model TVM imports anyway (e.g. LayerNormalization at opset 12) is a `ModelWarning`."""
     name, model = _parse(source)
-    try:
-        onnx.checker.check_model(model)
-    except Exception as err:  # ValidationError, or ValueError for a proto over 2 GiB
-        raise ModelError(f"{name}: not a valid ONNX model: {_brief(err)}") from err
+    _sort_nodes(name, model.graph)
+    packed = _packed_tensors(model.graph)
+    if packed:
+        raise ModelError(f"{name}: TVM's ONNX importer cannot read packed sub-byte tensors: {', '.join(packed)}")
     missing = sorted(set(_op_types(model.graph)) - set(_get_convert_map()) - _DIRECTLY_HANDLED)
     if missing:
         raise ModelError(f"{name}: TVM's ONNX importer does not support operator(s) {', '.join(missing)}")
+    try:
+        onnx.checker.check_model(model)
+        complaint = None
+    except Exception as err:  # ValidationError, or ValueError for a proto over 2 GiB
+        complaint = _brief(err)
     log = io.StringIO()  # the importer prints the failing operator to stdout
     try:
-        with contextlib.redirect_stdout(log):
-            return from_onnx(model, keep_params_in_input=False)
+        with contextlib.redirect_stdout(log), warnings.catch_warnings():
+            if complaint is not None:  # the importer repeats the checker's complaint as a warning
+                warnings.filterwarnings("ignore", message=re.escape(complaint[:60]))
+            mod = from_onnx(model, keep_params_in_input=False)
     except Exception as err:
+        if complaint is not None:
+            raise ModelError(f"{name}: not a valid ONNX model: {complaint}") from err
         failing = re.search(r"Error converting operator (\S+),", log.getvalue())
         where = f" at operator {failing.group(1)}" if failing else ""
         dynamic = _dynamic_inputs(model.graph)
         note = f" (inputs with dynamic shapes: {'; '.join(dynamic)})" if dynamic else ""
         raise ModelError(f"{name}: TVM cannot import the model{where}: "
                          f"{type(err).__name__}: {_brief(err)}{note}") from err
+    if complaint is not None:
+        warnings.warn(f"{name}: the ONNX checker complains ({complaint}); TVM imported the model anyway",
+                      ModelWarning, stacklevel=2)
+    return mod
+
+
+def _sort_nodes(name: str, graph: onnx.GraphProto) -> None:
+    """Put the graph's nodes in topological order (exporters do not always), keeping the given order
+    among independent nodes; refuses a cycle. Names produced outside the graph's nodes (inputs,
+    initializers, outer scopes) count as available."""
+    produced = {output: index for index, node in enumerate(graph.node) for output in node.output if output}
+    users: list[list[int]] = [[] for _ in graph.node]
+    waiting = []
+    for index, node in enumerate(graph.node):
+        needed = {produced[i] for i in _node_inputs(node) if i in produced} - {index}
+        for producer in needed:
+            users[producer].append(index)
+        waiting.append(len(needed))
+    ready = [index for index, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)  # the smallest ready index first keeps the given order where it is valid
+    order = []
+    while ready:
+        index = heapq.heappop(ready)
+        order.append(index)
+        for user in users[index]:
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                heapq.heappush(ready, user)
+    if len(order) < len(graph.node):
+        stuck = [graph.node[i].name or graph.node[i].op_type for i in sorted(set(range(len(waiting))) - set(order))]
+        raise ModelError(f"{name}: the graph has a cycle through node(s) {', '.join(stuck[:5])}")
+    if order != list(range(len(graph.node))):
+        nodes = [onnx.NodeProto() for _ in order]
+        for target, index in zip(nodes, order):
+            target.CopyFrom(graph.node[index])
+        del graph.node[:]
+        graph.node.extend(nodes)
+
+
+# Element types stored two per byte, which TVM's importer copies as if one per byte.
+_PACKED_TYPES = {getattr(onnx.TensorProto, t): t.lower() for t in ("INT4", "UINT4", "FLOAT4E2M1")
+                 if hasattr(onnx.TensorProto, t)}
+
+
+def _packed_tensors(graph: onnx.GraphProto) -> list[str]:
+    """`'name' (int4)` for each initializer, input or output of a packed sub-byte type."""
+    typed = [(t.name, t.data_type) for t in graph.initializer]
+    typed += [(v.name, v.type.tensor_type.elem_type) for v in (*graph.input, *graph.output)]
+    return [f"'{tensor}' ({_PACKED_TYPES[kind]})" for tensor, kind in typed if kind in _PACKED_TYPES]
+
+
+def _node_inputs(node: onnx.NodeProto) -> Iterator[str]:
+    """The names a node reads, including those its subgraphs read from the outer scope."""
+    yield from (i for i in node.input if i)
+    for attr in node.attribute:
+        for subgraph in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            for inner in subgraph.node:
+                yield from _node_inputs(inner)
 
 
 def _parse(source) -> tuple[str, onnx.ModelProto]:

@@ -30,14 +30,15 @@ from .quantize import LlamaQuant, QuantLinear
 
 
 def kv_write(kv_heads: int, context: int, head_dim: int, tokens: int):
-    """TIR: cache[0, h, position + t, d] = rows[t, h * head_dim + d], in place."""
+    """TIR: cache[0, h, position + t, d] = rows[t, h * head_dim + d], in place. The position is a run-time
+    input: a row outside the context is clamped to it (the C program never writes outside the cache)."""
 
     @T.prim_func(private=True)
     def write(cache: T.Buffer((1, kv_heads, context, head_dim), "float32"),
               rows: T.Buffer((tokens, kv_heads * head_dim), "float32"),
               position: T.Buffer((1,), "int32")):
         for t, h, d in T.grid(tokens, kv_heads, head_dim):
-            cache[0, h, position[0] + t, d] = rows[t, h * head_dim + d]
+            cache[0, h, T.max(T.min(position[0] + t, context - 1), 0), d] = rows[t, h * head_dim + d]
 
     return write
 
@@ -53,7 +54,7 @@ def kv_write_pairs(kv_heads: int, context: int, head_dim: int, tokens: int):
               rows: T.Buffer((tokens, kv_heads, half, 2), "float32"),
               position: T.Buffer((1,), "int32")):
         for t, h, d in T.grid(tokens, kv_heads, head_dim):
-            cache[0, h, position[0] + t, d] = rows[t, h, d // 2, d % 2]
+            cache[0, h, T.max(T.min(position[0] + t, context - 1), 0), d] = rows[t, h, d // 2, d % 2]
 
     return write
 

@@ -567,6 +567,10 @@ def _describe_attention_op(tree, call, out_view, out_shape, quantize) -> Attenti
         raise Unsupported("K/V head axis does not map heads exactly")
     scale = 1.0 / math.sqrt(qk_dim) if attrs.scale is None else float(attrs.scale.value)
     causal = {None: "none", "TopLeft": "top_left", "BottomRight": "bottom_right"}[attrs.causal_mask]
+    # TVM's BottomRight is tril(k=|S - L|): with more queries than keys it shows *more* keys than the
+    # kernel's "j <= i + L - S", so that case stays in TVM.
+    if causal == "bottom_right" and q_len > kv_len:
+        raise Unsupported(f"attention causal_mask=BottomRight with {q_len} queries over {kv_len} keys")
     if len(out_view) != 4:
         raise Unsupported("attention output of rank other than 4")
     return _finish(tree, q=q, k=k, v=v, mask_expr=call.args[3] if len(call.args) > 3 else None, out_view=out_view,

@@ -49,7 +49,7 @@ from ..targets import rv32
 from ..targets.resources import kernel_file
 from ..targets.target import is_deeploy_target, platform_of
 from . import project as proj
-from .glue import build_glue
+from .glue import INFINITY_DEFINE, build_glue
 from .lower import DTYPES, Lowered, Program, c_identifier, lower_program
 from .placement import StateLayout, place, plan_state
 
@@ -127,9 +127,11 @@ def tvm_static_plan_bytes(lowered_module: tvm.IRModule, functions=("main",)) -> 
 
 # ---- test vectors --------------------------------------------------------------------------------
 
-def make_inputs(program: Program, seed: int = 0) -> list[np.ndarray]:
-    """Seeded test inputs: standard normal floats, integers over the type's range (int32: +-1000)."""
+def make_inputs(program: Program, seed: int = 0, index_sizes: dict[str, int] | None = None) -> list[np.ndarray]:
+    """Seeded test inputs: standard normal floats, integers over the type's range (int32: +-1000); an
+    input used as indices (`index_sizes`: input -> length of the indexed axis) stays inside the axis."""
     rng = np.random.default_rng(seed)
+    index_sizes = index_sizes or {}
     arrays = []
     for name in program.inputs:
         value = program.values[name]
@@ -137,6 +139,8 @@ def make_inputs(program: Program, seed: int = 0) -> list[np.ndarray]:
             arrays.append(rng.standard_normal(value.shape).astype(value.dtype))
         elif value.dtype == "bool":
             arrays.append(rng.integers(0, 2, value.shape).astype(bool))
+        elif name in index_sizes:
+            arrays.append(rng.integers(0, index_sizes[name], value.shape).astype(value.dtype))
         else:
             info = np.iinfo(value.dtype)
             lo, hi = max(int(info.min), -1000), min(int(info.max), 1000)
@@ -146,13 +150,43 @@ def make_inputs(program: Program, seed: int = 0) -> list[np.ndarray]:
     return arrays
 
 
+# Ops that pass values through unchanged: an input behind them still holds indices.
+_VALUE_PRESERVING = ("relax.astype", "relax.reshape", "relax.expand_dims", "relax.squeeze", "relax.permute_dims",
+                     "relax.flatten")
+
+
+def index_sizes(function: relax.Function) -> dict[str, int]:
+    """Parameter name -> the smallest length of an axis that `take` (ONNX Gather) indexes with it."""
+    origin = {p: p.name for p in function.params}
+    sizes: dict[str, int] = {}
+    for block in function.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if not (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op)):
+                continue
+            if value.op.name in _VALUE_PRESERVING and value.args[0] in origin:
+                origin[binding.var] = origin[value.args[0]]
+            elif value.op.name == "relax.where" and value.args[2] in origin:  # ONNX Gather's negative-index wrap
+                origin[binding.var] = origin[value.args[2]]
+            elif value.op.name == "relax.take" and value.args[1] in origin:
+                dims = value.args[0].ty.shape.values
+                if not all(isinstance(d, tvm.tirx.IntImm) for d in dims):
+                    continue  # lower_program refuses symbolic shapes
+                table = [int(d) for d in dims]
+                axis = value.attrs.axis
+                length = int(np.prod(table)) if axis is None else table[int(axis)]
+                name = origin[value.args[1]]
+                sizes[name] = min(sizes.get(name, length), length)
+    return sizes
+
+
 def load_in_vm(mod: tvm.IRModule, target, relax_pipeline_=None) -> relax.VirtualMachine:
     """relax.build, export_library (which compiles a deeploy module's C) and load into TVM's VM on this host."""
     kwargs = {} if relax_pipeline_ is None else {"relax_pipeline": relax_pipeline_}
     ex = tvm.relax.build(mod, target=target, **kwargs)
     with tempfile.TemporaryDirectory(prefix="tvm-deeploy-export-") as tmp:
         path = str(Path(tmp) / "lib.so")
-        ex.export_library(path)
+        ex.export_library(path, options=[INFINITY_DEFINE])
         return relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())  # loaded: the file may go
 
 
@@ -376,7 +410,10 @@ def build_project(mod: tvm.IRModule, target, prefix: str = "net", *, functions=(
     files[proj.RUNTIME_SOURCE] = proj.runtime_source()
     if test_vectors:
         (program,), (entry,) = programs, entries
-        arrays = [np.asarray(x) for x in inputs] if inputs is not None else make_inputs(program, seed)
+        function = mod[next(iter(lowered.programs))]
+        sizes = dict(zip(program.inputs, (index_sizes(function).get(p.name) for p in function.params)))
+        sizes = {name: size for name, size in sizes.items() if size is not None}
+        arrays = [np.asarray(x) for x in inputs] if inputs is not None else make_inputs(program, seed, sizes)
         _check_inputs(program, arrays)
         expected, llvm = reference_outputs(mod, target, arrays, offload)
         files[f"test/{prefix}_test_vectors.h"] = proj.test_vectors_source(

@@ -1,11 +1,13 @@
 """TVM's glue as C: the TIR PrimFuncs a program calls, built with TVM's own C backend (target kind "c").
 
-The C is TVM's output with three mechanical edits so it compiles inside the standalone project without
+The C is TVM's output with five mechanical edits so it compiles inside the standalone project without
 any TVM header or library: the `tvm/...` includes become one include of the project's `dpl_support.h`
 (the few DLPack / tvm-ffi declarations it uses, written for the project), the unused
-`__tvm_ffi__library_ctx` definition goes, and warnings about TVM's unused variables and parameters are
-silenced for this file only. Each function's workspace (its `TVMBackendAllocWorkspace` calls, all of
-constant size) is measured so the network can give it a place in the arena.
+`__tvm_ffi__library_ctx` definition goes, TVM's `inff` / `nanf` literals become `INFINITY` / `NAN`,
+reduction buffers start zeroed (gcc cannot always see that they are set before use), and warnings about
+TVM's unused variables and parameters are silenced for this file only. Each function's workspace (its
+`TVMBackendAllocWorkspace` calls, all of constant size) is measured so the network can give it a place in
+the arena.
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ _DEFINITION = re.compile(r"^TVM_DLL int32_t (\w+)\(void\* self_handle, void\* ar
 _WORKSPACE = re.compile(r"TVMBackendAllocWorkspace\(([^;]*?)\)\)")
 _CONST_NBYTES = re.compile(r"^\s*\w+,\s*\w+,\s*\(uint64_t\)(\d+)U?L*,")
 _LIBRARY_CTX = "void* __tvm_ffi__library_ctx = NULL;\n"
+# TVM's C backend prints float infinities and NaNs as `inff` / `nanf` literals, which are no C names.
+_INFINITY = re.compile(r"\binff\b")
+_NAN = re.compile(r"\bnanf\b(?!\s*\()")
+# TVM's reduction buffers are set on the loop's first iteration, which gcc cannot always prove
+# (-Werror=maybe-uninitialized for a mean over all axes): they start zeroed instead.
+_REDUCTION_BUFFER = re.compile(r"^(\s+\w+ \w+_red(?:_ptr)?\[\d+\]);$", re.MULTILINE)
+# The same fix as a compiler option, for TVM's own build of such C (export_library of a deeploy module).
+INFINITY_DEFINE = "-Dinff=INFINITY"
 
 _PROLOGUE = """\
 /*
@@ -88,6 +98,8 @@ def _edit(source: str, prefix: str) -> str:
     source = "\n".join(lines[:1] + [f'#include "{SUPPORT_HEADER}"'] + lines[1:])
     if source.count("__tvm_ffi__library_ctx") == 1:
         source = source.replace(_LIBRARY_CTX, "")
+    source = _NAN.sub("NAN", _INFINITY.sub("INFINITY", source))
+    source = _REDUCTION_BUFFER.sub(r"\1 = {0};", source)
     return fill(_PROLOGUE, prefix=prefix) + source
 
 

@@ -181,6 +181,8 @@ def _check_function(mod: tvm.IRModule, name: str) -> None:
                 found.append(f"a call to the Relax function '{expr.op.name_hint}'")
 
     relax.analysis.post_order_visit(function.body, visit)
+    _check_qdq_scales(function, name)
+    _check_sizes(function, name)
     if found:
         raise UnsupportedModelError(f"unsupported in the standalone program: {sorted(set(found))[0]} in {name} "
                                     "(only a straight-line sequence of tensor ops can become C)")
@@ -192,8 +194,74 @@ def _check_function(mod: tvm.IRModule, name: str) -> None:
                                         "program takes tensors only")
 
 
+_QDQ_OPS = ("relax.quantize", "relax.dequantize")
+
+
+def _check_qdq_scales(function: relax.Function, name: str) -> None:
+    """A constant quantize/dequantize scale must be positive and finite: TVM divides by it (a zero
+    scale is a raw divide-by-zero in its compiler) and our requantization assumes its sign."""
+    found = []  # raised after the walk: an exception inside the visitor comes back as a RuntimeError
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name in _QDQ_OPS \
+                and isinstance(expr.args[1], tvm.ir.expr.Constant):
+            scales = expr.args[1].value.numpy().astype(np.float64).ravel()
+            bad = scales[~(np.isfinite(scales) & (scales > 0))]
+            if bad.size:
+                found.append(f"{expr.op.name[len('relax.'):]} in {name} has scale {bad[0]:g} ({bad.size} of "
+                             f"{scales.size} values are not positive and finite)")
+
+    relax.analysis.post_order_visit(function.body, visit)
+    if found:
+        raise UnsupportedModelError(found[0])
+
+
+def _check_sizes(function: relax.Function, name: str) -> None:
+    """Refuse zero-size tensors (a dimension of 0): C has no zero-length arrays."""
+    typed = [(f"input '{p.name}'", p.ty) for p in function.params]
+    blocks = function.body.blocks if isinstance(function.body, relax.SeqExpr) else []
+    typed += [(f"'{b.var.name}'", b.var.ty) for block in blocks for b in block.bindings]
+    for what, info in typed:
+        shape = getattr(info, "shape", None)
+        values = getattr(shape, "values", None) or []
+        if any(isinstance(v, tvm.tirx.IntImm) and int(v) == 0 for v in values):
+            dims = ", ".join(str(int(v)) if isinstance(v, tvm.tirx.IntImm) else str(v) for v in values)
+            raise UnsupportedModelError(f"{what} in {name} has a dimension of size 0 ({dims}); the standalone "
+                                        "program has no zero-size tensors")
+
+
+@relax.expr_functor.mutator
+class _StandaloneForm(relax.PyExprMutator):
+    """Two rewrites for the standalone program. `take` (ONNX Gather) in TVM's default mode reads outside
+    its table for an index outside the axis; the program gets untrusted indices at run time, so it
+    clamps them to [0, n - 1]. `shape_to_tensor` of a static shape (ONNX Gather's negative-index wrap)
+    becomes a constant, so no shape value is left for C."""
+
+    def visit_call_(self, call):
+        call = self.visit_expr_post_order(call)
+        if not isinstance(call.op, tvm.ir.Op):
+            return call
+        if call.op.name == "relax.take" and call.attrs.mode == "fast":
+            return relax.op.take(call.args[0], call.args[1], call.attrs.axis, mode="clip")
+        if call.op.name == "relax.shape_to_tensor":
+            dims = getattr(call.args[0].ty, "values", None)
+            if dims is not None and all(isinstance(d, tirx.IntImm) for d in dims):
+                return relax.const(np.array([int(d) for d in dims], "int64"), "int64")
+        return call
+
+
+def standalone_form(mod: tvm.IRModule) -> tvm.IRModule:
+    """`mod` with the rewrites of _StandaloneForm, bindings left unused removed."""
+    mutator = _StandaloneForm(mod)
+    for gvar, func in mod.functions.items():
+        if isinstance(func, relax.Function):
+            mutator.builder_.update_func(gvar, relax.analysis.remove_all_unused(mutator.visit_expr(func)))
+    return mutator.builder_.get()
+
+
 def _lower(mod, target, offload):
     functions: list[Function] = []
+    mod = standalone_form(mod)
     with target:
         if offload and is_deeploy_target(target):
             mod, functions = run_codegen(plan_offloads(partition_for_deeploy(mod), target))
