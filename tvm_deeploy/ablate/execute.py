@@ -23,6 +23,11 @@ from .grid import LM_PREFIX, Point
 from .point import run_point
 
 CACHED_STATUSES = ("ok", "skipped")
+SCHEDULER_TIMEOUT = "10s"  # connecting to a Dask scheduler
+class SchedulerError(RuntimeError):
+    """The Dask scheduler cannot be used (dask.distributed missing, or no scheduler at the address)."""
+
+
 COMPILERS = {"gcc": "riscv64-unknown-elf-gcc", "clang": "clang"}
 
 
@@ -95,8 +100,12 @@ def _submit_all(todo, jobs: int, scheduler: str | None):
         try:
             from dask.distributed import Client, as_completed
         except ImportError:
-            raise RuntimeError("--scheduler needs dask.distributed: pip install 'tvm-deeploy[ablate]'") from None
-        with Client(scheduler) as client:
+            raise SchedulerError("--scheduler needs dask.distributed: pip install 'tvm-deeploy[ablate]'") from None
+        try:
+            client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
+        except OSError as err:
+            raise SchedulerError(f"no Dask scheduler at {scheduler}: {err}") from None
+        with client:
             futures = {client.submit(run_point, point, point_dir, pure=False): key
                        for key, point, point_dir in todo}
             for future in as_completed(futures):
