@@ -12,7 +12,6 @@ Every axis is a list; an omitted axis takes its default. ONNX paths are relative
 from __future__ import annotations
 
 import itertools
-import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -111,6 +110,10 @@ def _platform_default(name: str, platform: str) -> int:
 
 def parse_grid(text: str, base: Path) -> list[Point]:
     """The points of a grid file's text, in a fixed order; `base` resolves relative model paths."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:
+        raise GridError("reading a grid file needs Python 3.11 or later (tomllib)") from None
     try:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

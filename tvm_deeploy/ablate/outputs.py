@@ -66,7 +66,8 @@ def summary(rows: list[dict]) -> str:
     lines = ["# Ablation", "", f"{len(rows)} points: " + ", ".join(
         f"{sum(r['status'] == s for r in rows)} {s}" for s in ("ok", "failed", "skipped")), ""]
     axes = varying_axes(rows)
-    measures = ("instructions", "kernel_instructions", "glue_instructions", "host_seconds", "speedup_over_tvm",
+    measures = ("instructions", "kernel_instructions", "glue_instructions", "prompt_instructions",
+                "decode_instructions_per_token", "host_seconds", "speedup_over_tvm",
                 "l1_arena_bytes", "l2_arena_bytes", "weight_bytes", "text_bytes")
     shown = [m for m in measures if any(row.get(m) not in (None, "") for row in rows)]
     for model in dict.fromkeys(row["model"] for row in rows):

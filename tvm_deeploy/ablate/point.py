@@ -94,12 +94,13 @@ def _qemu(point: Point, project: Path, prefix: str, make_args: tuple[str, ...]) 
     slowest = max(range(run.harts), key=lambda h: per_hart[h])
     kernel = sum(s.instructions[slowest] for s in run.steps if s.engine not in GLUE_ENGINES)
     prompt = next((c.slowest for c in run.calls if c.function == "prompt"), None)
+    decode = run.decode_instructions_per_token
     elf = project / "build" / f"rv32-harts{point.cores}" / f"{prefix}_test.elf"
     return {"exit_code": run.exit_code, "errors": run.errors, "checked": run.checked,
             "instructions": run.slowest_hart_instructions, "kernel_instructions": kernel,
             "glue_instructions": per_hart[slowest] - kernel, "dma_to_l1_bytes": run.dma_bytes[0],
             "dma_to_l2_bytes": run.dma_bytes[1], "prompt_instructions": prompt,
-            "decode_instructions_per_token": run.decode_instructions_per_token, "text_bytes": _text_bytes(elf)}
+            "decode_instructions_per_token": None if decode is None else round(decode), "text_bytes": _text_bytes(elf)}
 
 
 def _host(project: Path, make_args: tuple[str, ...]) -> dict:
