@@ -131,7 +131,8 @@ def _ablate(args) -> int:
     if args.jobs is not None and args.jobs < 1:
         return _fail("ablate", f"--jobs must be at least 1, got {args.jobs}")
     try:
-        rows = run_grid(args.grid, args.output, args.jobs, args.scheduler)
+        rows = run_grid(args.grid, args.output, args.jobs, args.scheduler,
+                        out=lambda line: print(line, flush=True))  # progress shows through a pipe too
     except (GridError, SchedulerError) as err:
         return _fail("ablate", str(err))
     return 1 if any(row["status"] == "failed" for row in rows) else 0

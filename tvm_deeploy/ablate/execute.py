@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 from .. import __version__
+from ..targets.qemu import QEMU
+from ..targets.rv32 import CROSS_COMPILER
 from .grid import LM_PREFIX, Point
 from .point import run_point
 
@@ -28,7 +30,6 @@ class SchedulerError(RuntimeError):
     """The Dask scheduler cannot be used (dask.distributed missing, or no scheduler at the address)."""
 
 
-COMPILERS = {"gcc": "riscv64-unknown-elf-gcc", "clang": "clang"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -47,10 +48,17 @@ def _model_bytes(model: str) -> bytes:
     return Path(model).read_bytes()
 
 
+def _tools(point: Point) -> list[str]:
+    """The programs that build and run the point: the cross gcc links even what clang compiled."""
+    if point.run == "host":
+        return [point.compiler]
+    return [CROSS_COMPILER, QEMU, *(["clang"] if point.compiler == "clang" else [])]
+
+
 def point_key(point: Point) -> str:
     """The content hash naming the point's cache entry."""
     axes = {**point.axes(), "model": None}  # the model's bytes count, not its path
-    versions = [__version__, _tool_version(COMPILERS["gcc"]), _tool_version(COMPILERS[point.compiler])]
+    versions = [__version__, *(_tool_version(tool) for tool in _tools(point))]
     digest = hashlib.sha256(_model_bytes(point.model))
     digest.update(json.dumps([axes, versions], sort_keys=True).encode())
     return digest.hexdigest()[:20]
