@@ -97,31 +97,28 @@ class Progress:
                  f"{row['label']}{reason}")
 
 
-def _pool(jobs: int):
+def _in_pool(todo, jobs: int):
+    """(key, row) as the points finish in a local pool of `jobs` processes."""
     # spawn: TVM's threads do not survive a fork
-    return concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
-
-
-def _submit_all(todo, jobs: int, scheduler: str | None):
-    """(key, row) as the points finish, on the Dask cluster at `scheduler` or a local pool of `jobs`."""
-    if scheduler:
-        try:
-            from dask.distributed import Client, as_completed
-        except ImportError:
-            raise SchedulerError("--scheduler needs dask.distributed: pip install 'tvm-deeploy[ablate]'") from None
-        try:
-            client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
-        except OSError as err:
-            raise SchedulerError(f"no Dask scheduler at {scheduler}: {err}") from None
-        with client:
-            futures = {client.submit(run_point, point, point_dir, pure=False): key
-                       for key, point, point_dir in todo}
-            for future in as_completed(futures):
-                yield futures[future], future.result()
-        return
-    with _pool(jobs) as pool:
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(run_point, point, point_dir): key for key, point, point_dir in todo}
         for future in concurrent.futures.as_completed(futures):
+            yield futures[future], future.result()
+
+
+def _on_dask(todo, scheduler: str):
+    """(key, row) as the points finish on the Dask cluster at `scheduler`."""
+    try:
+        from dask.distributed import Client, as_completed
+    except ImportError:
+        raise SchedulerError("--scheduler needs dask.distributed: pip install 'tvm-deeploy[ablate]'") from None
+    try:
+        client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
+    except OSError as err:
+        raise SchedulerError(f"no Dask scheduler at {scheduler}: {err}") from None
+    with client:
+        futures = {client.submit(run_point, point, point_dir, pure=False): key for key, point, point_dir in todo}
+        for future in as_completed(futures):
             yield futures[future], future.result()
 
 
@@ -140,7 +137,8 @@ def run_points(points: list[Point], out_dir, jobs: int | None = None, scheduler:
             continue
         rows[key] = {**row, "key": key, "label": point.label, "cached": True}
         progress.update(rows[key], cached=True)
-    for key, row in _submit_all(todo, jobs or os.cpu_count() or 1, scheduler):
+    finished = _on_dask(todo, scheduler) if scheduler else _in_pool(todo, jobs or os.cpu_count() or 1)
+    for key, row in finished if todo else ():
         if row["status"] in CACHED_STATUSES:
             _store(points_dir / key / "row.json", row)
         rows[key] = {**row, "key": key, "label": unique[key].label, "cached": False}

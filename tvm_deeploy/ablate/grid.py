@@ -75,7 +75,7 @@ class Point:
         return None
 
 
-def _values(name: str, raw, default) -> list:
+def _values(name: str, raw) -> list:
     values = raw if isinstance(raw, list) else [raw]
     if not values:
         raise GridError(f"[grid] {name} is an empty list")
@@ -126,7 +126,8 @@ def parse_grid(text: str, base: Path) -> list[Point]:
         raise GridError(f"[grid] unknown axis {', '.join(unknown)} (axes: {', '.join(AXES)})")
     if "model" not in grid:
         raise GridError("[grid] lists no model")
-    axes = {name: _values(name, grid.get(name, default), default) for name, (default, _) in AXES.items()
+    # a size axis left out takes its platform's value, below
+    axes = {name: _values(name, grid[name]) if name in grid else [default] for name, (default, _) in AXES.items()
             if name in grid or default is not None}
     axes["model"] = [_model(value, base) for value in axes["model"]]
     points = []
