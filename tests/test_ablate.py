@@ -4,6 +4,7 @@ rerun from the cache, the same counts on a Dask LocalCluster, the outputs and pl
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 
@@ -32,7 +33,7 @@ def qdq_mlp_onnx(path, tokens=8, dims=(32, 64, 16), seed=0):
     rng = np.random.default_rng(seed)
     initializers = [numpy_helper.from_array(np.float32(0.02), "x_scale"), numpy_helper.from_array(np.int8(0), "zp")]
     nodes = [helper.make_node("DequantizeLinear", ["x", "x_scale", "zp"], ["a0"])]
-    for layer, (k, n) in enumerate(zip(dims, dims[1:])):
+    for layer, (k, n) in enumerate(itertools.pairwise(dims)):
         names = {name: f"{name}{layer}" for name in ("w", "w_scale", "w_zp", "y_scale", "wf", "y", "q", "r", "a")}
         initializers += [numpy_helper.from_array(rng.integers(-127, 128, (k, n)).astype(np.int8), names["w"]),
                          numpy_helper.from_array(rng.uniform(0.002, 0.01, n).astype(np.float32), names["w_scale"]),

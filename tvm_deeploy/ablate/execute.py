@@ -30,12 +30,10 @@ class SchedulerError(RuntimeError):
     """The Dask scheduler cannot be used (dask.distributed missing, or no scheduler at the address)."""
 
 
-
-
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tool_version(program: str) -> str:
     try:
-        return subprocess.run([program, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+        return subprocess.run([program, "--version"], check=False, capture_output=True, text=True).stdout.split("\n")[0]
     except OSError:
         return "missing"
 
