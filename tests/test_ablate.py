@@ -50,8 +50,9 @@ def qdq_mlp_onnx(path, tokens=8, dims=(32, 64, 16), seed=0):
                                       ["out" if last else names["q"]]))
         if not last:
             nodes.append(helper.make_node("DequantizeLinear", [names["q"], names["y_scale"], "zp"], [f"a{layer + 1}"]))
-    graph = helper.make_graph(nodes, "qdq_mlp", [helper.make_tensor_value_info("x", TensorProto.INT8, [tokens, dims[0]])],
-                              [helper.make_tensor_value_info("out", TensorProto.INT8, [tokens, dims[-1]])], initializers)
+    inputs = [helper.make_tensor_value_info("x", TensorProto.INT8, [tokens, dims[0]])]
+    outputs = [helper.make_tensor_value_info("out", TensorProto.INT8, [tokens, dims[-1]])]
+    graph = helper.make_graph(nodes, "qdq_mlp", inputs, outputs, initializers)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 

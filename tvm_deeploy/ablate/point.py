@@ -102,7 +102,8 @@ def _qemu(point: Point, project: Path, prefix: str, make_args: tuple[str, ...]) 
             "instructions": run.slowest_hart_instructions, "kernel_instructions": kernel,
             "glue_instructions": per_hart[slowest] - kernel, "dma_to_l1_bytes": run.dma_bytes[0],
             "dma_to_l2_bytes": run.dma_bytes[1], "prompt_instructions": prompt,
-            "decode_instructions_per_token": None if decode is None else round(decode), "text_bytes": _text_bytes(elf)}
+            "decode_instructions_per_token": None if decode is None else round(decode),
+            "text_bytes": _text_bytes(elf)}
 
 
 def _host(project: Path, make_args: tuple[str, ...]) -> dict:
@@ -125,7 +126,10 @@ def measure(point: Point, point_dir: Path) -> dict:
     measures = {"compile_seconds": round(time.perf_counter() - start, 3),
                 "solver_status": _solver_status(exported.report), **_memory(exported.report)}
     make_args = (f"CC={point.compiler}", f"OPT={point.opt}")
-    measures.update(_qemu(point, project, exported.report["prefix"], make_args) if point.run == "qemu" else _host(project, make_args))
+    if point.run == "qemu":
+        measures.update(_qemu(point, project, exported.report["prefix"], make_args))
+    else:
+        measures.update(_host(project, make_args))
     return measures
 
 
@@ -145,6 +149,6 @@ def run_point(point: Point, point_dir) -> dict:
         return {**row, "status": "failed", "reason": f"{type(err).__name__}: {first}",
                 "wall_seconds": round(time.perf_counter() - start, 3)}
     ok = row["errors"] == 0 and row["exit_code"] == 0
-    row.update(status="ok" if ok else "failed", reason="" if ok else f"Errors: {row['errors']} out of {row['checked']}",
-               wall_seconds=round(time.perf_counter() - start, 3))
+    reason = "" if ok else f"Errors: {row['errors']} out of {row['checked']}, exit code {row['exit_code']}"
+    row.update(status="ok" if ok else "failed", reason=reason, wall_seconds=round(time.perf_counter() - start, 3))
     return row
