@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import tvm_deeploy
 from tvm_deeploy.ablate import GridError, Point, run_grid
+from tvm_deeploy.ablate.execute import point_key, run_points
 from tvm_deeploy.ablate.grid import load_grid, parse_grid
 from tvm_deeploy.ablate.outputs import add_speedups, summary
 from tvm_deeploy.ablate.point import run_point
@@ -170,3 +171,21 @@ def test_grid_under_qemu_cached_and_on_a_dask_cluster(grid_file, tmp_path, capsy
         on_dask = run_grid(grid_file, tmp_path / "dask", scheduler=cluster.scheduler_address, out=messages.append)
     assert [(r["cached"], r["errors"]) for r in on_dask] == [(False, 0)] * 8
     assert [r["instructions"] for r in on_dask] == [r["instructions"] for r in rows]
+
+
+def test_a_rerun_reads_finished_points_and_runs_the_rest(grid_file, tmp_path):
+    """An interrupted run resumes: a stored row is read back, a failed or half-written one runs again."""
+    points = parse_grid("[grid]\nmodel = ['mlp.onnx']\nbuild = ['npu']\ncores = [1, 2, 4]", grid_file.parent)
+    keys = [point_key(point) for point in points]
+    stored = {**points[0].axes(), "status": "skipped", "reason": "stored"}
+    (tmp_path / "points" / keys[0]).mkdir(parents=True)
+    (tmp_path / "points" / keys[0] / "row.json").write_text(json.dumps(stored))
+    (tmp_path / "points" / keys[1]).mkdir(parents=True)
+    (tmp_path / "points" / keys[1] / "row.json").write_text(json.dumps({**stored, "status": "failed"}))
+    (tmp_path / "points" / keys[2]).mkdir(parents=True)
+    (tmp_path / "points" / keys[2] / "row.partial").write_text("{")
+    rows = run_points(points, tmp_path, jobs=1, out=lambda line: None)
+    assert [(r["cached"], r["reason"]) for r in rows] == [
+        (True, "stored"), (False, "qemu cannot count the NPU (run npu builds on host)"),
+        (False, "qemu cannot count the NPU (run npu builds on host)")]
+    assert all((tmp_path / "points" / key / "row.json").is_file() for key in keys)
