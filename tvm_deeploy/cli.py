@@ -5,6 +5,7 @@
                         [--inputs INPUTS.npz]
     tvm-deeploy run OUT --on host [--sanitize]
     tvm-deeploy run OUT --on qemu [--harts N] [--json] [--timeout S]
+    tvm-deeploy ablate GRID.toml -o DIR [--jobs N] [--scheduler ADDRESS]
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--harts", type=int, metavar="N", help="qemu: harts to run on (default: the platform's cores)")
     run.add_argument("--json", action="store_true", help="qemu: print the counts as JSON")
     run.add_argument("--timeout", type=float, default=600.0, metavar="S", help="qemu: seconds before it is killed")
+
+    ablate = commands.add_parser("ablate", help="run a grid of builds, compilers and memory sizes (cached); "
+                                                "write results.csv, results.json, summary.md and plots")
+    ablate.add_argument("grid", help="the grid file (TOML, a [grid] table of axes)")
+    ablate.add_argument("-o", "--output", required=True, help="the folder for the cache and the results")
+    ablate.add_argument("--jobs", type=int, metavar="N", help="points run at once (default: the core count)")
+    ablate.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler (tcp://host:port) to run on")
     return parser
 
 
@@ -194,6 +202,19 @@ def _run_qemu(project: Path, args) -> int:
     return run.exit_code
 
 
+def _ablate(args) -> int:
+    from .ablate import GridError, SchedulerError, run_grid
+
+    if args.jobs is not None and args.jobs < 1:
+        return _fail("ablate", f"--jobs must be at least 1, got {args.jobs}")
+    try:
+        rows = run_grid(args.grid, args.output, args.jobs, args.scheduler,
+                        out=lambda line: print(line, flush=True))  # progress shows through a pipe too
+    except (GridError, SchedulerError) as err:
+        return _fail("ablate", str(err))
+    return 1 if any(row["status"] == "failed" for row in rows) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
@@ -210,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             return _fail("demo", str(err))
     if args.command == "compile":
         return _compile(args)
+    if args.command == "ablate":
+        return _ablate(args)
     return _run(args)
 
 

@@ -170,10 +170,10 @@ def run_elf(elf: Path, harts: int, timeout: float = DEFAULT_TIMEOUT, icount: boo
     return ran.returncode, ran.stdout + ran.stderr
 
 
-def build(project: Path, harts: int, prefix: str) -> Path:
-    """`make rv32 HARTS=harts` in the project; the ELF it wrote."""
-    made = subprocess.run(["make", "-s", "-C", str(project), "rv32", f"HARTS={harts}"], capture_output=True,
-                          text=True)
+def build(project: Path, harts: int, prefix: str, make_args: tuple[str, ...] = ()) -> Path:
+    """`make rv32 HARTS=harts` in the project (`make_args` e.g. ("CC=clang", "OPT=-O3")); the ELF it wrote."""
+    made = subprocess.run(["make", "-s", "-C", str(project), "rv32", f"HARTS={harts}", *make_args],
+                          capture_output=True, text=True)
     if made.returncode != 0:
         raise QemuError(f"make rv32 failed in {project}:\n{made.stdout}{made.stderr}")
     return project / "build" / f"rv32-harts{harts}" / f"{prefix}_test.elf"
@@ -208,7 +208,8 @@ def parse(output: str, exit_code: int, harts: int, ops: list[dict]) -> QemuRun:
     return QemuRun(harts, exit_code, *_errors(output), tuple(steps), output, _tokens(output), _calls(output))
 
 
-def run_project(project, harts: int | None = None, timeout: float = DEFAULT_TIMEOUT) -> QemuRun:
+def run_project(project, harts: int | None = None, timeout: float = DEFAULT_TIMEOUT,
+                make_args: tuple[str, ...] = ()) -> QemuRun:
     """Build the exported project for RV32 with `harts` harts (default: the platform's cores) and run its
     test driver under qemu, killed after `timeout` seconds. Raises QemuError when a tool is missing, the
     build fails, or the run times out."""
@@ -222,18 +223,19 @@ def run_project(project, harts: int | None = None, timeout: float = DEFAULT_TIME
     if harts < forked:
         raise QemuError(f"the project forks over {forked} cores: run it on at least {forked} harts "
                         f"(or export it for fewer cores)")
-    exit_code, output = run_elf(build(project, harts, report["prefix"]), harts, timeout)
+    exit_code, output = run_elf(build(project, harts, report["prefix"], make_args), harts, timeout)
     return parse(output, exit_code, harts, report["ops"])
 
 
-def run_host(project, sanitize: bool = False, timeout: float = DEFAULT_TIMEOUT) -> HostRun:
+def run_host(project, sanitize: bool = False, timeout: float = DEFAULT_TIMEOUT,
+             make_args: tuple[str, ...] = ()) -> HostRun:
     """`make host` (or host-asan) in the exported project and run its test driver, killed after `timeout`
     seconds; its error count and a generator's tokens. Raises QemuError when the build fails or the run
     times out."""
     project = Path(project)
     prefix = json.loads((project / "report.json").read_text())["prefix"]
     target = "host-asan" if sanitize else "host"
-    made = subprocess.run(["make", "-s", "-C", str(project), target], capture_output=True, text=True)
+    made = subprocess.run(["make", "-s", "-C", str(project), target, *make_args], capture_output=True, text=True)
     if made.returncode != 0:
         raise QemuError(f"make {target} failed in {project}:\n{made.stdout}{made.stderr}")
     program = (project / "build" / target / f"{prefix}_test").resolve()
