@@ -13,7 +13,6 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import tvm_deeploy
 from tvm_deeploy.ablate import GridError, Point, run_grid
 from tvm_deeploy.ablate.execute import point_key, run_points
 from tvm_deeploy.ablate.grid import load_grid, parse_grid
@@ -100,15 +99,13 @@ def test_impossible_points_are_skipped_with_the_reason(grid_file, tmp_path):
     assert (row["status"], row["reason"]) == ("skipped", "platform generic has no NPU")
 
 
-def test_a_missing_tiler_switch_skips_the_point(grid_file, tmp_path, monkeypatch):
-    """Until tvm_deeploy.target takes `tiler`, a non-default tiler is skipped, not failed."""
-    def target_without_switches(platform="siracusa", l1_bytes=None, l2_bytes=None, cores=None, npu=None):
-        raise AssertionError("not reached: the switch is refused first")
-
-    monkeypatch.setattr(tvm_deeploy, "target", target_without_switches)
-    point = parse_grid("[grid]\nmodel = ['mlp.onnx']\ntiler = ['greedy']", grid_file.parent)[0]
+def test_the_tiler_and_planner_switches_reach_the_build(grid_file, tmp_path):
+    """A greedy-tiled, TVM-planned point builds, runs correctly and says which tiler it ran."""
+    text = "[grid]\nmodel = ['mlp.onnx']\ntiler = ['greedy']\nplanner = ['tvm']\nrun = ['host']"
+    (point,) = parse_grid(text, grid_file.parent)
     row = run_point(point, tmp_path)
-    assert (row["status"], row["reason"]) == ("skipped", "tiler switch unavailable")
+    assert (row["status"], row["tiler"], row["planner"]) == ("ok", "greedy", "tvm")
+    assert "greedy" in row["solver_status"].split("/") and "optimal" not in row["solver_status"]
 
 
 def _row(build, cores, instructions, status="ok"):

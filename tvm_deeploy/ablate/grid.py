@@ -15,12 +15,11 @@ import itertools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..targets.platforms import PLATFORMS
+from ..targets.platforms import PLANNERS, PLATFORMS, TILERS
 
 KIB = 1024
 LM_PREFIX = "lm:"
 LM_MODELS = ("stories260K", "microLlama")
-DEFAULT_SWITCH = "cpsat"  # the tiler and planner tvm_deeploy.target uses when not told otherwise
 
 # axis -> (default, allowed values or None for any of the default's type)
 AXES = {
@@ -30,8 +29,8 @@ AXES = {
     "cores": (None, None),  # None: the platform's
     "l1_kib": (None, None),
     "l2_kib": (None, None),
-    "tiler": (DEFAULT_SWITCH, ("cpsat", "greedy")),
-    "planner": (DEFAULT_SWITCH, ("cpsat", "greedy", "tvm")),
+    "tiler": (TILERS[0], TILERS),  # the platforms' defaults first
+    "planner": (PLANNERS[0], PLANNERS),
     "compiler": ("gcc", ("gcc", "clang")),
     "opt": ("-O2", ("-O2", "-O3", "-Os")),
     "run": ("qemu", ("qemu", "host")),

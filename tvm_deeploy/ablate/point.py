@@ -12,7 +12,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .grid import DEFAULT_SWITCH, KIB, LM_PREFIX, Point
+from .grid import KIB, LM_PREFIX, Point
 
 PREFIX = "net"
 GLUE_ENGINES = ("tvm", "copy")  # steps through TVM's glue; every other engine runs our kernels
@@ -28,15 +28,8 @@ class Skip(Exception):
 def _target(point: Point):
     import tvm_deeploy
 
-    switches = {name: value for name, value in (("tiler", point.tiler), ("planner", point.planner))
-                if value != DEFAULT_SWITCH}
-    try:
-        return tvm_deeploy.target(point.platform, l1_bytes=point.l1_kib * KIB, l2_bytes=point.l2_kib * KIB,
-                                  cores=point.cores, npu=point.build == "npu", **switches)
-    except TypeError:
-        if not switches:
-            raise
-        raise Skip(f"{' and '.join(switches)} switch unavailable") from None
+    return tvm_deeploy.target(point.platform, l1_bytes=point.l1_kib * KIB, l2_bytes=point.l2_kib * KIB,
+                              cores=point.cores, npu=point.build == "npu", tiler=point.tiler, planner=point.planner)
 
 
 def _language_model(name: str):
@@ -71,7 +64,7 @@ def _export(point: Point, out: Path):
 
 def _solver_status(report: dict) -> str:
     statuses = {entry.get("status") for entry in report.get("solver", {}).values()}
-    statuses |= {op["tiling"].get("solver_status") for op in report["ops"] if op.get("tiling")}
+    statuses |= {op["plan"]["solver_status"] for op in report["ops"] if "plan" in op}
     statuses.discard(None)
     return "/".join(sorted(statuses))
 

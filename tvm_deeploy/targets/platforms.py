@@ -86,8 +86,8 @@ class Platform:
     npu: bool  # the NPU is present and may be used
     cluster_costs: ClusterCosts = ClusterCosts()
     npu_costs: NpuCosts = NpuCosts()
-    tiler: str = "cpsat"  # one of TILERS
-    planner: str = "cpsat"  # one of PLANNERS
+    tiler: str = TILERS[0]
+    planner: str = PLANNERS[0]
 
     def level(self, name: str) -> MemoryLevel:
         for level in self.levels:
