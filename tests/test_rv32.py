@@ -15,6 +15,7 @@ import tvm_deeploy
 from tvm_deeploy import models
 from tvm_deeploy.cli import main
 from tvm_deeploy.targets import kernel_count, qemu
+from tvm_deeploy.targets.platforms import get_platform
 
 pytestmark = pytest.mark.rv32
 HERE = Path(__file__).parent
@@ -38,6 +39,20 @@ def test_int8_model_on_the_npu_under_qemu(tmp_path, capsys):
     assert code == 0 and run["errors"] == 0 and run["checked"] == 16 * 64, run["output"]
     for step, op in zip(run["steps"], exported.report["ops"]):
         assert step["dma_to_l1"] == op["plan"]["dma_in_bytes"]  # activations in; the weights stay put
+
+
+def test_platform_memory_sizes_reach_the_linker(int8_mlp_projects, tmp_path):
+    """The Makefile links with the platform's L1, L2 and NPU weight memory; a platform without an NPU gets an
+    empty weight region and its program still links and runs."""
+    siracusa = get_platform("siracusa")
+    makefile = (int8_mlp_projects[8].out_dir / "Makefile").read_text()
+    for symbol, size in (("__dpl_l1_bytes", siracusa.l1_bytes), ("__dpl_l2_bytes", siracusa.level("L2").bytes),
+                         ("__dpl_npu_weight_bytes", siracusa.level("weights").bytes)):
+        assert f"--defsym={symbol}={size} " in makefile
+    generic = tvm_deeploy.export_c(models.int8_mlp(), tvm_deeploy.target("generic"), tmp_path / "generic")
+    assert "--defsym=__dpl_npu_weight_bytes=0 " in (generic.out_dir / "Makefile").read_text()
+    run = qemu.run_project(generic.out_dir, timeout=120)
+    assert (run.exit_code, run.errors, run.checked) == (0, 0, 16 * 64)
 
 
 def test_int8_model_on_8_harts(int8_mlp_projects, capsys):

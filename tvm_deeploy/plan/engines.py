@@ -65,6 +65,8 @@ def choose_engine(spec: GemmSpec, platform: Platform) -> EngineChoice:
 
 def check_weight_memory(specs_on_npu: list[GemmSpec], platform: Platform) -> int:
     """Bytes of packed NPU weights; raises WeightMemoryError when they overflow the weight memory."""
+    if not specs_on_npu:  # also on a platform without an NPU (and so without its weight memory)
+        return 0
     needed = sum(npu.packed_size(spec.k, spec.n) for spec in specs_on_npu)
     available = platform.level("weights").bytes
     if needed > available:

@@ -422,7 +422,8 @@ def build_project(mod: tvm.IRModule, target, prefix: str = "net", *, functions=(
     files.update(rv32.hal_files())
     sources, headers = project_sources(files)
     build = rv32.Build(rv32.isa(programs, glue.source), platform.cores, sum(len(p.steps) for p in programs),
-                       platform.l1_bytes, platform.level("L2").bytes)
+                       platform.l1_bytes, platform.level("L2").bytes,
+                       sum(level.bytes for level in platform.levels if level.name == "weights"))
     files["Makefile"] = proj.makefile(prefix, sources, headers, sorted(n for n in files if n == HOST_HAL), build)
 
     tvm_plans = tvm_static_plan_bytes(lowered.module, tuple(lowered.programs))

@@ -489,7 +489,7 @@ def makefile(prefix: str, sources: list[str], headers: list[str], hal: list[str]
         hal=" ".join(hal), hal_rv32=" ".join(HAL_SOURCES), cross_compiler=CROSS_COMPILER,
         toolchain_flags=" ".join(TOOLCHAIN_FLAGS), march=rv32.isa.march, mabi=rv32.isa.mabi,
         isa_reason=rv32.isa.reason, harts=rv32.harts, steps=rv32.steps, l1_bytes=rv32.l1_bytes,
-        l2_bytes=rv32.l2_bytes)
+        l2_bytes=rv32.l2_bytes, npu_weight_bytes=rv32.npu_weight_bytes)
 
 
 def test_vectors_source(prefix: str, program: Program, fields: dict[str, str], inputs: list[np.ndarray],

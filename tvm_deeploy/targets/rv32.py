@@ -41,6 +41,7 @@ class Build:
     steps: int  # steps of the network, profiled one by one
     l1_bytes: int
     l2_bytes: int
+    npu_weight_bytes: int  # 0 on a platform without an NPU
 
 
 def isa(programs: list[Program], glue_source: str) -> Isa:
