@@ -43,12 +43,13 @@ def no_failed_pattern_checks():
     patterns.raise_check_errors()
 
 
-def build_and_run(mod: tvm.IRModule, target, inputs, tmp_path, name: str = "lib"):
-    """`tvm.relax.build(mod, target)`, export_library, load, run `main` on numpy inputs."""
+def build_and_run(mod: tvm.IRModule, target, inputs, tmp_path, name: str = "lib", options=()):
+    """`tvm.relax.build(mod, target)`, export_library (with compiler `options`), load, run `main` on numpy
+    inputs."""
     ex = tvm.relax.build(mod, target=target)
     label = target if isinstance(target, str) else target.kind.name + "_" + "_".join(target.keys)
     path = tmp_path / f"{label}_{name}.so"
-    ex.export_library(str(path))
+    ex.export_library(str(path), options=list(options))
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
     out = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x)) for x in inputs])
     if isinstance(out, tvm.runtime.Tensor):

@@ -8,6 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tvm import relax
 
+import tvm_deeploy
+
 
 def graph(inputs, body):
     """A module `main(*inputs)` whose dataflow block is built by `body(bb, *vars)`."""
@@ -86,10 +88,14 @@ def test_offload_decision_and_result(name, tmp_path, rng):
         np.testing.assert_array_equal(ours, reference)
 
 
-def test_float16_stays_in_tvm():
-    # Only the decision: TVM's own C target cannot compile float16 glue, so this is not built here.
+def test_float16_stays_in_tvm_and_runs(tmp_path, rng):
+    """TVM's C glue computes it through float32 (program/half.py); its build needs EXPORT_OPTIONS."""
     mod = graph([((4, 8), "float16"), ((8, 5), "float16")], lambda bb, x, y: relax.op.matmul(x, y))
     assert offloaded(mod) == []
+    x, y = (rng.standard_normal(shape).astype("float16") for shape in ((4, 8), (8, 5)))
+    ours = build_and_run(mod, "deeploy", [x, y], tmp_path, options=tvm_deeploy.EXPORT_OPTIONS)
+    assert ours.dtype == np.float16
+    np.testing.assert_array_equal(ours, (x.astype("float32") @ y.astype("float32")).astype("float16"))
 
 
 def test_symbolic_shape_stays_in_tvm_and_runs(tmp_path, rng):

@@ -157,14 +157,6 @@ def test_tvm_glue_builds_with_werror(name, tmp_path):
         assert code == 0 and f"Errors: 0 out of {outputs}\n" in output, output
 
 
-def test_float16_is_named(tmp_path):
-    def body(bb, x):
-        half = bb.emit(relax.op.astype(x, "float16"))
-        return relax.op.astype(relax.op.add(half, half), "float32")
-    with pytest.raises(UnsupportedModelError, match="has dtype float16; the standalone program supports float32"):
-        export_c(graph([((2, 3), "float32")], body), tvm_deeploy.target(), tmp_path / "p", offload=False)
-
-
 def test_onnx_zero_scale_is_one_cli_line(tmp_path, capsys):
     model = make_model([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
                         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])],

@@ -13,12 +13,13 @@ from .plan.offloads import plan_offloads
 from .plan.report import compile_report
 from .program.export import export_c
 from .program.generate import export_generator, generate_in_vm
+from .program.glue import EXPORT_OPTIONS
 from .targets import target as _target
 from .targets.platforms import PLATFORMS, Platform
 from .targets.target import target
 
 __version__ = "0.1.0"
-__all__ = ["PLATFORMS", "ModelError", "Platform", "compile_report", "export_c", "export_generator", "generate_in_vm",
+__all__ = ["EXPORT_OPTIONS", "PLATFORMS", "ModelError", "Platform", "compile_report", "export_c", "export_generator", "generate_in_vm",
            "load_onnx", "models", "partition_for_deeploy", "plan_offloads", "target"]
 
 _target.register()

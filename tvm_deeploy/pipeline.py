@@ -14,6 +14,7 @@ from tvm.relax import pipeline as relax_pipeline
 from .emit.codegen import run_codegen
 from .offload.partition import partition_for_deeploy
 from .plan.offloads import plan_offloads
+from .program.half import compute_half_in_float32
 from .targets.target import is_deeploy_target
 
 PIPELINE_NAME = "deeploy"
@@ -22,9 +23,12 @@ PIPELINE_NAME = "deeploy"
 @tvm.transform.module_pass(opt_level=0, name="DeeployOffload")
 def offload(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     """Partition for deeploy, plan, and replace each offloaded function by a call into the generated C,
-    planned for the current deeploy target's platform (the default deeploy target's under any other)."""
+    planned for the current deeploy target's platform (the default deeploy target's under any other).
+    Under a deeploy target TVM's glue is C too, so its float16 arithmetic goes through float32."""
     target = tvm.target.Target.current(allow_none=True)
-    return run_codegen(plan_offloads(partition_for_deeploy(mod), target if is_deeploy_target(target) else "deeploy"))[0]
+    if not is_deeploy_target(target):
+        return run_codegen(plan_offloads(partition_for_deeploy(mod), "deeploy"))[0]
+    return compute_half_in_float32(run_codegen(plan_offloads(partition_for_deeploy(mod), target))[0])
 
 
 def _with_offload(tvm_default):

@@ -27,7 +27,8 @@ import numpy as np
 
 from ..targets.resources import template
 
-C_TYPES = {"float32": "float", "float64": "double", "int8": "int8_t", "int16": "int16_t", "int32": "int32_t",
+# float16 is stored as its IEEE binary16 bits (the standalone program's `half`, program/half.py).
+C_TYPES = {"float16": "uint16_t", "float32": "float", "float64": "double", "int8": "int8_t", "int16": "int16_t", "int32": "int32_t",
            "int64": "int64_t", "uint8": "uint8_t", "uint16": "uint16_t", "uint32": "uint32_t",
            "uint64": "uint64_t", "bool": "uint8_t"}
 _INT_SUFFIXES = {"int64": "LL", "uint64": "ULL", "uint32": "U"}
@@ -89,6 +90,8 @@ def c_items(values, dtype: str) -> str:
         items = [_float32_literal(v) for v in flat.astype(np.float32).tolist()]  # tolist: exact Python floats
     elif dtype == "float64":
         items = [c_double(v) for v in flat.tolist()]
+    elif dtype == "float16":
+        items = [f"0x{v:04x}" for v in flat.astype(np.float16).view(np.uint16).tolist()]
     else:
         items = [c_int(v, dtype) for v in flat.tolist()]
     if not items:

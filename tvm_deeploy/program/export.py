@@ -49,7 +49,7 @@ from ..targets import rv32
 from ..targets.resources import kernel_file
 from ..targets.target import is_deeploy_target, platform_of
 from . import project as proj
-from .glue import INFINITY_DEFINE, build_glue
+from .glue import EXPORT_OPTIONS, build_glue
 from .lower import DTYPES, Lowered, Program, c_identifier, lower_program
 from .placement import StateLayout, place, plan_state
 
@@ -186,7 +186,7 @@ def load_in_vm(mod: tvm.IRModule, target, relax_pipeline_=None) -> relax.Virtual
     ex = tvm.relax.build(mod, target=target, **kwargs)
     with tempfile.TemporaryDirectory(prefix="tvm-deeploy-export-") as tmp:
         path = str(Path(tmp) / "lib.so")
-        ex.export_library(path, options=[INFINITY_DEFINE])
+        ex.export_library(path, options=list(EXPORT_OPTIONS))
         return relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())  # loaded: the file may go
 
 
@@ -407,6 +407,7 @@ def build_project(mod: tvm.IRModule, target, prefix: str = "net", *, functions=(
     files[f"src/{prefix}.c"] = proj.network_source(inp)
     files[f"include/{prefix}.h"] = proj.header_source(inp, weight_bytes)
     files["src/dpl_support.h"] = proj.support_header(weights_section)
+    files["src/dpl_half.h"] = kernel_file("dpl_half.h")
     files[proj.RUNTIME_SOURCE] = proj.runtime_source()
     if test_vectors:
         (program,), (entry,) = programs, entries

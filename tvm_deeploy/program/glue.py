@@ -19,6 +19,7 @@ import tvm
 from tvm import tirx
 
 from ..emit.c import fill
+from ..targets.resources import resource_dir
 from .lower import ExportError, UnsupportedModelError
 
 SUPPORT_HEADER = "dpl_support.h"
@@ -40,8 +41,9 @@ _NAN = re.compile(r"\bnanf\b(?!\s*\()")
 # TVM's reduction buffers are set on the loop's first iteration, which gcc cannot always prove
 # (-Werror=maybe-uninitialized for a mean over all axes): they start zeroed instead.
 _REDUCTION_BUFFER = re.compile(r"^(\s+\w+ \w+_red(?:_ptr)?\[\d+\]);$", re.MULTILINE)
-# The same fix as a compiler option, for TVM's own build of such C (export_library of a deeploy module).
-INFINITY_DEFINE = "-Dinff=INFINITY"
+# TVM's own build of a deeploy module compiles the same C (export_library): the same fixes as compiler
+# options — the infinity literal, and the float16 storage type and conversions (program/half.py).
+EXPORT_OPTIONS = ("-Dinff=INFINITY", "-include", str(resource_dir("c_kernels") / "dpl_half.h"))
 
 _PROLOGUE = """\
 /*

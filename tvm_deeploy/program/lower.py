@@ -35,6 +35,7 @@ from ..offload.functions import Function
 from ..offload.partition import partition_for_deeploy
 from ..plan.offloads import plan_offloads
 from ..targets.target import is_deeploy_target
+from .half import compute_half_in_float32
 
 
 class ExportError(Exception):
@@ -47,7 +48,7 @@ class UnsupportedModelError(ExportError):
 
 # Element types the C program handles: dtype -> (DLPack type code, bits); their C types are emit.c.C_TYPES.
 DTYPES = {
-    "float32": (2, 32), "float64": (2, 64),
+    "float16": (2, 16), "float32": (2, 32), "float64": (2, 64),  # float16: stored as half (half.py)
     "int8": (0, 8), "int16": (0, 16), "int32": (0, 32), "int64": (0, 64),
     "uint8": (1, 8), "uint16": (1, 16), "uint32": (1, 32), "uint64": (1, 64),
     "bool": (6, 8),  # TVM stores a bool in a byte (DLPack kDLBool)
@@ -265,7 +266,7 @@ def _lower(mod, target, offload):
     with target:
         if offload and is_deeploy_target(target):
             mod, functions = run_codegen(plan_offloads(partition_for_deeploy(mod), target))
-        mod = tvm.transform.Sequential(tvm_lowering_passes())(mod)
+        mod = tvm.transform.Sequential(tvm_lowering_passes())(compute_half_in_float32(mod))
     return mod, functions
 
 

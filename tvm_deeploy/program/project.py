@@ -24,6 +24,13 @@ from .placement import Placement, StateLayout
 
 RUNTIME_SOURCE = "src/dpl_runtime.c"
 FP32_TOLERANCE = 1e-6
+# float16 glue computes in float32 and rounds after each op like llvm, but accumulates within a reduction
+# or matmul in float32 (program/half.py): 8 units in the last place at the output's largest magnitude.
+FP16_TOLERANCE = 2.0**-7
+# How the driver checks each float dtype: (check function suffix, element -> double, tolerance macro).
+_FLOAT_CHECKS = {"float16": ("half", "(double)dpl_half_to_float", "FP16_TOLERANCE"),
+                 "float32": ("float", "(double)", "FP32_TOLERANCE"),
+                 "float64": ("double", "(double)", "FP32_TOLERANCE")}
 
 
 @dataclass(frozen=True)
@@ -527,25 +534,26 @@ static double difference(double a, double b)
 """
 
 _CHECK_FLOAT = """\
-static void check_${ctype}(const char *name, const ${ctype} *y, const ${ctype} *expected, const ${ctype} *llvm,
+static void check_${name}(const char *name, const ${ctype} *y, const ${ctype} *expected, const ${ctype} *llvm,
                          long n)
 {
   long i, wrong = 0;
   double scale = 0.0, worst = 0.0, llvm_worst = 0.0, llvm_max = 0.0;
   for (i = 0; i < n; ++i) {
-    scale = isfinite((double)expected[i]) ? fmax(scale, fabs((double)expected[i])) : scale;
-    llvm_max = isfinite((double)llvm[i]) ? fmax(llvm_max, fabs((double)llvm[i])) : llvm_max;
+    double reference = ${value}(expected[i]), llvm_value = ${value}(llvm[i]);
+    scale = isfinite(reference) ? fmax(scale, fabs(reference)) : scale;
+    llvm_max = isfinite(llvm_value) ? fmax(llvm_max, fabs(llvm_value)) : llvm_max;
   }
   for (i = 0; i < n; ++i) {
-    double diff = difference(y[i], expected[i]);
-    if (!(diff <= FP32_TOLERANCE * scale)) {
+    double diff = difference(${value}(y[i]), ${value}(expected[i]));
+    if (!(diff <= ${tolerance} * scale)) {
       ++wrong;
     }
     worst = fmax(worst, diff);
-    llvm_worst = fmax(llvm_worst, difference(y[i], llvm[i]));
+    llvm_worst = fmax(llvm_worst, difference(${value}(y[i]), ${value}(llvm[i])));
   }
   printf("%s: %ld elements, %ld errors (largest difference %.9g, tolerance %.3g), "
-         "largest difference from TVM llvm %.9g\\n", name, n, wrong, worst, FP32_TOLERANCE * scale, llvm_worst);
+         "largest difference from TVM llvm %.9g\\n", name, n, wrong, worst, ${tolerance} * scale, llvm_worst);
   errors += wrong;
   total += n;
   llvm_diff = fmax(llvm_diff, llvm_worst);
@@ -602,15 +610,20 @@ def main_source(prefix: str, program: Program, fields: dict[str, str]) -> str:
         value = program.values[name]
         c = ctype(value.dtype)
         field = fields[name]
-        if value.dtype in ("float32", "float64"):
+        if value.dtype in _FLOAT_CHECKS:
+            check, element, tolerance = _FLOAT_CHECKS[value.dtype]
             functions.setdefault("difference", _DIFFERENCE)
-            functions.setdefault(c, fill(_CHECK_FLOAT, ctype=c))
+            functions.setdefault(check, fill(_CHECK_FLOAT, name=check, ctype=c, value=element, tolerance=tolerance))
         else:
+            check = c
             functions.setdefault(c, fill(_CHECK_INT, ctype=c))
-        checks.append(f'  check_{c}("{field} {_type_text(value)}", outputs.{field}, {prefix}_expected_{field}, '
+        checks.append(f'  check_{check}("{field} {_type_text(value)}", outputs.{field}, {prefix}_expected_{field}, '
                       f"{prefix}_llvm_{field}, {value.elements});")
     return render(
         "project_main.c.tmpl",
-        prefix=prefix, tolerance=f"{FP32_TOLERANCE:g}", check_functions="\n".join(functions.values()),
+        prefix=prefix, tolerance=f"{FP32_TOLERANCE:g}", half_tolerance=f"{FP16_TOLERANCE:g}",
+        support='#include "dpl_half.h" /* float16 outputs: dpl_half_to_float */\n'
+        if any(program.values[name].dtype == "float16" for name in program.outputs) else "",
+        check_functions="\n".join(functions.values()),
         print_profile=PRINT_STEP_PROFILE,
         checks="\n".join(checks))
