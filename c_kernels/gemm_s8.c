@@ -17,8 +17,10 @@
    (k_dim * 65025 < 2^31), so the wrapped sum is exact whatever the intermediate values are. */
 #include "dpl_kernels.h"
 
-/* columns whose B column sums are kept at a time (stack bytes: 4 per column) */
+/* columns whose bias and column correction are kept at a time (stack bytes: 4 per column) */
 #define GS8_CHUNK 64
+/* the widest register block: row i of a block's sums is s[GS8_WIDE * i ...] */
+#define GS8_WIDE 16
 
 /* The register blocks and the store stay functions of their own: inlined into the loops over the
    blocks, they leave the compiler too few registers for either (spills in every loop). */
@@ -62,18 +64,51 @@ static void gs8_put(int8_t *y, int32_t t, int32_t lo, int32_t hi) {
   *y = (int8_t)(t < lo ? lo : t > hi ? hi : t);
 }
 
-/* Store a block of sums (s[8 * i + j]: row i, column n + j of this call) at y + i * ldy + j, with the
-   zero-point corrections of its rows and columns, then rq's bias and requantization. rq's fields are
-   read into locals first: stores through y could alias them as far as the compiler knows. */
-static GS8_NOINLINE void gs8_store_block(const int32_t *s, int32_t rows, int32_t width,
-                                         const uint32_t *row_corr, const uint32_t *col_corr, int32_t n,
-                                         void *y, int32_t ldy, const dpl_requant_t *rq) {
-  const int32_t mode = rq ? rq->mode : DPL_REQUANT_NONE;
-  const int32_t *const bias = rq ? rq->bias : 0;
-  uint32_t col_add[8]; /* bias - column correction (int32 arithmetic, wraps) */
+/* The high word of a * b (one mulh). */
+static int32_t gs8_mulh(int32_t a, int32_t b) { return (int32_t)(((int64_t)a * (int64_t)b) >> 32); }
+
+/* DPL_REQUANT_FIXED when every shift of the block is above 32 (QDQ's scales always give such shifts) and
+   lo <= hi: gs8_scale's rounding (q >> 1) + (q & 1) is (q + 1) >> 1, and the clamp is one unsigned compare
+   of t - lo (mod 2^32) against hi - lo while t is in range. About 15 instructions an output: at K = 64 a
+   single-row GEMM's requantization costs a quarter of an instruction per MAC. */
+static void gs8_store_fixed_high(const int32_t *s, int32_t rows, int32_t width, const uint32_t *row_corr,
+                                 const uint32_t *col_add, const int32_t *mul, const int32_t *shift,
+                                 int8_t *y, int32_t ldy, const dpl_requant_t *rq) {
+  const int32_t out_zp = rq->out_zp, lo = rq->lo, hi = rq->hi;
+  const uint32_t range = (uint32_t)hi - (uint32_t)lo;
   int32_t i, j;
-  for (j = 0; j < width; ++j) col_add[j] = (bias ? (uint32_t)bias[n + j] : 0u) - col_corr[j];
-  for (i = 0; i < rows; ++i, s += 8) {
+/* output j of the row: 4 at a time, so that every operand is an immediate offset from its pointer */
+#define GS8_FIXED_OUT(j)                                                                                    \
+  {                                                                                                         \
+    const int32_t q = gs8_mulh(gs8_to_i32((uint32_t)s[j] + r + col_add[j]), mul[j]) >> (shift[j] - 33);    \
+    int32_t t = ((q + 1) >> 1) + out_zp;                                                                    \
+    if ((uint32_t)t - (uint32_t)lo > range) t = t < lo ? lo : hi;                                           \
+    y[j] = (int8_t)t;                                                                                       \
+  }
+  for (i = 0; i < rows; ++i, s += GS8_WIDE, y += ldy) {
+    const uint32_t r = row_corr[i];
+    for (j = 0; j + 4 <= width; j += 4) {
+      GS8_FIXED_OUT(j) GS8_FIXED_OUT(j + 1) GS8_FIXED_OUT(j + 2) GS8_FIXED_OUT(j + 3)
+    }
+    for (; j < width; ++j) GS8_FIXED_OUT(j)
+  }
+#undef GS8_FIXED_OUT
+}
+
+/* Store a block of sums (s[GS8_WIDE * i + j]: row i, column n + j of this call) at y + i * ldy + j, with the
+   zero-point corrections of its rows and col_add[j] (rq's bias minus the column correction), then rq's
+   requantization; `high_shifts`: gs8_store_fixed_high applies. rq's fields are read into locals first:
+   stores through y could alias them as far as the compiler knows. */
+static GS8_NOINLINE void gs8_store_block(const int32_t *s, int32_t rows, int32_t width,
+                                         const uint32_t *row_corr, const uint32_t *col_add, int32_t n,
+                                         void *y, int32_t ldy, const dpl_requant_t *rq, int32_t high_shifts) {
+  const int32_t mode = rq ? rq->mode : DPL_REQUANT_NONE;
+  int32_t i, j;
+  if (high_shifts) {
+    gs8_store_fixed_high(s, rows, width, row_corr, col_add, rq->mul + n, rq->shift + n, (int8_t *)y, ldy, rq);
+    return;
+  }
+  for (i = 0; i < rows; ++i, s += GS8_WIDE) {
     const uint32_t r = row_corr[i];
     if (mode == DPL_REQUANT_NONE) {
       int32_t *const out = (int32_t *)y + i * ldy;
@@ -101,7 +136,7 @@ static GS8_NOINLINE void gs8_store_block(const int32_t *s, int32_t rows, int32_t
   }
 }
 
-/* ---- register blocks: s[8 * row + column] = sum over k of A(row, k) * B(k, column) ---------------- */
+/* ---- register blocks: s[GS8_WIDE * row + column] = sum over k of A(row, k) * B(k, column) ---------------- */
 
 /* Keeps gcc's scheduler from hoisting every load of an unrolled k step to its top, which runs rv32 out
    of registers (spills cost more than the loads they would hide); a no-op for the generated code. */
@@ -149,7 +184,8 @@ static GS8_NOINLINE void gs8_block_2x8(const int8_t *a0, int32_t lda, const int8
 #undef GS8_STEP
 #undef GS8_COLUMN
   s[0] = s00, s[1] = s01, s[2] = s02, s[3] = s03, s[4] = s04, s[5] = s05, s[6] = s06, s[7] = s07;
-  s[8] = s10, s[9] = s11, s[10] = s12, s[11] = s13, s[12] = s14, s[13] = s15, s[14] = s16, s[15] = s17;
+  s += GS8_WIDE;
+  s[0] = s10, s[1] = s11, s[2] = s12, s[3] = s13, s[4] = s14, s[5] = s15, s[6] = s16, s[7] = s17;
 }
 
 /* 1 row x 8 columns, B not transposed (a GEMV, or the last of an odd number of rows). */
@@ -169,6 +205,35 @@ static GS8_NOINLINE void gs8_block_1x8(const int8_t *a0, const int8_t *b, int32_
 #undef GS8_ADVANCE
 #undef GS8_STEP
   s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3, s[4] = s4, s[5] = s5, s[6] = s6, s[7] = s7;
+}
+
+/* 1 row x 16 columns, B not transposed: a GEMV's block. A single row uses every weight once, so a MAC
+   costs at least its load, mul and add; 16 columns share each activation load and pointer step, 3.19
+   instructions per MAC in the loop (1 x 8: 3.38). The barrier after each column keeps the weights' loads
+   from being hoisted into 16 more registers. */
+static GS8_NOINLINE void gs8_block_1x16(const int8_t *a0, const int8_t *b, int32_t ldb, int32_t k_dim,
+                                        int32_t *s) {
+  int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+  int32_t s8 = 0, s9 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0, s14 = 0, s15 = 0;
+#define GS8_COLUMN(j)    \
+  {                      \
+    s##j += x * b[j];    \
+    GS8_IN_ORDER();      \
+  }
+#define GS8_STEP(u)                                                                                    \
+  {                                                                                                    \
+    const int32_t x = a0[u];                                                                           \
+    GS8_COLUMN(0) GS8_COLUMN(1) GS8_COLUMN(2) GS8_COLUMN(3) GS8_COLUMN(4) GS8_COLUMN(5) GS8_COLUMN(6) \
+    GS8_COLUMN(7) GS8_COLUMN(8) GS8_COLUMN(9) GS8_COLUMN(10) GS8_COLUMN(11) GS8_COLUMN(12)             \
+    GS8_COLUMN(13) GS8_COLUMN(14) GS8_COLUMN(15) b += ldb;                                             \
+  }
+#define GS8_ADVANCE(n) a0 += n;
+  GS8_K_LOOP(2, GS8_STEP(0) GS8_STEP(1), GS8_STEP, GS8_ADVANCE)
+#undef GS8_ADVANCE
+#undef GS8_STEP
+#undef GS8_COLUMN
+  s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3, s[4] = s4, s[5] = s5, s[6] = s6, s[7] = s7;
+  s[8] = s8, s[9] = s9, s[10] = s10, s[11] = s11, s[12] = s12, s[13] = s13, s[14] = s14, s[15] = s15;
 }
 
 /* 2 rows x 4 columns, B transposed: column j is the k-contiguous row b + j * ldb. */
@@ -194,7 +259,8 @@ static GS8_NOINLINE void gs8_block_2x4t(const int8_t *a0, int32_t lda, const int
 #undef GS8_ADVANCE
 #undef GS8_STEP
 #undef GS8_COLUMN
-  s[0] = s00, s[1] = s01, s[2] = s02, s[3] = s03, s[8] = s10, s[9] = s11, s[10] = s12, s[11] = s13;
+  s[0] = s00, s[1] = s01, s[2] = s02, s[3] = s03;
+  s[GS8_WIDE] = s10, s[GS8_WIDE + 1] = s11, s[GS8_WIDE + 2] = s12, s[GS8_WIDE + 3] = s13;
 }
 
 #undef GS8_K_LOOP
@@ -210,7 +276,7 @@ static GS8_NOINLINE void gs8_block_2x1(const int8_t *a0, int32_t lda, const int8
     const int32_t w = *b;
     s0 += a0[kk] * w, s1 += a1[kk] * w;
   }
-  s[0] = s0, s[8] = s1;
+  s[0] = s0, s[GS8_WIDE] = s1;
 }
 
 /* 1 row x 1 column, the column stepping by bstep over k. */
@@ -227,6 +293,10 @@ static GS8_NOINLINE void gs8_block_1x1(const int8_t *a0, const int8_t *b, int32_
 static int32_t gs8_block(const int8_t *a, int32_t lda, int32_t rows, const int8_t *b, int32_t ldb,
                          int32_t b_transposed, int32_t avail, int32_t k_dim, int32_t *s) {
   const int32_t bstep = b_transposed ? 1 : ldb;
+  if (!b_transposed && rows == 1 && avail >= 16) {
+    gs8_block_1x16(a, b, ldb, k_dim, s);
+    return 16;
+  }
   if (!b_transposed && avail >= 8) {
     if (rows == 2) {
       gs8_block_2x8(a, lda, b, ldb, k_dim, s);
@@ -247,6 +317,30 @@ static int32_t gs8_block(const int8_t *a, int32_t lda, int32_t rows, const int8_
   return 1;
 }
 
+/* col_add[j] = bias[n0 + j] - a_zp * colsum_B(n0 + j) for the chunk's columns (int32 arithmetic, wraps);
+   returns the bias itself when there is no column correction to subtract, so a single-row GEMM does not
+   copy it. */
+static const uint32_t *gs8_col_add(const int8_t *b, int32_t bstep, int32_t bcol, int32_t k_dim, int32_t a_zp,
+                                   const int32_t *bias, int32_t n0, int32_t cols, uint32_t *buffer) {
+  int32_t j;
+  if (a_zp == 0 && bias) return (const uint32_t *)bias + n0;
+  for (j = 0; j < cols; ++j) {
+    const uint32_t corr = a_zp != 0 ? (uint32_t)a_zp * (uint32_t)gs8_sum(b + (n0 + j) * bcol, bstep, k_dim) : 0u;
+    buffer[j] = (bias ? (uint32_t)bias[n0 + j] : 0u) - corr;
+  }
+  return buffer;
+}
+
+/* Whether gs8_store_fixed_high applies to the columns n0 .. n0 + cols - 1. */
+static int32_t gs8_high_shifts(const dpl_requant_t *rq, int32_t n0, int32_t cols) {
+  int32_t j;
+  if (!rq || rq->mode != DPL_REQUANT_FIXED || rq->lo > rq->hi) return 0;
+  for (j = 0; j < cols; ++j) {
+    if (rq->shift[n0 + j] <= 32) return 0;
+  }
+  return 1;
+}
+
 void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int32_t b_transposed,
                  void *y, int32_t ldy, int32_t m_dim, int32_t n_dim, int32_t k_dim,
                  int32_t a_zp, int32_t b_zp, const dpl_requant_t *rq) {
@@ -254,16 +348,15 @@ void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int
   const int32_t bstep = b_transposed ? 1 : ldb;
   const int32_t bcol = b_transposed ? ldb : 1;
   const uint32_t kzz = (uint32_t)k_dim * (uint32_t)a_zp * (uint32_t)b_zp;
-  uint32_t col_corr[GS8_CHUNK]; /* a_zp * colsum_B, for the columns of the chunk */
+  const int32_t *const bias = rq ? rq->bias : 0;
+  uint32_t col_buffer[GS8_CHUNK];
   const int32_t out_elem = rq && rq->mode != DPL_REQUANT_NONE ? 1 : 4; /* bytes of an output */
   int32_t n0, m0;
 
   for (n0 = 0; n0 < n_dim; n0 += GS8_CHUNK) {
     const int32_t cols = n_dim - n0 < GS8_CHUNK ? n_dim - n0 : GS8_CHUNK;
-    int32_t j;
-    for (j = 0; j < cols; ++j) {
-      col_corr[j] = a_zp != 0 ? (uint32_t)a_zp * (uint32_t)gs8_sum(b + (n0 + j) * bcol, bstep, k_dim) : 0u;
-    }
+    const uint32_t *const col_add = gs8_col_add(b, bstep, bcol, k_dim, a_zp, bias, n0, cols, col_buffer);
+    const int32_t high_shifts = gs8_high_shifts(rq, n0, cols);
     for (m0 = 0; m0 < m_dim; m0 += 2) {
       const int32_t rows = m_dim - m0 < 2 ? m_dim - m0 : 2;
       const int8_t *arow = a + m0 * lda;
@@ -273,10 +366,10 @@ void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int
         row_corr[i] = b_zp != 0 ? kzz - (uint32_t)b_zp * (uint32_t)gs8_sum(arow + i * lda, 1, k_dim) : kzz;
       }
       for (n = n0; n < n0 + cols; n += width) {
-        int32_t s[16];
+        int32_t s[2 * GS8_WIDE];
         width = gs8_block(arow, lda, rows, b + n * bcol, ldb, b_transposed, n0 + cols - n, k_dim, s);
-        gs8_store_block(s, rows, width, row_corr, col_corr + (n - n0), n,
-                        (uint8_t *)y + out_elem * (m0 * ldy + n), ldy, rq);
+        gs8_store_block(s, rows, width, row_corr, col_add + (n - n0), n,
+                        (uint8_t *)y + out_elem * (m0 * ldy + n), ldy, rq, high_shifts);
       }
     }
   }
