@@ -236,6 +236,23 @@ static GS8_NOINLINE void gs8_block_1x16(const int8_t *a0, const int8_t *b, int32
   s[8] = s8, s[9] = s9, s[10] = s10, s[11] = s11, s[12] = s12, s[13] = s13, s[14] = s14, s[15] = s15;
 }
 
+/* 1 row x 4 columns, B not transposed: a core's share of a narrow GEMV split over the cluster. */
+static GS8_NOINLINE void gs8_block_1x4(const int8_t *a0, const int8_t *b, int32_t ldb, int32_t k_dim,
+                                       int32_t *s) {
+  int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#define GS8_STEP(u)                                                         \
+  {                                                                         \
+    const int32_t x = a0[u];                                                \
+    s0 += x * b[0], s1 += x * b[1], s2 += x * b[2], s3 += x * b[3];         \
+    b += ldb;                                                               \
+  }
+#define GS8_ADVANCE(n) a0 += n;
+  GS8_K_LOOP(4, GS8_STEP(0) GS8_STEP(1) GS8_STEP(2) GS8_STEP(3), GS8_STEP, GS8_ADVANCE)
+#undef GS8_ADVANCE
+#undef GS8_STEP
+  s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;
+}
+
 /* 2 rows x 4 columns, B transposed: column j is the k-contiguous row b + j * ldb. */
 static GS8_NOINLINE void gs8_block_2x4t(const int8_t *a0, int32_t lda, const int8_t *b, int32_t ldb,
                                         int32_t k_dim, int32_t *s) {
@@ -304,6 +321,10 @@ static int32_t gs8_block(const int8_t *a, int32_t lda, int32_t rows, const int8_
       gs8_block_1x8(a, b, ldb, k_dim, s);
     }
     return 8;
+  }
+  if (!b_transposed && rows == 1 && avail >= 4) {
+    gs8_block_1x4(a, b, ldb, k_dim, s);
+    return 4;
   }
   if (b_transposed && avail >= 4 && rows == 2) {
     gs8_block_2x4t(a, lda, b, ldb, k_dim, s);
