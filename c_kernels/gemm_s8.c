@@ -245,6 +245,7 @@ static GS8_NOINLINE void gs8_block_1x4(const int8_t *a0, const int8_t *b, int32_
     const int32_t x = a0[u];                                                \
     s0 += x * b[0], s1 += x * b[1], s2 += x * b[2], s3 += x * b[3];         \
     b += ldb;                                                               \
+    GS8_IN_ORDER();                                                         \
   }
 #define GS8_ADVANCE(n) a0 += n;
   GS8_K_LOOP(4, GS8_STEP(0) GS8_STEP(1) GS8_STEP(2) GS8_STEP(3), GS8_STEP, GS8_ADVANCE)
@@ -278,6 +279,26 @@ static GS8_NOINLINE void gs8_block_2x4t(const int8_t *a0, int32_t lda, const int
 #undef GS8_COLUMN
   s[0] = s00, s[1] = s01, s[2] = s02, s[3] = s03;
   s[GS8_WIDE] = s10, s[GS8_WIDE + 1] = s11, s[GS8_WIDE + 2] = s12, s[GS8_WIDE + 3] = s13;
+}
+
+/* 1 row x 4 columns, B transposed (a GEMV against a [n, k] weight). */
+static GS8_NOINLINE void gs8_block_1x4t(const int8_t *a0, const int8_t *b, int32_t ldb, int32_t k_dim,
+                                        int32_t *s) {
+  const int8_t *b0 = b, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
+  int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#define GS8_STEP(u)                                                           \
+  {                                                                           \
+    const int32_t x = a0[u];                                                  \
+    s0 += x * b0[u], s1 += x * b1[u], s2 += x * b2[u], s3 += x * b3[u];       \
+    GS8_IN_ORDER();                                                           \
+  }
+#define GS8_ADVANCE(n) a0 += n, b0 += n, b1 += n, b2 += n, b3 += n;
+  GS8_K_LOOP(8, GS8_STEP(0) GS8_STEP(1) GS8_STEP(2) GS8_STEP(3) GS8_STEP(4) GS8_STEP(5) GS8_STEP(6)
+                    GS8_STEP(7),
+             GS8_STEP, GS8_ADVANCE)
+#undef GS8_ADVANCE
+#undef GS8_STEP
+  s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;
 }
 
 #undef GS8_K_LOOP
@@ -326,8 +347,12 @@ static int32_t gs8_block(const int8_t *a, int32_t lda, int32_t rows, const int8_
     gs8_block_1x4(a, b, ldb, k_dim, s);
     return 4;
   }
-  if (b_transposed && avail >= 4 && rows == 2) {
-    gs8_block_2x4t(a, lda, b, ldb, k_dim, s);
+  if (b_transposed && avail >= 4) {
+    if (rows == 2) {
+      gs8_block_2x4t(a, lda, b, ldb, k_dim, s);
+    } else {
+      gs8_block_1x4t(a, b, ldb, k_dim, s);
+    }
     return 4;
   }
   if (rows == 2) {
