@@ -117,11 +117,26 @@ def test_int8_gemm_kernel_under_3_instructions_per_mac():
     assert plain.per_mac <= 3.0 and requantized.per_mac <= 3.1, (plain.per_mac, requantized.per_mac)
 
 
+@pytest.mark.parametrize("m, transposed, bound", [
+    (1, False, 3.8), (2, False, 3.4), (3, False, 3.5), (4, False, 3.4),  # decode: one token, or a few
+    (1, True, 4.35),                                                       # a GEMV against a [n, k] weight
+])
+def test_int8_gemm_kernel_decode_shapes(m, transposed, bound):
+    """Few-row GEMMs at K = 64 with the fixed-point requantization, as a decode step runs them: single rows
+    in 1 x 16 register blocks (a MAC is a load, a mul and an add; 4.45 instructions per MAC before), the
+    requantization about 15 instructions an output."""
+    count = kernel_count.gemm_s8_count(m, 64, 64, transposed=transposed, requantize=True)
+    assert count.errors == 0
+    assert count.per_mac <= bound, count.per_mac
+
+
 @pytest.mark.parametrize("m, n, k, a_zp, b_zp, transposed, requantize", [
     (7, 13, 37, 3, -2, False, True),   # every edge block, both zero points
     (7, 13, 37, -5, 4, True, False),   # B transposed
     (1, 24, 65, 0, 0, False, True),    # a GEMV
     (6, 70, 16, -128, 0, False, False),  # more columns than a chunk of column sums
+    (1, 29, 40, 0, 0, False, True),      # 1 x 16, 1 x 8, 1 x 4 and 1 x 1 blocks, the bias used in place
+    (3, 7, 40, 0, 0, True, True),        # 2 x 4 and 1 x 4 blocks of a transposed B
 ])
 def test_int8_gemm_kernel_is_bit_exact_on_rv32(m, n, k, a_zp, b_zp, transposed, requantize):
     count = kernel_count.gemm_s8_count(m, n, k, a_zp, b_zp, transposed, requantize, seed=m * n)
