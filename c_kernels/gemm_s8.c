@@ -6,8 +6,9 @@
    in a row of B: one pointer, immediate offsets; per k step 10 loads, 16 mul, 16 add and a pointer
    step) and of 2 x 4 when it is (every pointer walks k), unrolled over k with pointer increments
    only: 2.84 instructions per MAC in the loop, about 2.95 for a 64x256x64 GEMM with gcc 12 -O2.
-   Larger blocks need more than the 27 registers rv32 leaves free, and spill. Edges use 2 x 1,
-   1 x 8 and 1 x 1 blocks, so a single row (GEMV) computes nothing twice.
+   Larger blocks need more than the 27 registers rv32 leaves free, and spill. A single row (a decode
+   step's GEMV, or the last of an odd number of rows) runs in 1 x 16, 1 x 8 and 1 x 4 blocks (1 x 4
+   when B is transposed); edges use 2 x 1 and 1 x 1 blocks, so nothing is computed twice.
 
    Zero points are not subtracted in the inner loop. With A' = A - a_zp and B' = B - b_zp:
      sum_k A'B' = sum_k AB - b_zp * rowsum_A[m] - a_zp * colsum_B[n] + k * a_zp * b_zp.
@@ -67,7 +68,7 @@ static void gs8_put(int8_t *y, int32_t t, int32_t lo, int32_t hi) {
 /* The high word of a * b (one mulh). */
 static int32_t gs8_mulh(int32_t a, int32_t b) { return (int32_t)(((int64_t)a * (int64_t)b) >> 32); }
 
-/* DPL_REQUANT_FIXED when every shift of the block is above 32 (QDQ's scales always give such shifts) and
+/* DPL_REQUANT_FIXED when every shift of the chunk is above 32 (a scale ratio below 1/4, as QDQ layers have) and
    lo <= hi: gs8_scale's rounding (q >> 1) + (q & 1) is (q + 1) >> 1, and the clamp is one unsigned compare
    of t - lo (mod 2^32) against hi - lo while t is in range. About 15 instructions an output: at K = 64 a
    single-row GEMM's requantization costs a quarter of an instruction per MAC. */
@@ -208,9 +209,9 @@ static GS8_NOINLINE void gs8_block_1x8(const int8_t *a0, const int8_t *b, int32_
 }
 
 /* 1 row x 16 columns, B not transposed: a GEMV's block. A single row uses every weight once, so a MAC
-   costs at least its load, mul and add; 16 columns share each activation load and pointer step, 3.19
-   instructions per MAC in the loop (1 x 8: 3.38). The barrier after each column keeps the weights' loads
-   from being hoisted into 16 more registers. */
+   costs at least its load, mul and add; 16 columns share each activation load and pointer step: about
+   3.25 instructions per MAC in the loop (1 x 8: 3.38). The barrier after each column keeps the weights'
+   loads from being hoisted into 16 more registers. */
 static GS8_NOINLINE void gs8_block_1x16(const int8_t *a0, const int8_t *b, int32_t ldb, int32_t k_dim,
                                         int32_t *s) {
   int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
