@@ -22,6 +22,8 @@
 #define GS8_CHUNK 64
 /* the widest register block: row i of a block's sums is s[GS8_WIDE * i ...] */
 #define GS8_WIDE 16
+/* the longest reduction whose pairs of rows are packed into one word per k (stack bytes: 4 per k) */
+#define GS8_PACK_K 256
 
 /* The register blocks and the store stay functions of their own: inlined into the loops over the
    blocks, they leave the compiler too few registers for either (spills in every loop). */
@@ -86,6 +88,23 @@ static void gs8_store_fixed_high(const int32_t *s, int32_t rows, int32_t width, 
     if ((uint32_t)t - (uint32_t)lo > range) t = t < lo ? lo : hi;                                           \
     y[j] = (int8_t)t;                                                                                       \
   }
+  if (rows == 2) {
+    /* both rows of a column at once: its bias, multiplier and shift are loaded once */
+    const uint32_t r0 = row_corr[0], r1 = row_corr[1];
+    for (j = 0; j < width; ++j) {
+      const uint32_t add = col_add[j];
+      const int32_t m = mul[j], sh = shift[j] - 33;
+      int32_t q0 = gs8_mulh(gs8_to_i32((uint32_t)s[j] + r0 + add), m) >> sh;
+      int32_t q1 = gs8_mulh(gs8_to_i32((uint32_t)s[GS8_WIDE + j] + r1 + add), m) >> sh;
+      q0 = ((q0 + 1) >> 1) + out_zp;
+      q1 = ((q1 + 1) >> 1) + out_zp;
+      if ((uint32_t)q0 - (uint32_t)lo > range) q0 = q0 < lo ? lo : hi;
+      if ((uint32_t)q1 - (uint32_t)lo > range) q1 = q1 < lo ? lo : hi;
+      y[j] = (int8_t)q0;
+      y[ldy + j] = (int8_t)q1;
+    }
+    return;
+  }
   for (i = 0; i < rows; ++i, s += GS8_WIDE, y += ldy) {
     const uint32_t r = row_corr[i];
     for (j = 0; j + 4 <= width; j += 4) {
@@ -98,17 +117,13 @@ static void gs8_store_fixed_high(const int32_t *s, int32_t rows, int32_t width, 
 
 /* Store a block of sums (s[GS8_WIDE * i + j]: row i, column n + j of this call) at y + i * ldy + j, with the
    zero-point corrections of its rows and col_add[j] (rq's bias minus the column correction), then rq's
-   requantization; `high_shifts`: gs8_store_fixed_high applies. rq's fields are read into locals first:
+   requantization (where gs8_store_fixed_high does not apply). rq's fields are read into locals first:
    stores through y could alias them as far as the compiler knows. */
 static GS8_NOINLINE void gs8_store_block(const int32_t *s, int32_t rows, int32_t width,
                                          const uint32_t *row_corr, const uint32_t *col_add, int32_t n,
-                                         void *y, int32_t ldy, const dpl_requant_t *rq, int32_t high_shifts) {
+                                         void *y, int32_t ldy, const dpl_requant_t *rq) {
   const int32_t mode = rq ? rq->mode : DPL_REQUANT_NONE;
   int32_t i, j;
-  if (high_shifts) {
-    gs8_store_fixed_high(s, rows, width, row_corr, col_add, rq->mul + n, rq->shift + n, (int8_t *)y, ldy, rq);
-    return;
-  }
   for (i = 0; i < rows; ++i, s += GS8_WIDE) {
     const uint32_t r = row_corr[i];
     if (mode == DPL_REQUANT_NONE) {
@@ -206,6 +221,60 @@ static GS8_NOINLINE void gs8_block_1x8(const int8_t *a0, const int8_t *b, int32_
 #undef GS8_ADVANCE
 #undef GS8_STEP
   s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3, s[4] = s4, s[5] = s5, s[6] = s6, s[7] = s7;
+}
+
+/* 2 rows x 8 columns, B not transposed, the two rows packed in one word per k: x[k] = a0[k] + 2^16 a1[k]
+   (gs8_pack_pair). One mul then gives both rows' products, x[k] * w = a0 w + 2^16 a1 w, and one add
+   accumulates them, so a column costs 9 instructions per 2 k steps (2 loads, 2 mul, 5 adds and shifts)
+   for 4 MACs. The lanes are 16 bits: a product is in [-16256, 16384], so a sum of two k steps fits a lane,
+   [-32512, 32768], and is taken out before the next. With t = sum + GS8_LANE_OFFSET (mod 2^32) the low
+   lane holds S0 + 32767 in [255, 65535] and the high one S1 + 32512 in [0, 65280], both without borrow:
+   t >> 16 is S1 + 32512 exactly (summed in h), and l, the sum of the t, is sum(S0 + 32767) + 2^16 h
+   mod 2^32, from which the first row's sum follows exactly (it fits int32). */
+#define GS8_LANE_LOW 32767u
+#define GS8_LANE_HIGH 32512u
+#define GS8_LANE_OFFSET (GS8_LANE_LOW + (GS8_LANE_HIGH << 16))
+static GS8_NOINLINE void gs8_block_pair_2x8(const int32_t *x, const int8_t *b, int32_t ldb, int32_t k_dim,
+                                            int32_t *s) {
+  const int8_t *b1 = b + ldb;
+  const int32_t *const end = x + (k_dim & ~1);
+  const uint32_t offset = GS8_LANE_OFFSET, chunks = (uint32_t)(k_dim + 1) / 2u;
+  uint32_t h0 = 0, h1 = 0, h2 = 0, h3 = 0, h4 = 0, h5 = 0, h6 = 0, h7 = 0;
+  uint32_t l0 = 0, l1 = 0, l2 = 0, l3 = 0, l4 = 0, l5 = 0, l6 = 0, l7 = 0;
+#define GS8_TAKE_OUT(j, sum)                \
+  {                                         \
+    const uint32_t t = (sum) + offset;      \
+    l##j += t, h##j += t >> 16;             \
+    GS8_IN_ORDER();                         \
+  }
+#define GS8_COLUMN(j) GS8_TAKE_OUT(j, x0 * (uint32_t)b[j] + x1 * (uint32_t)b1[j])
+  while (x != end) {
+    const uint32_t x0 = (uint32_t)x[0], x1 = (uint32_t)x[1];
+    GS8_COLUMN(0) GS8_COLUMN(1) GS8_COLUMN(2) GS8_COLUMN(3) GS8_COLUMN(4) GS8_COLUMN(5) GS8_COLUMN(6)
+    GS8_COLUMN(7)
+    x += 2, b += 2 * ldb, b1 += 2 * ldb;
+  }
+#undef GS8_COLUMN
+  if (k_dim & 1) {
+    const uint32_t x0 = (uint32_t)x[0];
+#define GS8_COLUMN(j) GS8_TAKE_OUT(j, x0 * (uint32_t)b[j])
+    GS8_COLUMN(0) GS8_COLUMN(1) GS8_COLUMN(2) GS8_COLUMN(3) GS8_COLUMN(4) GS8_COLUMN(5) GS8_COLUMN(6)
+    GS8_COLUMN(7)
+#undef GS8_COLUMN
+  }
+#undef GS8_TAKE_OUT
+#define GS8_ROWS(j)                                                                     \
+  s[j] = gs8_to_i32(l##j - (h##j << 16) - chunks * GS8_LANE_LOW);                       \
+  s[GS8_WIDE + j] = gs8_to_i32(h##j - chunks * GS8_LANE_HIGH);
+  GS8_ROWS(0) GS8_ROWS(1) GS8_ROWS(2) GS8_ROWS(3) GS8_ROWS(4) GS8_ROWS(5) GS8_ROWS(6) GS8_ROWS(7)
+#undef GS8_ROWS
+}
+
+/* x[k] = a0[k] + 2^16 a1[k] (mod 2^32) for gs8_block_pair_2x8, a1 = a0 + lda. */
+static void gs8_pack_pair(const int8_t *a0, int32_t lda, int32_t k_dim, int32_t *x) {
+  const int8_t *a1 = a0 + lda;
+  int32_t kk;
+  for (kk = 0; kk < k_dim; ++kk) x[kk] = gs8_to_i32((uint32_t)a0[kk] + ((uint32_t)a1[kk] << 16));
 }
 
 /* 1 row x 16 columns, B not transposed: a GEMV's block. A single row uses every weight once, so a MAC
@@ -328,10 +397,14 @@ static GS8_NOINLINE void gs8_block_1x1(const int8_t *a0, const int8_t *b, int32_
 }
 
 /* The sums of `rows` (1 or 2) rows by the columns from b on (at most `avail`) in the widest block that
-   fits; returns the number of columns done. */
-static int32_t gs8_block(const int8_t *a, int32_t lda, int32_t rows, const int8_t *b, int32_t ldb,
-                         int32_t b_transposed, int32_t avail, int32_t k_dim, int32_t *s) {
+   fits; `packed`: the two rows as gs8_pack_pair packs them, or NULL. Returns the number of columns done. */
+static int32_t gs8_block(const int8_t *a, int32_t lda, int32_t rows, const int32_t *packed, const int8_t *b,
+                         int32_t ldb, int32_t b_transposed, int32_t avail, int32_t k_dim, int32_t *s) {
   const int32_t bstep = b_transposed ? 1 : ldb;
+  if (packed && avail >= 8) {
+    gs8_block_pair_2x8(packed, b, ldb, k_dim, s);
+    return 8;
+  }
   if (!b_transposed && rows == 1 && avail >= 16) {
     gs8_block_1x16(a, b, ldb, k_dim, s);
     return 16;
@@ -397,6 +470,8 @@ void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int
   const uint32_t kzz = (uint32_t)k_dim * (uint32_t)a_zp * (uint32_t)b_zp;
   const int32_t *const bias = rq ? rq->bias : 0;
   uint32_t col_buffer[GS8_CHUNK];
+  int32_t packed[GS8_PACK_K];
+  const int32_t pack = !b_transposed && k_dim <= GS8_PACK_K;
   const int32_t out_elem = rq && rq->mode != DPL_REQUANT_NONE ? 1 : 4; /* bytes of an output */
   int32_t n0, m0;
 
@@ -412,11 +487,18 @@ void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int
       for (i = 0; i < rows; ++i) {
         row_corr[i] = b_zp != 0 ? kzz - (uint32_t)b_zp * (uint32_t)gs8_sum(arow + i * lda, 1, k_dim) : kzz;
       }
+      if (pack && rows == 2) gs8_pack_pair(arow, lda, k_dim, packed);
       for (n = n0; n < n0 + cols; n += width) {
         int32_t s[2 * GS8_WIDE];
-        width = gs8_block(arow, lda, rows, b + n * bcol, ldb, b_transposed, n0 + cols - n, k_dim, s);
-        gs8_store_block(s, rows, width, row_corr, col_add + (n - n0), n,
-                        (uint8_t *)y + out_elem * (m0 * ldy + n), ldy, rq, high_shifts);
+        width = gs8_block(arow, lda, rows, pack && rows == 2 ? packed : 0, b + n * bcol, ldb, b_transposed,
+                          n0 + cols - n, k_dim, s);
+        uint8_t *const out = (uint8_t *)y + out_elem * (m0 * ldy + n);
+        if (high_shifts) {
+          gs8_store_fixed_high(s, rows, width, row_corr, col_add + (n - n0), rq->mul + n, rq->shift + n,
+                               (int8_t *)out, ldy, rq);
+        } else {
+          gs8_store_block(s, rows, width, row_corr, col_add + (n - n0), n, out, ldy, rq);
+        }
       }
     }
   }
