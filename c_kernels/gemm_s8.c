@@ -4,8 +4,10 @@
    Speed on rv32imc (no multiply-accumulate: a MAC is a mul and an add at least): the products run
    in register blocks of 2 rows x 8 columns when B is not transposed (the 8 columns are contiguous
    in a row of B: one pointer, immediate offsets; per k step 10 loads, 16 mul, 16 add and a pointer
-   step) and of 2 x 4 when it is (every pointer walks k), unrolled over k with pointer increments
-   only: 2.84 instructions per MAC in the loop, about 2.95 for a 64x256x64 GEMM with gcc 12 -O2.
+   step: 2.84 instructions per MAC in the loop) and of 2 x 4 when it is (every pointer walks k),
+   unrolled over k with pointer increments only. For k <= GS8_PACK_K the two rows share their
+   multiplies in 16-bit lanes (gs8_block_pair_2x8): 2.44 in the loop, 2.60 for a 64x256x64 GEMM with
+   gcc 12 -O2.
    Larger blocks need more than the 27 registers rv32 leaves free, and spill. A single row (a decode
    step's GEMV, or the last of an odd number of rows) runs in 1 x 16, 1 x 8 and 1 x 4 blocks (1 x 4
    when B is transposed); edges use 2 x 1 and 1 x 1 blocks, so nothing is computed twice.
