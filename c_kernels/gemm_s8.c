@@ -4,10 +4,13 @@
    Speed on rv32imc (no multiply-accumulate: a MAC is a mul and an add at least): the products run
    in register blocks of 2 rows x 8 columns when B is not transposed (the 8 columns are contiguous
    in a row of B: one pointer, immediate offsets; per k step 10 loads, 16 mul, 16 add and a pointer
-   step) and of 2 x 4 when it is (every pointer walks k), unrolled over k with pointer increments
-   only: 2.84 instructions per MAC in the loop, about 2.95 for a 64x256x64 GEMM with gcc 12 -O2.
-   Larger blocks need more than the 27 registers rv32 leaves free, and spill. Edges use 2 x 1,
-   1 x 8 and 1 x 1 blocks, so a single row (GEMV) computes nothing twice.
+   step: 2.84 instructions per MAC in the loop) and of 2 x 4 when it is (every pointer walks k),
+   unrolled over k with pointer increments only. For k <= GS8_PACK_K the two rows share their
+   multiplies in 16-bit lanes (gs8_block_pair_2x8): 2.44 in the loop, 2.60 for a 64x256x64 GEMM with
+   gcc 12 -O2.
+   Larger blocks need more than the 27 registers rv32 leaves free, and spill. A single row (a decode
+   step's GEMV, or the last of an odd number of rows) runs in 1 x 16, 1 x 8 and 1 x 4 blocks (1 x 4
+   when B is transposed); edges use 2 x 1 and 1 x 1 blocks, so nothing is computed twice.
 
    Zero points are not subtracted in the inner loop. With A' = A - a_zp and B' = B - b_zp:
      sum_k A'B' = sum_k AB - b_zp * rowsum_A[m] - a_zp * colsum_B[n] + k * a_zp * b_zp.
@@ -17,8 +20,12 @@
    (k_dim * 65025 < 2^31), so the wrapped sum is exact whatever the intermediate values are. */
 #include "dpl_kernels.h"
 
-/* columns whose B column sums are kept at a time (stack bytes: 4 per column) */
+/* columns whose bias and column correction are kept at a time (stack bytes: 4 per column) */
 #define GS8_CHUNK 64
+/* the widest register block: row i of a block's sums is s[GS8_WIDE * i ...] */
+#define GS8_WIDE 16
+/* the longest reduction whose pairs of rows are packed into one word per k (stack bytes: 4 per k) */
+#define GS8_PACK_K 256
 
 /* The register blocks and the store stay functions of their own: inlined into the loops over the
    blocks, they leave the compiler too few registers for either (spills in every loop). */
@@ -62,18 +69,64 @@ static void gs8_put(int8_t *y, int32_t t, int32_t lo, int32_t hi) {
   *y = (int8_t)(t < lo ? lo : t > hi ? hi : t);
 }
 
-/* Store a block of sums (s[8 * i + j]: row i, column n + j of this call) at y + i * ldy + j, with the
-   zero-point corrections of its rows and columns, then rq's bias and requantization. rq's fields are
-   read into locals first: stores through y could alias them as far as the compiler knows. */
+/* The high word of a * b (one mulh). */
+static int32_t gs8_mulh(int32_t a, int32_t b) { return (int32_t)(((int64_t)a * (int64_t)b) >> 32); }
+
+/* DPL_REQUANT_FIXED when every shift of the chunk is above 32 (a scale ratio below 1/4, as QDQ layers have) and
+   lo <= hi: gs8_scale's rounding (q >> 1) + (q & 1) is (q + 1) >> 1, and the clamp is one unsigned compare
+   of t - lo (mod 2^32) against hi - lo while t is in range. About 15 instructions an output: at K = 64 a
+   single-row GEMM's requantization costs a quarter of an instruction per MAC. */
+static void gs8_store_fixed_high(const int32_t *s, int32_t rows, int32_t width, const uint32_t *row_corr,
+                                 const uint32_t *col_add, const int32_t *mul, const int32_t *shift,
+                                 int8_t *y, int32_t ldy, const dpl_requant_t *rq) {
+  const int32_t out_zp = rq->out_zp, lo = rq->lo, hi = rq->hi;
+  const uint32_t range = (uint32_t)hi - (uint32_t)lo;
+  int32_t i, j;
+/* output j of the row: 4 at a time, so that every operand is an immediate offset from its pointer */
+#define GS8_FIXED_OUT(j)                                                                                    \
+  {                                                                                                         \
+    const int32_t q = gs8_mulh(gs8_to_i32((uint32_t)s[j] + r + col_add[j]), mul[j]) >> (shift[j] - 33);    \
+    int32_t t = ((q + 1) >> 1) + out_zp;                                                                    \
+    if ((uint32_t)t - (uint32_t)lo > range) t = t < lo ? lo : hi;                                           \
+    y[j] = (int8_t)t;                                                                                       \
+  }
+  if (rows == 2) {
+    /* both rows of a column at once: its bias, multiplier and shift are loaded once */
+    const uint32_t r0 = row_corr[0], r1 = row_corr[1];
+    for (j = 0; j < width; ++j) {
+      const uint32_t add = col_add[j];
+      const int32_t m = mul[j], sh = shift[j] - 33;
+      int32_t q0 = gs8_mulh(gs8_to_i32((uint32_t)s[j] + r0 + add), m) >> sh;
+      int32_t q1 = gs8_mulh(gs8_to_i32((uint32_t)s[GS8_WIDE + j] + r1 + add), m) >> sh;
+      q0 = ((q0 + 1) >> 1) + out_zp;
+      q1 = ((q1 + 1) >> 1) + out_zp;
+      if ((uint32_t)q0 - (uint32_t)lo > range) q0 = q0 < lo ? lo : hi;
+      if ((uint32_t)q1 - (uint32_t)lo > range) q1 = q1 < lo ? lo : hi;
+      y[j] = (int8_t)q0;
+      y[ldy + j] = (int8_t)q1;
+    }
+    return;
+  }
+  for (i = 0; i < rows; ++i, s += GS8_WIDE, y += ldy) {
+    const uint32_t r = row_corr[i];
+    for (j = 0; j + 4 <= width; j += 4) {
+      GS8_FIXED_OUT(j) GS8_FIXED_OUT(j + 1) GS8_FIXED_OUT(j + 2) GS8_FIXED_OUT(j + 3)
+    }
+    for (; j < width; ++j) GS8_FIXED_OUT(j)
+  }
+#undef GS8_FIXED_OUT
+}
+
+/* Store a block of sums (s[GS8_WIDE * i + j]: row i, column n + j of this call) at y + i * ldy + j, with the
+   zero-point corrections of its rows and col_add[j] (rq's bias minus the column correction), then rq's
+   requantization (where gs8_store_fixed_high does not apply). rq's fields are read into locals first:
+   stores through y could alias them as far as the compiler knows. */
 static GS8_NOINLINE void gs8_store_block(const int32_t *s, int32_t rows, int32_t width,
-                                         const uint32_t *row_corr, const uint32_t *col_corr, int32_t n,
+                                         const uint32_t *row_corr, const uint32_t *col_add, int32_t n,
                                          void *y, int32_t ldy, const dpl_requant_t *rq) {
   const int32_t mode = rq ? rq->mode : DPL_REQUANT_NONE;
-  const int32_t *const bias = rq ? rq->bias : 0;
-  uint32_t col_add[8]; /* bias - column correction (int32 arithmetic, wraps) */
   int32_t i, j;
-  for (j = 0; j < width; ++j) col_add[j] = (bias ? (uint32_t)bias[n + j] : 0u) - col_corr[j];
-  for (i = 0; i < rows; ++i, s += 8) {
+  for (i = 0; i < rows; ++i, s += GS8_WIDE) {
     const uint32_t r = row_corr[i];
     if (mode == DPL_REQUANT_NONE) {
       int32_t *const out = (int32_t *)y + i * ldy;
@@ -101,7 +154,7 @@ static GS8_NOINLINE void gs8_store_block(const int32_t *s, int32_t rows, int32_t
   }
 }
 
-/* ---- register blocks: s[8 * row + column] = sum over k of A(row, k) * B(k, column) ---------------- */
+/* ---- register blocks: s[GS8_WIDE * row + column] = sum over k of A(row, k) * B(k, column) ---------------- */
 
 /* Keeps gcc's scheduler from hoisting every load of an unrolled k step to its top, which runs rv32 out
    of registers (spills cost more than the loads they would hide); a no-op for the generated code. */
@@ -149,7 +202,8 @@ static GS8_NOINLINE void gs8_block_2x8(const int8_t *a0, int32_t lda, const int8
 #undef GS8_STEP
 #undef GS8_COLUMN
   s[0] = s00, s[1] = s01, s[2] = s02, s[3] = s03, s[4] = s04, s[5] = s05, s[6] = s06, s[7] = s07;
-  s[8] = s10, s[9] = s11, s[10] = s12, s[11] = s13, s[12] = s14, s[13] = s15, s[14] = s16, s[15] = s17;
+  s += GS8_WIDE;
+  s[0] = s10, s[1] = s11, s[2] = s12, s[3] = s13, s[4] = s14, s[5] = s15, s[6] = s16, s[7] = s17;
 }
 
 /* 1 row x 8 columns, B not transposed (a GEMV, or the last of an odd number of rows). */
@@ -169,6 +223,107 @@ static GS8_NOINLINE void gs8_block_1x8(const int8_t *a0, const int8_t *b, int32_
 #undef GS8_ADVANCE
 #undef GS8_STEP
   s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3, s[4] = s4, s[5] = s5, s[6] = s6, s[7] = s7;
+}
+
+/* 2 rows x 8 columns, B not transposed, the two rows packed in one word per k: x[k] = a0[k] + 2^16 a1[k]
+   (gs8_pack_pair). One mul then gives both rows' products, x[k] * w = a0 w + 2^16 a1 w, and one add
+   accumulates them, so a column costs 9 instructions per 2 k steps (2 loads, 2 mul, 5 adds and shifts)
+   for 4 MACs. The lanes are 16 bits: a product is in [-16256, 16384], so a sum of two k steps fits a lane,
+   [-32512, 32768], and is taken out before the next. With t = sum + GS8_LANE_OFFSET (mod 2^32) the low
+   lane holds S0 + 32767 in [255, 65535] and the high one S1 + 32512 in [0, 65280], both without borrow:
+   t >> 16 is S1 + 32512 exactly (summed in h), and l, the sum of the t, is sum(S0 + 32767) + 2^16 h
+   mod 2^32, from which the first row's sum follows exactly (it fits int32). */
+#define GS8_LANE_LOW 32767u
+#define GS8_LANE_HIGH 32512u
+#define GS8_LANE_OFFSET (GS8_LANE_LOW + (GS8_LANE_HIGH << 16))
+static GS8_NOINLINE void gs8_block_pair_2x8(const int32_t *x, const int8_t *b, int32_t ldb, int32_t k_dim,
+                                            int32_t *s) {
+  const int8_t *b1 = b + ldb;
+  const int32_t *const end = x + (k_dim & ~1);
+  const uint32_t offset = GS8_LANE_OFFSET, chunks = (uint32_t)(k_dim + 1) / 2u;
+  uint32_t h0 = 0, h1 = 0, h2 = 0, h3 = 0, h4 = 0, h5 = 0, h6 = 0, h7 = 0;
+  uint32_t l0 = 0, l1 = 0, l2 = 0, l3 = 0, l4 = 0, l5 = 0, l6 = 0, l7 = 0;
+#define GS8_TAKE_OUT(j, sum)                \
+  {                                         \
+    const uint32_t t = (sum) + offset;      \
+    l##j += t, h##j += t >> 16;             \
+    GS8_IN_ORDER();                         \
+  }
+#define GS8_COLUMN(j) GS8_TAKE_OUT(j, x0 * (uint32_t)b[j] + x1 * (uint32_t)b1[j])
+  while (x != end) {
+    const uint32_t x0 = (uint32_t)x[0], x1 = (uint32_t)x[1];
+    GS8_COLUMN(0) GS8_COLUMN(1) GS8_COLUMN(2) GS8_COLUMN(3) GS8_COLUMN(4) GS8_COLUMN(5) GS8_COLUMN(6)
+    GS8_COLUMN(7)
+    x += 2, b += 2 * ldb, b1 += 2 * ldb;
+  }
+#undef GS8_COLUMN
+  if (k_dim & 1) {
+    const uint32_t x0 = (uint32_t)x[0];
+#define GS8_COLUMN(j) GS8_TAKE_OUT(j, x0 * (uint32_t)b[j])
+    GS8_COLUMN(0) GS8_COLUMN(1) GS8_COLUMN(2) GS8_COLUMN(3) GS8_COLUMN(4) GS8_COLUMN(5) GS8_COLUMN(6)
+    GS8_COLUMN(7)
+#undef GS8_COLUMN
+  }
+#undef GS8_TAKE_OUT
+#define GS8_ROWS(j)                                                                     \
+  s[j] = gs8_to_i32(l##j - (h##j << 16) - chunks * GS8_LANE_LOW);                       \
+  s[GS8_WIDE + j] = gs8_to_i32(h##j - chunks * GS8_LANE_HIGH);
+  GS8_ROWS(0) GS8_ROWS(1) GS8_ROWS(2) GS8_ROWS(3) GS8_ROWS(4) GS8_ROWS(5) GS8_ROWS(6) GS8_ROWS(7)
+#undef GS8_ROWS
+}
+
+/* x[k] = a0[k] + 2^16 a1[k] (mod 2^32) for gs8_block_pair_2x8, a1 = a0 + lda. */
+static void gs8_pack_pair(const int8_t *a0, int32_t lda, int32_t k_dim, int32_t *x) {
+  const int8_t *a1 = a0 + lda;
+  int32_t kk;
+  for (kk = 0; kk < k_dim; ++kk) x[kk] = gs8_to_i32((uint32_t)a0[kk] + ((uint32_t)a1[kk] << 16));
+}
+
+/* 1 row x 16 columns, B not transposed: a GEMV's block. A single row uses every weight once, so a MAC
+   costs at least its load, mul and add; 16 columns share each activation load and pointer step: about
+   3.25 instructions per MAC in the loop (1 x 8: 3.38). The barrier after each column keeps the weights'
+   loads from being hoisted into 16 more registers. */
+static GS8_NOINLINE void gs8_block_1x16(const int8_t *a0, const int8_t *b, int32_t ldb, int32_t k_dim,
+                                        int32_t *s) {
+  int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+  int32_t s8 = 0, s9 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0, s14 = 0, s15 = 0;
+#define GS8_COLUMN(j)    \
+  {                      \
+    s##j += x * b[j];    \
+    GS8_IN_ORDER();      \
+  }
+#define GS8_STEP(u)                                                                                    \
+  {                                                                                                    \
+    const int32_t x = a0[u];                                                                           \
+    GS8_COLUMN(0) GS8_COLUMN(1) GS8_COLUMN(2) GS8_COLUMN(3) GS8_COLUMN(4) GS8_COLUMN(5) GS8_COLUMN(6) \
+    GS8_COLUMN(7) GS8_COLUMN(8) GS8_COLUMN(9) GS8_COLUMN(10) GS8_COLUMN(11) GS8_COLUMN(12)             \
+    GS8_COLUMN(13) GS8_COLUMN(14) GS8_COLUMN(15) b += ldb;                                             \
+  }
+#define GS8_ADVANCE(n) a0 += n;
+  GS8_K_LOOP(2, GS8_STEP(0) GS8_STEP(1), GS8_STEP, GS8_ADVANCE)
+#undef GS8_ADVANCE
+#undef GS8_STEP
+#undef GS8_COLUMN
+  s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3, s[4] = s4, s[5] = s5, s[6] = s6, s[7] = s7;
+  s[8] = s8, s[9] = s9, s[10] = s10, s[11] = s11, s[12] = s12, s[13] = s13, s[14] = s14, s[15] = s15;
+}
+
+/* 1 row x 4 columns, B not transposed: a core's share of a narrow GEMV split over the cluster. */
+static GS8_NOINLINE void gs8_block_1x4(const int8_t *a0, const int8_t *b, int32_t ldb, int32_t k_dim,
+                                       int32_t *s) {
+  int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#define GS8_STEP(u)                                                         \
+  {                                                                         \
+    const int32_t x = a0[u];                                                \
+    s0 += x * b[0], s1 += x * b[1], s2 += x * b[2], s3 += x * b[3];         \
+    b += ldb;                                                               \
+    GS8_IN_ORDER();                                                         \
+  }
+#define GS8_ADVANCE(n) a0 += n;
+  GS8_K_LOOP(4, GS8_STEP(0) GS8_STEP(1) GS8_STEP(2) GS8_STEP(3), GS8_STEP, GS8_ADVANCE)
+#undef GS8_ADVANCE
+#undef GS8_STEP
+  s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;
 }
 
 /* 2 rows x 4 columns, B transposed: column j is the k-contiguous row b + j * ldb. */
@@ -194,7 +349,28 @@ static GS8_NOINLINE void gs8_block_2x4t(const int8_t *a0, int32_t lda, const int
 #undef GS8_ADVANCE
 #undef GS8_STEP
 #undef GS8_COLUMN
-  s[0] = s00, s[1] = s01, s[2] = s02, s[3] = s03, s[8] = s10, s[9] = s11, s[10] = s12, s[11] = s13;
+  s[0] = s00, s[1] = s01, s[2] = s02, s[3] = s03;
+  s[GS8_WIDE] = s10, s[GS8_WIDE + 1] = s11, s[GS8_WIDE + 2] = s12, s[GS8_WIDE + 3] = s13;
+}
+
+/* 1 row x 4 columns, B transposed (a GEMV against a [n, k] weight). */
+static GS8_NOINLINE void gs8_block_1x4t(const int8_t *a0, const int8_t *b, int32_t ldb, int32_t k_dim,
+                                        int32_t *s) {
+  const int8_t *b0 = b, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
+  int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#define GS8_STEP(u)                                                           \
+  {                                                                           \
+    const int32_t x = a0[u];                                                  \
+    s0 += x * b0[u], s1 += x * b1[u], s2 += x * b2[u], s3 += x * b3[u];       \
+    GS8_IN_ORDER();                                                           \
+  }
+#define GS8_ADVANCE(n) a0 += n, b0 += n, b1 += n, b2 += n, b3 += n;
+  GS8_K_LOOP(8, GS8_STEP(0) GS8_STEP(1) GS8_STEP(2) GS8_STEP(3) GS8_STEP(4) GS8_STEP(5) GS8_STEP(6)
+                    GS8_STEP(7),
+             GS8_STEP, GS8_ADVANCE)
+#undef GS8_ADVANCE
+#undef GS8_STEP
+  s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;
 }
 
 #undef GS8_K_LOOP
@@ -210,7 +386,7 @@ static GS8_NOINLINE void gs8_block_2x1(const int8_t *a0, int32_t lda, const int8
     const int32_t w = *b;
     s0 += a0[kk] * w, s1 += a1[kk] * w;
   }
-  s[0] = s0, s[8] = s1;
+  s[0] = s0, s[GS8_WIDE] = s1;
 }
 
 /* 1 row x 1 column, the column stepping by bstep over k. */
@@ -223,10 +399,18 @@ static GS8_NOINLINE void gs8_block_1x1(const int8_t *a0, const int8_t *b, int32_
 }
 
 /* The sums of `rows` (1 or 2) rows by the columns from b on (at most `avail`) in the widest block that
-   fits; returns the number of columns done. */
-static int32_t gs8_block(const int8_t *a, int32_t lda, int32_t rows, const int8_t *b, int32_t ldb,
-                         int32_t b_transposed, int32_t avail, int32_t k_dim, int32_t *s) {
+   fits; `packed`: the two rows as gs8_pack_pair packs them, or NULL. Returns the number of columns done. */
+static int32_t gs8_block(const int8_t *a, int32_t lda, int32_t rows, const int32_t *packed, const int8_t *b,
+                         int32_t ldb, int32_t b_transposed, int32_t avail, int32_t k_dim, int32_t *s) {
   const int32_t bstep = b_transposed ? 1 : ldb;
+  if (packed && avail >= 8) {
+    gs8_block_pair_2x8(packed, b, ldb, k_dim, s);
+    return 8;
+  }
+  if (!b_transposed && rows == 1 && avail >= 16) {
+    gs8_block_1x16(a, b, ldb, k_dim, s);
+    return 16;
+  }
   if (!b_transposed && avail >= 8) {
     if (rows == 2) {
       gs8_block_2x8(a, lda, b, ldb, k_dim, s);
@@ -235,14 +419,46 @@ static int32_t gs8_block(const int8_t *a, int32_t lda, int32_t rows, const int8_
     }
     return 8;
   }
-  if (b_transposed && avail >= 4 && rows == 2) {
-    gs8_block_2x4t(a, lda, b, ldb, k_dim, s);
+  if (!b_transposed && rows == 1 && avail >= 4) {
+    gs8_block_1x4(a, b, ldb, k_dim, s);
+    return 4;
+  }
+  if (b_transposed && avail >= 4) {
+    if (rows == 2) {
+      gs8_block_2x4t(a, lda, b, ldb, k_dim, s);
+    } else {
+      gs8_block_1x4t(a, b, ldb, k_dim, s);
+    }
     return 4;
   }
   if (rows == 2) {
     gs8_block_2x1(a, lda, b, bstep, k_dim, s);
   } else {
     gs8_block_1x1(a, b, bstep, k_dim, s);
+  }
+  return 1;
+}
+
+/* col_add[j] = bias[n0 + j] - a_zp * colsum_B(n0 + j) for the chunk's columns (int32 arithmetic, wraps);
+   returns the bias itself when there is no column correction to subtract, so a single-row GEMM does not
+   copy it. */
+static const uint32_t *gs8_col_add(const int8_t *b, int32_t bstep, int32_t bcol, int32_t k_dim, int32_t a_zp,
+                                   const int32_t *bias, int32_t n0, int32_t cols, uint32_t *buffer) {
+  int32_t j;
+  if (a_zp == 0 && bias) return (const uint32_t *)bias + n0;
+  for (j = 0; j < cols; ++j) {
+    const uint32_t corr = a_zp != 0 ? (uint32_t)a_zp * (uint32_t)gs8_sum(b + (n0 + j) * bcol, bstep, k_dim) : 0u;
+    buffer[j] = (bias ? (uint32_t)bias[n0 + j] : 0u) - corr;
+  }
+  return buffer;
+}
+
+/* Whether gs8_store_fixed_high applies to the columns n0 .. n0 + cols - 1. */
+static int32_t gs8_high_shifts(const dpl_requant_t *rq, int32_t n0, int32_t cols) {
+  int32_t j;
+  if (!rq || rq->mode != DPL_REQUANT_FIXED || rq->lo > rq->hi) return 0;
+  for (j = 0; j < cols; ++j) {
+    if (rq->shift[n0 + j] <= 32) return 0;
   }
   return 1;
 }
@@ -254,16 +470,17 @@ void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int
   const int32_t bstep = b_transposed ? 1 : ldb;
   const int32_t bcol = b_transposed ? ldb : 1;
   const uint32_t kzz = (uint32_t)k_dim * (uint32_t)a_zp * (uint32_t)b_zp;
-  uint32_t col_corr[GS8_CHUNK]; /* a_zp * colsum_B, for the columns of the chunk */
+  const int32_t *const bias = rq ? rq->bias : 0;
+  uint32_t col_buffer[GS8_CHUNK];
+  int32_t packed[GS8_PACK_K];
+  const int32_t pack = !b_transposed && k_dim <= GS8_PACK_K;
   const int32_t out_elem = rq && rq->mode != DPL_REQUANT_NONE ? 1 : 4; /* bytes of an output */
   int32_t n0, m0;
 
   for (n0 = 0; n0 < n_dim; n0 += GS8_CHUNK) {
     const int32_t cols = n_dim - n0 < GS8_CHUNK ? n_dim - n0 : GS8_CHUNK;
-    int32_t j;
-    for (j = 0; j < cols; ++j) {
-      col_corr[j] = a_zp != 0 ? (uint32_t)a_zp * (uint32_t)gs8_sum(b + (n0 + j) * bcol, bstep, k_dim) : 0u;
-    }
+    const uint32_t *const col_add = gs8_col_add(b, bstep, bcol, k_dim, a_zp, bias, n0, cols, col_buffer);
+    const int32_t high_shifts = gs8_high_shifts(rq, n0, cols);
     for (m0 = 0; m0 < m_dim; m0 += 2) {
       const int32_t rows = m_dim - m0 < 2 ? m_dim - m0 : 2;
       const int8_t *arow = a + m0 * lda;
@@ -272,11 +489,18 @@ void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int
       for (i = 0; i < rows; ++i) {
         row_corr[i] = b_zp != 0 ? kzz - (uint32_t)b_zp * (uint32_t)gs8_sum(arow + i * lda, 1, k_dim) : kzz;
       }
+      if (pack && rows == 2) gs8_pack_pair(arow, lda, k_dim, packed);
       for (n = n0; n < n0 + cols; n += width) {
-        int32_t s[16];
-        width = gs8_block(arow, lda, rows, b + n * bcol, ldb, b_transposed, n0 + cols - n, k_dim, s);
-        gs8_store_block(s, rows, width, row_corr, col_corr + (n - n0), n,
-                        (uint8_t *)y + out_elem * (m0 * ldy + n), ldy, rq);
+        int32_t s[2 * GS8_WIDE];
+        width = gs8_block(arow, lda, rows, pack && rows == 2 ? packed : 0, b + n * bcol, ldb, b_transposed,
+                          n0 + cols - n, k_dim, s);
+        uint8_t *const out = (uint8_t *)y + out_elem * (m0 * ldy + n);
+        if (high_shifts) {
+          gs8_store_fixed_high(s, rows, width, row_corr, col_add + (n - n0), rq->mul + n, rq->shift + n,
+                               (int8_t *)out, ldy, rq);
+        } else {
+          gs8_store_block(s, rows, width, row_corr, col_add + (n - n0), n, out, ldy, rq);
+        }
       }
     }
   }

@@ -94,7 +94,9 @@ static void gt_npu_tile(const gt_work_t *w, const int8_t *weights) {
 }
 
 /* One core's share of a tile: a contiguous range of rows, or of columns when the tile has fewer
-   rows than cores but at least as many columns. */
+   rows than cores but at least as many columns. A column share is a whole number of gemm_s8's
+   register blocks (8 columns, or 4 when the tile is narrower than 8 per core): a single-row share
+   left with odd columns would run them one at a time, at twice the instructions per MAC. */
 static void gt_core(void *arg) {
   const gt_work_t *w = (const gt_work_t *)arg;
   const dpl_gemm_plan_t *p = w->plan;
@@ -104,7 +106,9 @@ static void gt_core(void *arg) {
   uint8_t *y_sub;
   int32_t ldb;
   if (w->rows < w->cores && w->cols >= w->cores) {
-    const int32_t share = (w->cols + w->cores - 1) / w->cores;
+    const int32_t even = (w->cols + w->cores - 1) / w->cores;
+    const int32_t block = even > 4 ? 8 : 4;
+    const int32_t share = (even + block - 1) / block * block;
     c0 = core * share;
     c1 = c0 + share < w->cols ? c0 + share : w->cols;
   } else {

@@ -412,6 +412,23 @@ def test_gemm_s8_extreme_accumulator(lib, b_transposed):
                                   ref.gemm_s8(a, b, -128, -128, None, b_transposed))
 
 
+@pytest.mark.parametrize("k", [1, 2, 7, 64, 256])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_gemm_s8_packed_row_pairs_at_the_lane_limits(lib, k, seed):
+    """Pairs of rows share one mul per weight in 16-bit lanes (gemm_s8.c, gs8_block_pair_2x8): operands at
+    -128 and 127 only, every row's products at their extremes (a sum of two k steps is 32768 in the first
+    row of a pair), must not carry between the lanes."""
+    rng = np.random.default_rng(seed)
+    a = rng.choice(np.array([-128, 127], np.int8), size=(5, k))
+    a[0], a[1] = -128, 127
+    b = np.full((k, 19), -128, np.int8)
+    b[:, 9:] = rng.choice(np.array([-128, 127], np.int8), size=(k, 10))
+    np.testing.assert_array_equal(c_gemm_s8(lib, a, b), ref.gemm_s8(a, b))
+    mul, shift = ref.quantize_multiplier(np.full(19, 1.0 / (k * 16384)))
+    rq = ref.Requant("fixed", None, mul, None, shift, 1)
+    np.testing.assert_array_equal(c_gemm_s8(lib, a, b, requant=rq), ref.gemm_s8(a, b, requant=rq))
+
+
 def test_gemm_s8_int_ops_overflow(lib):
     """The int_ops multiply, add and zero-point add wrap around like TVM int32 ops."""
     rng = np.random.default_rng(7)

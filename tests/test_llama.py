@@ -25,10 +25,10 @@ def tiny():
     return checkpoint, calibrate(checkpoint, PROMPT)
 
 
-def _logits_in_vm(vm, config, steps):
+def _logits_in_vm(vm, config, steps, kv_cache="float32"):
     """Logits of the prompt call and of decode calls for the given tokens."""
     shape = (1, config.n_kv_heads, config.seq_len, config.head_dim)
-    caches = [tvm.runtime.tensor(np.zeros(shape, "float32")) for _ in range(2 * config.n_layers)]
+    caches = [tvm.runtime.tensor(np.zeros(shape, kv_cache)) for _ in range(2 * config.n_layers)]
     out = [vm["prompt"](tvm.runtime.tensor(np.array(PROMPT, "int32")), *caches)[0].numpy()[0]]
     for i, token in enumerate(steps):
         position = tvm.runtime.tensor(np.array([len(PROMPT) + i], "int32"))
@@ -36,8 +36,8 @@ def _logits_in_vm(vm, config, steps):
     return out
 
 
-def _reference_logits(checkpoint, quant, steps):
-    model = LlamaReference(checkpoint, quant)
+def _reference_logits(checkpoint, quant, steps, kv_cache="float32"):
+    model = LlamaReference(checkpoint, quant, kv_cache)
     return [model.prompt(PROMPT)] + [model.decode(t) for t in steps]
 
 
@@ -61,6 +61,33 @@ def test_greedy_tokens_match_reference(tiny, quantized):
     n = TINY.seq_len - len(PROMPT)  # up to the end of the context
     tokens = generate_in_vm(build_decoder(checkpoint, len(PROMPT), quant), PROMPT, n, "deeploy")
     assert tokens == LlamaReference(checkpoint, quant).generate(PROMPT, n)
+
+
+def test_int8_kv_cache_matches_reference(tiny):
+    """kv_cache="int8": the cache holds int8 keys and values (a quarter of the bytes); decode's logits in TVM's
+    VM (deeploy build) equal the reference's with the same int8-cache semantics, which differ from the
+    float32 cache's."""
+    checkpoint, quant = tiny
+    mod = build_decoder(checkpoint, len(PROMPT), quant, kv_cache="int8")
+    caches = [p for p in mod["decode"].params if "_cache_" in p.name]
+    assert [p.ty.dtype for p in caches] == ["int8"] * 2 * TINY.n_layers
+    steps = [3, 40, 17]
+    ours = _logits_in_vm(load_in_vm(mod, "deeploy"), TINY, steps, "int8")
+    expected = _reference_logits(checkpoint, quant, steps, "int8")
+    float_cache = _reference_logits(checkpoint, quant, steps)
+    for got, want, other in zip(ours, expected, float_cache):
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
+    assert not np.allclose(expected[-1], float_cache[-1], rtol=0, atol=2e-5 * np.abs(float_cache[-1]).max())
+
+
+@pytest.mark.parametrize("kv_cache, quantized, message", [
+    ("int4", True, "kv_cache must be one of float32, int8, got 'int4'"),
+    ("int8", False, "kv_cache='int8' needs the int8 model's KV-cache scales"),
+])
+def test_kv_cache_type_is_checked(tiny, kv_cache, quantized, message):
+    checkpoint, quant = tiny
+    with pytest.raises(ValueError, match=message):
+        models.llama_decoder(checkpoint, len(PROMPT), quant if quantized else None, kv_cache=kv_cache)
 
 
 def test_int8_offload_logits_near_tvms_float_qdq(tiny):

@@ -1,6 +1,8 @@
 """The language model end to end: the int8 decoder compiled to the standalone C program generates the
 same tokens as the package's NumPy reference, on this host and on RV32 under qemu."""
 
+import dataclasses
+
 import pytest
 
 from tvm_deeploy.demo import CALIBRATION_TEXT, CHECKPOINT, TOKENIZER
@@ -54,6 +56,23 @@ def test_stories260k_int8_generates_the_reference_tokens_under_qemu(stories, sto
     assert list(run.tokens) == stories[2]
     assert [c.function for c in run.calls] == ["prompt"] + ["decode"] * (TOKENS - 1)
     assert all(c.slowest > 0 for c in run.calls)
+
+
+def test_micro_llama_at_context_512_with_an_int8_kv_cache(tmp_path):
+    """microLlama's full context of 512 positions fits L2 with an int8 KV cache (512 KiB; float32 would
+    take 2 MiB): the C program generates the reference's tokens."""
+    checkpoint = random_checkpoint(dataclasses.replace(MICRO_LLAMA, seq_len=512), seed=0)
+    prompt = list(range(1, 17))
+    quant = calibrate(checkpoint, prompt)
+    expected = LlamaReference(checkpoint, quant, kv_cache="int8").generate(prompt, 8)
+    exported = export_generator(build_decoder(checkpoint, len(prompt), quant, kv_cache="int8"), target(npu=False),
+                                tmp_path / "lm", prompt, 8, expected)
+    state = exported.report["memory"]["state"]
+    assert state["level"] == "L2" and state["arena_bytes"] == 8 * 2 * 16 * 512 * 4
+    assert {t["dtype"] for t in state["tensors"].values()} == {"int8"}
+    assert exported.report["memory"]["L2"]["total_bytes"] <= exported.report["memory"]["L2"]["capacity_bytes"]
+    run = run_host(exported.out_dir)
+    assert (run.exit_code, run.errors, list(run.tokens)) == (0, 0, expected)
 
 
 def test_micro_llama_int8_on_the_cluster_generates_the_reference_tokens(tmp_path):

@@ -283,13 +283,14 @@ def attention_layer(heads: int = 16, kv_heads: int | None = None, head_dim: int 
     return bb.get()
 
 
-def llama_decoder(checkpoint, prompt_len: int, quant=None) -> tvm.IRModule:
+def llama_decoder(checkpoint, prompt_len: int, quant=None, kv_cache: str = "float32") -> tvm.IRModule:
     """A Llama decoder from a llama2.c checkpoint (a path or a `checkpoint.Checkpoint`): a module with
     `prompt` (prompt_len tokens) and `decode` (one token against the KV cache) functions; `quant`
-    (`llama_reference.calibrate`) makes its linear layers int8 QDQ. See `tvm_deeploy.lm.llama`."""
+    (`llama_reference.calibrate`) makes its linear layers int8 QDQ; `kv_cache="int8"` (with `quant`) keeps
+    int8 keys and values, a quarter of the float32 cache. See `tvm_deeploy.lm.llama`."""
     from .lm.checkpoint import Checkpoint, load_checkpoint
     from .lm.llama import build_decoder
 
     if not isinstance(checkpoint, Checkpoint):
         checkpoint = load_checkpoint(checkpoint)
-    return build_decoder(checkpoint, prompt_len, quant)
+    return build_decoder(checkpoint, prompt_len, quant, kv_cache)

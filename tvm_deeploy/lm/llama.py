@@ -3,7 +3,8 @@
     prompt(tokens: int32[P], k_cache_0, v_cache_0, ...)                -> (logits [1, vocab], caches...)
     decode(token: int32[1], position: int32[1], k_cache_0, v_cache_0, ...) -> (logits [1, vocab], caches...)
 
-Each cache is float32 [1, kv_heads, context, head_dim] (keys after the rotary embedding); a function
+Each cache is float32 (or int8: `kv_cache="int8"`) [1, kv_heads, context, head_dim] (keys after the
+rotary embedding); a function
 writes its tokens' keys and values into the caches in place (`R.call_tir_inplace` of a small TIR
 function, at positions 0.. for the prompt, at `position` for decode) and returns them, so TVM's VM and
 the standalone C program keep the cache across calls. The logits are the last token's.
@@ -14,7 +15,9 @@ over the prompt's keys with a constant causal mask; decode: over the whole cache
 position), output projection, residual add, RMSNorm, SwiGLU feed-forward w2(silu(w1 h) * w3 h), residual
 add; then the final RMSNorm and the output head. With `quant` every linear layer is int8 QDQ and the head
 an int8 GEMM with an int32 accumulator (see `quantize`); norms, rotary embedding, SiLU, residual adds
-and attention stay float32. `llama_reference.LlamaReference` is the same model in NumPy.
+and attention stay float32. With an int8 cache the keys and values are quantized as they are written
+(per-tensor scales of each layer, `LlamaQuant.kv_scales`) and decode's attention reads the dequantized
+cache. `llama_reference.LlamaReference` is the same model in NumPy.
 """
 
 from __future__ import annotations
@@ -25,17 +28,17 @@ from tvm import relax
 from tvm.script import tirx as T
 
 from .checkpoint import Checkpoint, rope_tables
-from .llama_reference import RMS_EPS
+from .llama_reference import RMS_EPS, check_kv_cache
 from .quantize import LlamaQuant, QuantLinear
 
 
-def kv_write(kv_heads: int, context: int, head_dim: int, tokens: int):
+def kv_write(kv_heads: int, context: int, head_dim: int, tokens: int, dtype: str = "float32"):
     """TIR: cache[0, h, position + t, d] = rows[t, h * head_dim + d], in place. The position is a run-time
     input: a row outside the context is clamped to it (the C program never writes outside the cache)."""
 
     @T.prim_func(private=True)
-    def write(cache: T.Buffer((1, kv_heads, context, head_dim), "float32"),
-              rows: T.Buffer((tokens, kv_heads * head_dim), "float32"),
+    def write(cache: T.Buffer((1, kv_heads, context, head_dim), dtype),
+              rows: T.Buffer((tokens, kv_heads * head_dim), dtype),
               position: T.Buffer((1,), "int32")):
         for t, h, d in T.grid(tokens, kv_heads, head_dim):
             cache[0, h, T.max(T.min(position[0] + t, context - 1), 0), d] = rows[t, h * head_dim + d]
@@ -43,15 +46,15 @@ def kv_write(kv_heads: int, context: int, head_dim: int, tokens: int):
     return write
 
 
-def kv_write_pairs(kv_heads: int, context: int, head_dim: int, tokens: int):
+def kv_write_pairs(kv_heads: int, context: int, head_dim: int, tokens: int, dtype: str = "float32"):
     """`kv_write` for keys as the rotary embedding leaves them, rows [tokens, kv_heads, head_dim / 2, 2]
     (writing from there rather than from its reshape leaves that reshape to the attention alone, which
     then reads it as a strided view)."""
     half = head_dim // 2
 
     @T.prim_func(private=True)
-    def write(cache: T.Buffer((1, kv_heads, context, head_dim), "float32"),
-              rows: T.Buffer((tokens, kv_heads, half, 2), "float32"),
+    def write(cache: T.Buffer((1, kv_heads, context, head_dim), dtype),
+              rows: T.Buffer((tokens, kv_heads, half, 2), dtype),
               position: T.Buffer((1,), "int32")):
         for t, h, d in T.grid(tokens, kv_heads, head_dim):
             cache[0, h, T.max(T.min(position[0] + t, context - 1), 0), d] = rows[t, h, d // 2, d % 2]
@@ -60,8 +63,8 @@ def kv_write_pairs(kv_heads: int, context: int, head_dim: int, tokens: int):
 
 
 class _Decoder:
-    def __init__(self, checkpoint: Checkpoint, quant: LlamaQuant | None):
-        self.config, self.weights, self.quant = checkpoint.config, checkpoint.weights, quant
+    def __init__(self, checkpoint: Checkpoint, quant: LlamaQuant | None, kv_cache: str):
+        self.config, self.weights, self.quant, self.kv_cache = checkpoint.config, checkpoint.weights, quant, kv_cache
         self.cos, self.sin = rope_tables(self.config.head_dim, self.config.seq_len)
         self.constants: dict[str, relax.Constant] = {}  # shared by both functions
 
@@ -74,7 +77,7 @@ class _Decoder:
 
     def build(self, bb: relax.BlockBuilder, mode: str, tokens: int) -> None:
         c = self.config
-        cache_type = relax.TensorType((1, c.n_kv_heads, c.seq_len, c.head_dim), "float32")
+        cache_type = relax.TensorType((1, c.n_kv_heads, c.seq_len, c.head_dim), self.kv_cache)
         caches = [relax.Var(f"{kind}_cache_{i}", cache_type) for i in range(c.n_layers) for kind in "kv"]
         ids = relax.Var("tokens" if mode == "prompt" else "token", relax.TensorType((tokens,), "int32"))
         position = relax.Var("position", relax.TensorType((1,), "int32")) if mode == "decode" else None
@@ -82,12 +85,13 @@ class _Decoder:
         self.bb, self.tokens = bb, tokens
         with bb.function(mode, params):
             with bb.dataflow():
-                shape = (c.n_kv_heads, c.seq_len, c.head_dim, tokens)
+                shape = (c.n_kv_heads, c.seq_len, c.head_dim, tokens, self.kv_cache)
                 write = (bb.add_func(kv_write_pairs(*shape), f"k_write_{mode}"),
                          bb.add_func(kv_write(*shape), f"v_write_{mode}"))
                 where = position if position is not None else self.const("position0", lambda: np.zeros(1, "int32"))
                 cos, sin = self._rope_factors(position)
-                x = self.emit(relax.op.take(self.const("embedding", lambda: self.weights.token_embedding), ids, axis=0, mode="clip"))
+                embedding = self.const("embedding", lambda: self.weights.token_embedding)
+                x = self.emit(relax.op.take(embedding, ids, axis=0, mode="clip"))
                 updated = []
                 for i in range(c.n_layers):
                     x, k_cache, v_cache = self._layer(i, x, caches[2 * i], caches[2 * i + 1], write, where, cos,
@@ -121,10 +125,17 @@ class _Decoder:
         k, k_pairs = self._rope(self._linear(h, i, "wk"), cos, sin, c.n_kv_heads)
         v = self._linear(h, i, "wv")
         cache_type = k_cache.ty
-        k_cache = self.emit(relax.call_tir_inplace(write[0], [k_cache, k_pairs, where], 0, cache_type))
-        v_cache = self.emit(relax.call_tir_inplace(write[1], [v_cache, v, where], 0, cache_type))
+        k_rows, v_rows = k_pairs, v
+        if self.kv_cache == "int8":
+            k_scale, v_scale = self.quant.kv_scales[i]
+            k_rows, v_rows = self._quantized(k_pairs, k_scale), self._quantized(v, v_scale)
+        k_cache = self.emit(relax.call_tir_inplace(write[0], [k_cache, k_rows, where], 0, cache_type))
+        v_cache = self.emit(relax.call_tir_inplace(write[1], [v_cache, v_rows, where], 0, cache_type))
         if position is None:
             att = self._attention(q, self._heads(k, c.n_kv_heads), self._heads(v, c.n_kv_heads), None)
+        elif self.kv_cache == "int8":
+            att = self._attention(q, self._dequantized(k_cache, k_scale), self._dequantized(v_cache, v_scale),
+                                  position)
         else:
             att = self._attention(q, k_cache, v_cache, position)
         x = self.emit(relax.op.add(x, self._linear(att, i, "wo")))
@@ -218,12 +229,15 @@ class _Decoder:
                                            self.const("logit_scale", head.logit_scale)))
 
 
-def build_decoder(checkpoint: Checkpoint, prompt_len: int, quant: LlamaQuant | None = None) -> tvm.IRModule:
-    """The module with `prompt` (for `prompt_len` tokens) and `decode` (see the module doc)."""
+def build_decoder(checkpoint: Checkpoint, prompt_len: int, quant: LlamaQuant | None = None,
+                  kv_cache: str = "float32") -> tvm.IRModule:
+    """The module with `prompt` (for `prompt_len` tokens) and `decode` (see the module doc); `kv_cache`
+    "float32" or "int8" (which needs `quant`)."""
+    check_kv_cache(kv_cache, quant)
     c = checkpoint.config
     if not 1 <= prompt_len < c.seq_len:
         raise ValueError(f"prompt_len {prompt_len} must be in 1..{c.seq_len - 1} (the context is {c.seq_len})")
-    decoder = _Decoder(checkpoint, quant)
+    decoder = _Decoder(checkpoint, quant, kv_cache)
     bb = relax.BlockBuilder()
     decoder.build(bb, "prompt", prompt_len)
     decoder.build(bb, "decode", 1)

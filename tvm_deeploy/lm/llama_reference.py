@@ -3,6 +3,11 @@
     model = LlamaReference(checkpoint, quant)     # quant=None: the fp32 model
     tokens = model.generate(prompt_ids, n_tokens)  # prompt pass, then greedy decode with a KV cache
 
+With kv_cache="int8" (needs `quant`) the cache holds int8 keys and values, quantized as they are written
+(per layer one scale for keys and one for values, `LlamaQuant.kv_scales`, zero point 0); decode's
+attention reads the dequantized cache, the prompt's attention its own float32 keys and values (as the
+graph computes them, before the cache).
+
 Float ops compute in float32 in the order TVM's C computes them (sequential reductions, no fused
 multiply-add), so the int8 model's quantize steps see the same values as the generated C up to the
 last bits of `exp` and the attention's float sums; the int8 linear layers are exact integer arithmetic
@@ -20,6 +25,15 @@ from .quantize import LlamaQuant, QuantLinear, quantize_activation, quantize_che
 
 RMS_EPS = 1e-5
 F32 = np.float32
+KV_CACHES = ("float32", "int8")
+
+
+def check_kv_cache(kv_cache: str, quant) -> None:
+    """The KV cache's element type: one of KV_CACHES; int8 takes its scales from `quant`."""
+    if kv_cache not in KV_CACHES:
+        raise ValueError(f"kv_cache must be one of {', '.join(KV_CACHES)}, got {kv_cache!r}")
+    if kv_cache == "int8" and (quant is None or not quant.kv_scales):
+        raise ValueError("kv_cache='int8' needs the int8 model's KV-cache scales: pass quant=calibrate(...)")
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -61,14 +75,15 @@ def int8_head(x: np.ndarray, layer: QuantLinear) -> np.ndarray:
 
 
 class LlamaReference:
-    """The decoder with its KV cache (float32 [layers, kv_heads, context, head_dim], keys after RoPE)."""
+    """The decoder with its KV cache ([layers, kv_heads, context, head_dim] of `kv_cache`, keys after RoPE)."""
 
-    def __init__(self, checkpoint: Checkpoint, quant: LlamaQuant | None = None):
-        self.config, self.weights, self.quant = checkpoint.config, checkpoint.weights, quant
+    def __init__(self, checkpoint: Checkpoint, quant: LlamaQuant | None = None, kv_cache: str = "float32"):
+        check_kv_cache(kv_cache, quant)
+        self.config, self.weights, self.quant, self.kv_cache = checkpoint.config, checkpoint.weights, quant, kv_cache
         c = self.config
         self.cos, self.sin = rope_tables(c.head_dim, c.seq_len)
         shape = (c.n_layers, c.n_kv_heads, c.seq_len, c.head_dim)
-        self.k_cache, self.v_cache = np.zeros(shape, F32), np.zeros(shape, F32)
+        self.k_cache, self.v_cache = np.zeros(shape, kv_cache), np.zeros(shape, kv_cache)
         self.position = 0
         self.maxima: dict[str, float] = {}  # largest |input| and |output| of every linear layer seen
 
@@ -87,13 +102,28 @@ class LlamaReference:
     def _record(self, key: str, x: np.ndarray) -> None:
         self.maxima[key] = max(self.maxima.get(key, 0.0), float(np.abs(x).max()))
 
-    def _attention(self, layer: int, q: np.ndarray, start: int, tokens: int) -> np.ndarray:
+    def _write_cache(self, layer: int, start: int, k: np.ndarray, v: np.ndarray) -> None:
+        """k, v [tokens, kv_heads, head_dim] into the cache at positions start.., quantized for an int8 cache."""
+        if self.kv_cache == "int8":
+            k_scale, v_scale = self.quant.kv_scales[layer]
+            k, v = quantize_activation(k, k_scale), quantize_activation(v, v_scale)
+        self.k_cache[layer, :, start:start + len(k)] = k.transpose(1, 0, 2)
+        self.v_cache[layer, :, start:start + len(v)] = v.transpose(1, 0, 2)
+
+    def _cached(self, layer: int, keys: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first `keys` keys and values of the cache, float32 [kv_heads, keys, head_dim]."""
+        k, v = self.k_cache[layer, :, :keys], self.v_cache[layer, :, :keys]
+        if self.kv_cache == "int8":
+            k_scale, v_scale = self.quant.kv_scales[layer]
+            return k.astype(F32) * k_scale, v.astype(F32) * v_scale
+        return k, v
+
+    def _attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """q [tokens, dim] against k, v [kv_heads, keys, head_dim], causal from the last key back."""
         c = self.config
-        keys = start + tokens
+        tokens = q.shape[0]
         q = q.reshape(tokens, c.n_heads, c.head_dim).transpose(1, 0, 2)[None]
-        k = self.k_cache[layer, :, :keys][None]
-        v = self.v_cache[layer, :, :keys][None]
-        att = reference.attention_f32(q, k, v, 1.0 / np.sqrt(c.head_dim), causal="bottom_right",
+        att = reference.attention_f32(q, k[None], v[None], 1.0 / np.sqrt(c.head_dim), causal="bottom_right",
                                       kv_heads=c.n_kv_heads)
         return att[0].transpose(1, 0, 2).reshape(tokens, c.dim)
 
@@ -112,9 +142,14 @@ class LlamaReference:
             q = rope(self._linear(f"{i}.wq", h), cos, sin, c.n_heads)
             k = rope(self._linear(f"{i}.wk", h), cos, sin, c.n_kv_heads)
             v = self._linear(f"{i}.wv", h)
-            self.k_cache[i, :, start:start + n] = k.reshape(n, c.n_kv_heads, c.head_dim).transpose(1, 0, 2)
-            self.v_cache[i, :, start:start + n] = v.reshape(n, c.n_kv_heads, c.head_dim).transpose(1, 0, 2)
-            x = x + self._linear(f"{i}.wo", self._attention(i, q, start, n))
+            k, v = k.reshape(n, c.n_kv_heads, c.head_dim), v.reshape(n, c.n_kv_heads, c.head_dim)
+            if self.quant is None:
+                self._record(f"{i}.k", k)
+                self._record(f"{i}.v", v)
+            self._write_cache(i, start, k, v)
+            # the prompt (from position 0) attends to its own keys; decode to the cache
+            k, v = (k.transpose(1, 0, 2), v.transpose(1, 0, 2)) if start == 0 else self._cached(i, start + n)
+            x = x + self._linear(f"{i}.wo", self._attention(q, k, v))
             h = rms_norm(x, w.rms_ffn[i])
             gated = silu(self._linear(f"{i}.w1", h)) * self._linear(f"{i}.w3", h)
             x = x + self._linear(f"{i}.w2", gated)

@@ -43,6 +43,9 @@ class QuantLinear:
 class LlamaQuant:
     layers: tuple[dict[str, QuantLinear], ...]  # per layer, LAYER_LINEARS -> layer
     head: QuantLinear
+    # per layer, the (key, value) scales of an int8 KV cache: per tensor, symmetric, from the largest |key|
+    # (after the rotary embedding) and |value| of the calibration prompt
+    kv_scales: tuple[tuple[np.float32, np.float32], ...] = ()
 
 
 def activation_scale(max_abs: float) -> np.float32:
@@ -66,7 +69,8 @@ def quantize_activation(x: np.ndarray, scale) -> np.ndarray:
 
 def quantize_checkpoint(checkpoint: Checkpoint, maxima: dict[str, float]) -> LlamaQuant:
     """The int8 model from calibration maxima: `maxima[f"{layer}.{name}.in"]` and `.out` for every linear
-    layer (`"head.in"` for the head), as `llama_reference.calibrate` records them."""
+    layer (`"head.in"` for the head), `f"{layer}.k"` and `f"{layer}.v"` for the KV cache, as
+    `llama_reference.calibrate` records them."""
     w = checkpoint.weights
     layers = []
     for i in range(checkpoint.config.n_layers):
@@ -78,4 +82,6 @@ def quantize_checkpoint(checkpoint: Checkpoint, maxima: dict[str, float]) -> Lla
         layers.append(linears)
     q, scale = quantize_weight(w.wcls)
     head = QuantLinear(q, scale, activation_scale(maxima["head.in"]), None)
-    return LlamaQuant(tuple(layers), head)
+    kv_scales = tuple((activation_scale(maxima[f"{i}.k"]), activation_scale(maxima[f"{i}.v"]))
+                      for i in range(checkpoint.config.n_layers))
+    return LlamaQuant(tuple(layers), head, kv_scales)
