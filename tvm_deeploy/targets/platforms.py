@@ -52,6 +52,18 @@ class ClusterCosts:
     # barriers and core 0's DMA bookkeeping (assumed).
     exp_cycles_per_key: tuple[tuple[str, int], ...] = (("int8", 10), ("float32", 30))
     attention_step_cycles: int = 300
+    # The element-wise and row-wise kernels of a transformer layer, per element on one core with float
+    # operands (dpl_rms_norm, dpl_swiglu, dpl_rope: per element of x; dpl_residual_add), and per int8
+    # operand or result converted; fork_cycles: hart 0's cost of a fork/join over more than one core.
+    elementwise_milli_cycles: tuple[tuple[str, int], ...] = (
+        ("residual_add", 6000), ("rms_norm", 14000), ("swiglu", 120000), ("rope", 7000))
+    quant_milli_cycles: int = 5000
+    fork_cycles: int = 200
+
+    def elementwise_cycles(self, kind: str, elements: int, int8_operands: int) -> int:
+        """Whole cycles of an element-wise kernel over `elements` on one core."""
+        per = dict(self.elementwise_milli_cycles)[kind] + int8_operands * self.quant_milli_cycles
+        return -(-elements * per // 1000)
 
     def mac_milli_cycles(self, dtype: str) -> int:
         return dict(self.milli_cycles_per_mac)[dtype]
