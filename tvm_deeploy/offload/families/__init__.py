@@ -3,6 +3,7 @@ order is pattern priority: attention first, as it contains matmuls and a softmax
 SwiGLU before the residual add, whose pattern is any add."""
 
 from ..registry import PREFIX, Family, families, family_of
+
 # isort: off
 from . import attention, gemm, softmax  # noqa: F401 - registration
 from . import rope, swiglu, rms_norm, residual_add  # noqa: F401 - registration
