@@ -11,6 +11,7 @@
 #define DPL_KERNELS_H
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "dpl_hal.h"
