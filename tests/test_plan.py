@@ -69,7 +69,7 @@ def test_compile_report_shows_exactly_the_plan():
     target = tvm_deeploy.target()
     attrs = plans(tvm_deeploy.plan_offloads(tvm_deeploy.partition_for_deeploy(mod), target))
     report = tvm_deeploy.compile_report(mod, target)
-    assert sorted(report) == sorted(attrs) and {e["op"] for e in report.values()} == {"gemm", "attention"}
+    assert sorted(report) == sorted(attrs) and {e["op"] for e in report.values()} == {"gemm", "attention", "residual_add"}
     for symbol, entry in report.items():
         assert {k: v for k, v in entry.items() if k not in DESCRIPTIVE} == attrs[symbol]
 
@@ -87,7 +87,9 @@ def test_every_pattern_belongs_to_one_family():
     names = [name for family in families() for name, _ in family.patterns]
     assert len(names) == len(set(names))
     assert [str(p.name) for p in patterns.deeploy_patterns()] == [f"{patterns.PREFIX}.{n}" for n in names]
-    assert [f.kind for f in families()] == ["attention", "gemm", "softmax"]  # attention holds matmuls: first
+    # attention holds matmuls: first; the rotary embedding and SwiGLU hold adds and multiplies: before the add
+    assert [f.kind for f in families()] == ["attention", "gemm", "softmax", "rope", "swiglu", "rms_norm",
+                                            "residual_add"]
     assert family_of("gemm") is gemm.FAMILY
 
 
