@@ -10,6 +10,7 @@
 #ifndef DPL_KERNELS_H
 #define DPL_KERNELS_H
 
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -89,9 +90,18 @@ static inline void dpl_core_share(int32_t n, int32_t *begin, int32_t *end) {
   *end = *begin + chunk + (core < extra ? 1 : 0);
 }
 
-/* TVM's quantize and dequantize (dpl_quant_t). */
+/* TVM's quantize and dequantize (dpl_quant_t). nearbyintf (halves to even) without its libm call:
+   for |v| <= 2^22, (v + 1.5 * 2^23) - 1.5 * 2^23 rounds v to an integer in float32's default rounding
+   mode, which needs float expressions evaluated in float (FLT_EVAL_METHOD 0); v is clamped to
+   [-512, 512] first, which changes no result after the clamp to int8. */
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD != 0
+#error "dpl_quantize_s8 needs float arithmetic in float precision (FLT_EVAL_METHOD 0)"
+#endif
 static inline int8_t dpl_quantize_s8(float x, const dpl_quant_t *q) {
-  float v = nearbyintf(x / q->scale) + (float)q->zp;
+  const float magic = 12582912.0f; /* 1.5 * 2^23 */
+  float v = x / q->scale;
+  v = v < -512.0f ? -512.0f : v > 512.0f ? 512.0f : v;
+  v = ((v + magic) - magic) + (float)q->zp;
   v = v < -128.0f ? -128.0f : v > 127.0f ? 127.0f : v;
   return (int8_t)v;
 }

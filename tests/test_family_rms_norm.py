@@ -7,7 +7,7 @@ import ctypes
 
 import numpy as np
 import pytest
-from conftest import assert_close_f32, build_and_run, offloaded
+from conftest import KERNEL_DIR, assert_close_f32, build_and_run, offloaded, run_c_program
 from family_kernels import (
     assert_bits_equal,
     function,
@@ -79,3 +79,19 @@ def test_a_norm_over_two_axes_stays_in_tvm():
     x = relax.Var("x", relax.TensorType((6, 8), "float32"))
     weight = relax.const(np.ones((6, 8), "float32"))
     assert offloaded(function([x], lambda bb, x: relax.op.nn.rms_norm(x, weight, axes=[0, 1]))) == []
+
+
+def test_kernel_quantize_rounds_like_tvm(tmp_path):
+    """dpl_quantize_s8 (the int8 output of dpl_rms_norm and dpl_swiglu) rounds halves to even without libm,
+    like TVM's quantize, and saturates."""
+    values = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 0.49999997, 126.5, 127.5, -128.5, -129.5, 3e38, -3e38,
+                       1e6, 0.0, -0.0], np.float32)
+    program = "\n".join([
+        '#include <stdio.h>', '#include "dpl_kernels.h"', "int main(void) {",
+        f"  static const float x[{len(values)}] = {{{', '.join(f'{v!r}f' for v in values.tolist())}}};",
+        "  const dpl_quant_t q[2] = {{1.0f, 0}, {0.5f, 3}};", "  int i, j;",
+        f"  for (j = 0; j < 2; ++j) for (i = 0; i < {len(values)}; ++i) printf(\"%d\\n\", dpl_quantize_s8(x[i], &q[j]));",
+        "  return 0;", "}"])
+    printed = [int(v) for v in run_c_program(tmp_path, "quantize", program, "-I", KERNEL_DIR, "-lm").split()]
+    expected = [reference.quantize_s8(values, q) for q in (reference.Quant(1.0, 0), reference.Quant(0.5, 3))]
+    assert printed == np.concatenate(expected).tolist()

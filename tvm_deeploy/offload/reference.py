@@ -297,7 +297,8 @@ class Quant:
 
 def quantize_s8(x, quant: Quant) -> np.ndarray:
     """TVM's quantize: clip(nearbyint(x / scale) + zp, -128, 127) (halves to even), float32 division."""
-    scaled = np.asarray(x, F32) / F32(quant.scale)
+    with np.errstate(over="ignore"):  # beyond float32: infinity, which saturates
+        scaled = np.asarray(x, F32) / F32(quant.scale)
     return np.clip(np.rint(scaled) + F32(quant.zp), -128, 127).astype(np.int8)
 
 
