@@ -90,7 +90,8 @@ def test_kernel_quantize_rounds_like_tvm(tmp_path):
         '#include <stdio.h>', '#include "dpl_kernels.h"', "int main(void) {",
         f"  static const float x[{len(values)}] = {{{', '.join(f'{v!r}f' for v in values.tolist())}}};",
         "  const dpl_quant_t q[2] = {{1.0f, 0}, {0.5f, 3}};", "  int i, j;",
-        f"  for (j = 0; j < 2; ++j) for (i = 0; i < {len(values)}; ++i) printf(\"%d\\n\", dpl_quantize_s8(x[i], &q[j]));",
+        f"  for (j = 0; j < 2; ++j) for (i = 0; i < {len(values)}; ++i)",
+        "    printf(\"%d\\n\", dpl_quantize_s8(x[i], &q[j]));",
         "  return 0;", "}"])
     printed = [int(v) for v in run_c_program(tmp_path, "quantize", program, "-I", KERNEL_DIR, "-lm").split()]
     expected = [reference.quantize_s8(values, q) for q in (reference.Quant(1.0, 0), reference.Quant(0.5, 3))]
