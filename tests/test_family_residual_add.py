@@ -21,6 +21,9 @@ from hypothesis import strategies as st
 from tvm import relax
 
 from tvm_deeploy.offload import reference
+from tvm_deeploy.offload.families import residual_add
+from tvm_deeploy.offload.specs import Operand
+from tvm_deeploy.targets.platforms import get_platform
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +70,19 @@ def test_bias_and_broadcasting_adds_stay_in_tvm():
     bias = relax.const(np.ones(24, "float32"))
     assert offloaded(function([x], lambda bb, x: relax.op.add(x, bias))) == []
     assert offloaded(function([x, row], lambda bb, x, row: relax.op.add(x, row))) == []
+
+
+@pytest.mark.parametrize("elements,cores,expected", [(4, 8, 1), (16, 8, 1), (64, 8, 8), (42, 8, 7), (1024, 1, 1)])
+def test_cores_chosen_by_modelled_cost(elements, cores, expected):
+    """More cores only when the fork costs less than the work they take over; of equal shares, fewer cores."""
+    operand = Operand((elements,), "float32", param=0)
+    spec = residual_add.ResidualAddSpec(operand, operand, reference.Quant(0.1, 0), elements)
+    platform = get_platform("siracusa").with_overrides(cores=cores)
+    plan = residual_add.FAMILY.plan(spec, platform)
+    costs = platform.cluster_costs
+    one_core = costs.elementwise_cycles("residual_add", elements, dequantized=1)
+    assert plan["cores"] == expected and plan["engine"] == "cluster" and plan["tiling"] is None
+    assert plan["modelled_cycles"]["cluster"] <= one_core
+    if expected > 1:
+        share = costs.elementwise_cycles("residual_add", -(-elements // expected), dequantized=1)
+        assert plan["modelled_cycles"]["cluster"] == share + costs.fork_cycles

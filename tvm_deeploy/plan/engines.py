@@ -75,13 +75,14 @@ def check_weight_memory(specs_on_npu: list[GemmSpec], platform: Platform) -> int
     return needed
 
 
-def plan_on_cores(kind: str, elements: int, rows: int, int8_operands: int, platform: Platform) -> dict:
+def plan_on_cores(kind: str, elements: int, rows: int, platform: Platform, dequantized: int = 0,
+                  quantized: int = 0) -> dict:
     """The plan of an untiled element-wise or row-wise op (its operands stay where they are, in L2): the
     number of cores with the fewest modelled cycles, the work split by rows (at most `rows` cores) and a
     fork/join over more than one core costing platform.cluster_costs.fork_cycles."""
     costs = platform.cluster_costs
     per_rows = -(-elements // rows)
-    cycles = {c: costs.elementwise_cycles(kind, per_rows * -(-rows // c), int8_operands)
+    cycles = {c: costs.elementwise_cycles(kind, per_rows * -(-rows // c), dequantized, quantized)
               + (costs.fork_cycles if c > 1 else 0) for c in range(1, min(platform.cores, rows) + 1)}
     cores = min(cycles, key=lambda c: (cycles[c], c))
     return {"engine": "cluster", "tile": None, "tile_axes": None, "tiles": 1, "cores": cores, "l1_bytes": 0,

@@ -61,7 +61,7 @@ def describe(tree: CallTree, root) -> ResidualAddSpec:
 
 
 def plan(spec: ResidualAddSpec, platform) -> dict:
-    return plan_on_cores(spec.kind, spec.elements, spec.elements, int(spec.b_quant is not None), platform)
+    return plan_on_cores(spec.kind, spec.elements, spec.elements, platform, dequantized=int(spec.b_quant is not None))
 
 
 def emit(body, spec: ResidualAddSpec) -> None:

@@ -63,7 +63,7 @@ def describe(tree: CallTree, root) -> RmsNormSpec:
 
 
 def plan(spec: RmsNormSpec, platform) -> dict:
-    return plan_on_cores(spec.kind, spec.rows * spec.cols, spec.rows, int(spec.y_quant is not None), platform)
+    return plan_on_cores(spec.kind, spec.rows * spec.cols, spec.rows, platform, quantized=int(spec.y_quant is not None))
 
 
 def emit(body, spec: RmsNormSpec) -> None:

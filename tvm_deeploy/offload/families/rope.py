@@ -94,7 +94,7 @@ def describe(tree: CallTree, root) -> RopeSpec:
 
 def plan(spec: RopeSpec, platform) -> dict:
     rows = spec.tokens * spec.heads
-    return plan_on_cores(spec.kind, rows * spec.half * 2, rows, int(spec.x_quant is not None), platform)
+    return plan_on_cores(spec.kind, rows * spec.half * 2, rows, platform, dequantized=int(spec.x_quant is not None))
 
 
 def emit(body, spec: RopeSpec) -> None:

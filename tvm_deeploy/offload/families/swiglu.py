@@ -29,10 +29,6 @@ class SwigluSpec:
 
     kind = "swiglu"
 
-    @property
-    def int8_operands(self) -> int:
-        return sum(q is not None for q in (self.a_quant, self.b_quant, self.y_quant))
-
 
 def _maybe_dequantized():
     return is_op("relax.dequantize")(wildcard(), is_const(), is_const()) | wildcard()
@@ -82,7 +78,9 @@ def describe(tree: CallTree, root) -> SwigluSpec:
 
 
 def plan(spec: SwigluSpec, platform) -> dict:
-    return plan_on_cores(spec.kind, spec.elements, spec.elements, spec.int8_operands, platform)
+    return plan_on_cores(spec.kind, spec.elements, spec.elements, platform,
+                         dequantized=(spec.a_quant is not None) + (spec.b_quant is not None),
+                         quantized=int(spec.y_quant is not None))
 
 
 def emit(body, spec: SwigluSpec) -> None:
