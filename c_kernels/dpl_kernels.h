@@ -114,7 +114,8 @@ static inline float dpl_dequantize_s8(int8_t x, const dpl_quant_t *q) {
 void dpl_residual_add(const float *a, const void *b, const dpl_quant_t *b_quant, float *y, int32_t n, int32_t cores);
 
 /* RMSNorm of each row of x [rows][cols]: inv = 1 / sqrtf(sum_j(x*x) / cols + eps) (sequential sum),
-   y = (inv * x) * weight; y float (y_quant NULL) or int8 quantized with y_quant. */
+   y = (inv * x) * weight; y float (y_quant NULL) or int8 quantized with y_quant. Rows are split over
+   the cores, or with fewer rows than cores each row's columns (every core sums the whole row). */
 void dpl_rms_norm(const float *x, const float *weight, void *y, const dpl_quant_t *y_quant, int32_t rows,
                   int32_t cols, float eps, int32_t cores);
 

@@ -61,7 +61,9 @@ def describe(tree: CallTree, root) -> ResidualAddSpec:
 
 
 def plan(spec: ResidualAddSpec, platform) -> dict:
-    return plan_on_cores(spec.kind, spec.elements, spec.elements, platform, dequantized=int(spec.b_quant is not None))
+    costs = platform.cluster_costs
+    return plan_on_cores(lambda cores: costs.elementwise_cycles(spec.kind, -(-spec.elements // cores),
+                                                               dequantized=int(spec.b_quant is not None)), platform)
 
 
 def emit(body, spec: ResidualAddSpec) -> None:

@@ -63,7 +63,16 @@ def describe(tree: CallTree, root) -> RmsNormSpec:
 
 
 def plan(spec: RmsNormSpec, platform) -> dict:
-    return plan_on_cores(spec.kind, spec.rows * spec.cols, spec.rows, platform, quantized=int(spec.y_quant is not None))
+    costs, quantized = platform.cluster_costs, int(spec.y_quant is not None)
+
+    def work(cores: int) -> int:
+        if spec.rows >= cores:  # rows split over the cores
+            return costs.elementwise_cycles(spec.kind, -(-spec.rows // cores) * spec.cols, quantized=quantized)
+        # each row's columns split, every core summing the whole row
+        return spec.rows * (costs.elementwise_cycles("rms_norm_sum", spec.cols)
+                            + costs.elementwise_cycles("rms_norm_scale", -(-spec.cols // cores), quantized=quantized))
+
+    return plan_on_cores(work, platform)
 
 
 def emit(body, spec: RmsNormSpec) -> None:

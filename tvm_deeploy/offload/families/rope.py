@@ -93,8 +93,10 @@ def describe(tree: CallTree, root) -> RopeSpec:
 
 
 def plan(spec: RopeSpec, platform) -> dict:
-    rows = spec.tokens * spec.heads
-    return plan_on_cores(spec.kind, rows * spec.half * 2, rows, platform, dequantized=int(spec.x_quant is not None))
+    rows, costs = spec.tokens * spec.heads, platform.cluster_costs
+    # (token, head) rows split over the cores (the kernel uses no more cores than rows)
+    return plan_on_cores(lambda cores: costs.elementwise_cycles(spec.kind, -(-rows // cores) * spec.half * 2,
+                                                               dequantized=int(spec.x_quant is not None)), platform)
 
 
 def emit(body, spec: RopeSpec) -> None:

@@ -78,9 +78,10 @@ def describe(tree: CallTree, root) -> SwigluSpec:
 
 
 def plan(spec: SwigluSpec, platform) -> dict:
-    return plan_on_cores(spec.kind, spec.elements, spec.elements, platform,
-                         dequantized=(spec.a_quant is not None) + (spec.b_quant is not None),
-                         quantized=int(spec.y_quant is not None))
+    dequantized = (spec.a_quant is not None) + (spec.b_quant is not None)
+    costs = platform.cluster_costs
+    return plan_on_cores(lambda cores: costs.elementwise_cycles(spec.kind, -(-spec.elements // cores), dequantized,
+                                                               quantized=int(spec.y_quant is not None)), platform)
 
 
 def emit(body, spec: SwigluSpec) -> None:
