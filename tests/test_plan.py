@@ -87,9 +87,9 @@ def test_every_pattern_belongs_to_one_family():
     names = [name for family in families() for name, _ in family.patterns]
     assert len(names) == len(set(names))
     assert [str(p.name) for p in patterns.deeploy_patterns()] == [f"{patterns.PREFIX}.{n}" for n in names]
-    # attention holds matmuls: first; the rotary embedding and SwiGLU hold adds and multiplies: before the add
-    assert [f.kind for f in families()] == ["attention", "gemm", "softmax", "rope", "swiglu", "rms_norm",
-                                            "residual_add"]
+    # attention holds matmuls and a softmax: first; the residual add's pattern is any add: last
+    kinds = [f.kind for f in families()]
+    assert kinds[0] == "attention" and kinds[-1] == "residual_add" and len(kinds) == len(set(kinds))
     assert family_of("gemm") is gemm.FAMILY
 
 
