@@ -124,6 +124,9 @@ void dpl_rms_norm(const float *x, const float *weight, void *y, const dpl_quant_
 void dpl_swiglu(const void *a, const dpl_quant_t *a_quant, const void *b, const dpl_quant_t *b_quant, void *y,
                 const dpl_quant_t *y_quant, int32_t n, int32_t cores);
 
+/* y = TVM's quantize of float x to int8 with `quant` (dpl_quantize_s8), n elements. */
+void dpl_quantize(const float *x, const dpl_quant_t *quant, int8_t *y, int32_t n, int32_t cores);
+
 /* Rotary embedding on interleaved pairs: x [tokens][heads][half][2] (float, or int8 dequantized with
    x_quant), cos and sin [tokens or 1][half] (cs_token_stride 0: one row for every token);
    y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c, y float like x. */

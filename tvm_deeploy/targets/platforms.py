@@ -60,7 +60,7 @@ class ClusterCosts:
     # more than one core adds on the slowest hart (100-250 measured on 8 harts).
     elementwise_milli_cycles: tuple[tuple[str, int], ...] = (
         ("residual_add", 6100), ("rms_norm", 14600), ("rms_norm_sum", 5000), ("rms_norm_scale", 9600),
-        ("swiglu", 99000), ("rope", 11200))
+        ("swiglu", 99000), ("rope", 11200), ("quantize", 5000))
     dequantize_milli_cycles: int = 6000
     quantize_milli_cycles: int = 30000
     fork_cycles: int = 200
