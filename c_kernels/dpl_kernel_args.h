@@ -133,4 +133,11 @@ typedef struct dpl_attention_plan {
   int32_t hi;
 } dpl_attention_plan_t;
 
+/* A per-tensor int8 quantization, TVM's: q = clamp(nearbyint(x / scale) + zp, -128, 127),
+   x = (float)(q - zp) * scale. */
+typedef struct dpl_quant {
+  float scale;
+  int32_t zp;
+} dpl_quant_t;
+
 #endif /* DPL_KERNEL_ARGS_H */

@@ -10,6 +10,9 @@
 #ifndef DPL_KERNELS_H
 #define DPL_KERNELS_H
 
+#include <float.h>
+#include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "dpl_hal.h"
@@ -74,6 +77,61 @@ void dpl_softmax_f32(const float *x, float *y, int32_t rows, int32_t cols);
    exp2_lut: S8 only, reference.EXP2_LUT (256 entries), copied into L1 at l1_lut. */
 void dpl_attention_tiled(const dpl_attention_plan_t *plan, uint8_t *l1, const void *q, const void *k,
                          const void *v, const float *mask, void *o, const uint16_t *exp2_lut);
+
+/* ---- Element-wise and row-wise ops of a transformer layer, on `cores` cores (one fork per call,
+   contiguous blocks of rows or elements per core). Float ops in the order TVM's C computes them.
+   A dpl_quant_t pointer NULL means the operand is float; else int8 quantized with it. */
+
+/* This core's contiguous share [*begin, *end) of n items split over the cores of the current fork. */
+static inline void dpl_core_share(int32_t n, int32_t *begin, int32_t *end) {
+  const int32_t cores = dpl_core_count(), core = dpl_core_id();
+  const int32_t chunk = n / cores, extra = n % cores;
+  *begin = core * chunk + (core < extra ? core : extra);
+  *end = *begin + chunk + (core < extra ? 1 : 0);
+}
+
+/* TVM's quantize and dequantize (dpl_quant_t). nearbyintf (halves to even) without its libm call:
+   for |v| <= 2^22, (v + 1.5 * 2^23) - 1.5 * 2^23 rounds v to an integer in float32's default rounding
+   mode, which needs float expressions evaluated in float (FLT_EVAL_METHOD 0); v is clamped to
+   [-512, 512] first, which changes no result after the clamp to int8. */
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD != 0
+#error "dpl_quantize_s8 needs float arithmetic in float precision (FLT_EVAL_METHOD 0)"
+#endif
+static inline int8_t dpl_quantize_s8(float x, const dpl_quant_t *q) {
+  const float magic = 12582912.0f; /* 1.5 * 2^23 */
+  float v = x / q->scale;
+  v = v < -512.0f ? -512.0f : v > 512.0f ? 512.0f : v;
+  v = ((v + magic) - magic) + (float)q->zp;
+  v = v < -128.0f ? -128.0f : v > 127.0f ? 127.0f : v;
+  return (int8_t)v;
+}
+
+static inline float dpl_dequantize_s8(int8_t x, const dpl_quant_t *q) {
+  return (float)((int32_t)x - q->zp) * q->scale;
+}
+
+/* y = a + B, n elements; B float (b_quant NULL) or int8 dequantized with b_quant. */
+void dpl_residual_add(const float *a, const void *b, const dpl_quant_t *b_quant, float *y, int32_t n, int32_t cores);
+
+/* RMSNorm of each row of x [rows][cols]: inv = 1 / sqrtf(sum_j(x*x) / cols + eps) (sequential sum),
+   y = (inv * x) * weight; y float (y_quant NULL) or int8 quantized with y_quant. Rows are split over
+   the cores, or with fewer rows than cores each row's columns (every core sums the whole row). */
+void dpl_rms_norm(const float *x, const float *weight, void *y, const dpl_quant_t *y_quant, int32_t rows,
+                  int32_t cols, float eps, int32_t cores);
+
+/* SwiGLU y = silu(A) * B = (A * (1 / (1 + expf(0 - A)))) * B, n elements; A and B float or int8
+   dequantized, y float or int8 quantized (NULL quant: float). */
+void dpl_swiglu(const void *a, const dpl_quant_t *a_quant, const void *b, const dpl_quant_t *b_quant, void *y,
+                const dpl_quant_t *y_quant, int32_t n, int32_t cores);
+
+/* y = TVM's quantize of float x to int8 with `quant` (dpl_quantize_s8), n elements. */
+void dpl_quantize(const float *x, const dpl_quant_t *quant, int8_t *y, int32_t n, int32_t cores);
+
+/* Rotary embedding on interleaved pairs: x [tokens][heads][half][2] (float, or int8 dequantized with
+   x_quant), cos and sin [tokens or 1][half] (cs_token_stride 0: one row for every token);
+   y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c, y float like x. */
+void dpl_rope(const void *x, const dpl_quant_t *x_quant, const float *cos, const float *sin,
+              int32_t cs_token_stride, float *y, int32_t tokens, int32_t heads, int32_t half, int32_t cores);
 
 #ifdef __cplusplus
 }

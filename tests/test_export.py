@@ -122,7 +122,8 @@ def test_report_lists_ops_memory_and_weights(exported):
     report = result.report
     assert report == json.loads((result.out_dir / "report.json").read_text())
     engines = [op["engine"] for op in report["ops"]]
-    assert engines.count("cluster") + engines.count("npu") == 8 and "tvm" in engines
+    # 7 linear layers on the NPU; attention, norms, SwiGLU, residual adds and quantize steps on the cluster
+    assert engines.count("npu") == 7 and engines.count("cluster") == 11 and "tvm" not in engines
     gemm = next(op for op in report["ops"] if op["engine"] == "npu")
     assert gemm["op"].startswith("gemm int8->int8") and gemm["plan"]["tiles"] >= 1
     assert gemm["plan"]["modelled_cycles"]["npu"] < gemm["plan"]["modelled_cycles"]["cluster"]
@@ -291,7 +292,7 @@ def test_exporting_twice_gives_identical_files(tmp_path):
         subprocess.run([sys.executable, "-c", script, str(folder)], check=True, env=env, cwd=REPO)
         trees.append({p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()})
     assert trees[0] == trees[1]
-    assert Path("report.json") in trees[0] and Path("src/net_glue.c") in trees[0]
+    assert Path("report.json") in trees[0] and Path("src/net_ops.c") in trees[0]
     for content in trees[0].values():
         assert str(tmp_path).encode() not in content
 
@@ -300,8 +301,8 @@ def test_activations_that_do_not_fit_l2(tmp_path):
     with pytest.raises(ArenaTooSmallError) as err:
         tvm_deeploy.export_c(models.llama_block(), tvm_deeploy.target(l2_bytes=8192), tmp_path / "p")
     message = str(err.value)
-    assert "do not fit L2" in message and "need 16384 bytes" in message and "8192 bytes are available" in message
-    assert (err.value.level, err.value.needed, err.value.available) == ("L2", 16384, 8192)
+    assert "do not fit L2" in message and "need 14336 bytes" in message and "8192 bytes are available" in message
+    assert (err.value.level, err.value.needed, err.value.available) == ("L2", 14336, 8192)
     assert not (tmp_path / "p").exists()
 
 

@@ -114,9 +114,9 @@ def test_module_from_checkpoint_file(tmp_path, tiny):
     assert [int(d) for d in mod["prompt"].params[0].ty.shape] == [4]
 
 
-def test_offloads_every_linear_layer_and_attention(tiny):
-    """No matmul or softmax stays in TVM; identical ops (each layer's attention, the head of both
-    functions) share one offloaded function."""
+def test_offloads_every_linear_layer_attention_and_element_wise_op(tiny):
+    """No matmul, softmax, norm, SiLU or residual add stays in TVM; identical ops (each layer's attention,
+    the head of both functions) share one offloaded function."""
     checkpoint, quant = tiny
     from tvm_deeploy.offload.partition import partition_for_deeploy
     from tvm_deeploy.plan.report import compile_report
@@ -134,8 +134,11 @@ def test_offloads_every_linear_layer_and_attention(tiny):
                 calls += 1
 
         tvm.relax.analysis.post_order_visit(partitioned[name].body, visit)
-        assert not ops & {"relax.matmul", "relax.nn.softmax"}
-        assert calls == TINY.n_layers * 8 + 1  # 7 linear layers and the attention per layer, the head
+        assert not ops & {"relax.matmul", "relax.nn.softmax", "relax.nn.rms_norm", "relax.nn.silu", "relax.add",
+                          "relax.quantize"}
+        # per layer 7 linear layers, the attention and its output's quantize, 2 norms, 2 rotary embeddings,
+        # SwiGLU, 2 residual adds; the final norm and the head
+        assert calls == TINY.n_layers * 16 + 2
     summaries = sorted(entry["summary"] for entry in compile_report(mod, "deeploy").values())
     assert [s for s in summaries if s.startswith("attention")] == [
         "attention float32 batch=1 heads=4/2 q=1 kv=24 d=4/4 causal=none",

@@ -53,9 +53,9 @@ CASES = {
     "gemm bias first": ([((4, 8), "float32")],
                         lambda bb, x: relax.op.add(relax.const(np.ones((1, 5), "float32")),
                                                    bb.emit(relax.op.matmul(x, relax.const(W)))), ["gemm"]),
-    "full-matrix add stays": ([((4, 8), "float32"), ((4, 5), "float32")],
-                              lambda bb, x, b: relax.op.add(bb.emit(relax.op.matmul(x, relax.const(W))), b),
-                              ["matmul"]),
+    "full-matrix add is a residual, no bias": ([((4, 8), "float32"), ((4, 5), "float32")],
+                                               lambda bb, x, b: relax.op.add(bb.emit(relax.op.matmul(
+                                                   x, relax.const(W))), b), ["matmul", "residual_add"]),
     "int8 x int8 -> int32": ([((4, 8), "int8"), ((8, 5), "int8")],
                              lambda bb, x, y: relax.op.matmul(x, y, out_dtype="int32"), ["matmul"]),
     "int8 gemm int32 bias": ([((4, 8), "int8"), ((8, 5), "int8")],

@@ -32,7 +32,7 @@ def transformer_block(seq: int = 16, dim: int = 32, heads: int = 4, ffn: int = 6
                       causal: bool = True, seed: int = 0) -> tvm.IRModule:
     """A pre-norm transformer block on x[seq, dim]: layer norm, multi-head self-attention through
     R.nn.attention, output projection, residual, layer norm, ReLU feed-forward, residual.
-    The linear layers and attention are what deeploy offloads; the norms and adds stay in TVM."""
+    The linear layers, attention and residual adds are what deeploy offloads; the layer norms stay in TVM."""
     rng = np.random.default_rng(seed)
     head_dim = dim // heads
     bb = relax.BlockBuilder()

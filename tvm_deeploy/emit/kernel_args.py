@@ -106,8 +106,14 @@ ATTENTION_PLAN = Struct("dpl_attention_plan", "The tiler's plan of one fused att
       for name in ATTENTION_QUANT_FIELDS),
 ))
 
+QUANT = Struct("dpl_quant", "A per-tensor int8 quantization, TVM's: q = clamp(nearbyint(x / scale) + zp, -128, 127),\n"
+               "x = (float)(q - zp) * scale.", (
+    Field("scale", "float"),
+    Field("zp", "int32_t"),
+))
+
 ENUMS = (DTYPE, ENGINE, REQUANT_MODE, CAUSAL)
-STRUCTS = (REQUANT, GEMM_PLAN, STRIDES, ATTENTION_PLAN)
+STRUCTS = (REQUANT, GEMM_PLAN, STRIDES, ATTENTION_PLAN, QUANT)
 
 
 def header_source() -> str:

@@ -22,6 +22,7 @@ from .kernel_args import (
     DTYPE,
     ENGINE,
     GEMM_PLAN,
+    QUANT,
     REQUANT,
     REQUANT_MODE,
     STRIDES,
@@ -71,6 +72,14 @@ class _Body:
         if op.is_const:
             return self.constant(name, op.const, op.dtype)
         return f"in{op.param}"
+
+    def quant(self, name: str, quant) -> str:
+        """A pointer to the operand's dpl_quant_t (a reference.Quant), or NULL for a float operand."""
+        if quant is None:
+            return "NULL"
+        symbol = f"{self.fn.symbol}_{name}"
+        self.declare(f"static const {QUANT.name} {symbol} = {initializer(QUANT, vars(quant))};")
+        return f"&{symbol}"
 
 
 def _strides(s: Strides | None) -> dict[str, int]:

@@ -82,7 +82,7 @@ class _Decoder:
         ids = relax.Var("tokens" if mode == "prompt" else "token", relax.TensorType((tokens,), "int32"))
         position = relax.Var("position", relax.TensorType((1,), "int32")) if mode == "decode" else None
         params = [ids] + ([position] if position is not None else []) + caches
-        self.bb, self.tokens = bb, tokens
+        self.bb, self.tokens, self.quantized = bb, tokens, []
         with bb.function(mode, params):
             with bb.dataflow():
                 shape = (c.n_kv_heads, c.seq_len, c.head_dim, tokens, self.kv_cache)
@@ -205,7 +205,15 @@ class _Decoder:
         return self._qdq_linear(x, self.quant.layers[layer][name], f"{name}_{layer}")
 
     def _quantized(self, x, scale):
-        return self.emit(relax.op.quantize(x, relax.const(scale, "float32"), relax.const(0, "int8"), out_dtype="int8"))
+        """x quantized once per scale: q, k and v (w1 and w3) read the same norm with the same scale, so the
+        norm's kernel can produce the int8 tensor itself."""
+        for seen, seen_scale, quantized in self.quantized:
+            if seen.same_as(x) and seen_scale == scale:
+                return quantized
+        quantized = self.emit(relax.op.quantize(x, relax.const(scale, "float32"), relax.const(0, "int8"),
+                                                out_dtype="int8"))
+        self.quantized.append((x, scale, quantized))
+        return quantized
 
     def _dequantized(self, x_q, scale):
         return self.emit(relax.op.dequantize(x_q, relax.const(scale, "float32"), relax.const(0, "int8")))

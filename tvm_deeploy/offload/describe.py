@@ -207,6 +207,26 @@ def _dequantize_args(tree, expr, what):
     return data, const_array(scale, f"{what} scale"), const_array(zero_point, f"{what} zero point"), call
 
 
+def per_tensor_quant(call, what: str) -> reference.Quant:
+    """The constant scalar scale and zero point of a quantize to int8 or a dequantize of int8 to float32
+    (what the element-wise kernels fold in), or Unsupported."""
+    _, scale, zero_point = call.args
+    scale = np.asarray(const_array(scale, f"{what} scale"), np.float32).reshape(-1)
+    zero_point = np.asarray(const_array(zero_point, f"{what} zero point")).reshape(-1)
+    if scale.size != 1 or zero_point.size != 1:
+        raise Unsupported(f"{what} is quantized per channel")
+    if not (np.isfinite(scale[0]) and scale[0] > 0):
+        raise Unsupported(f"{what} scale {scale[0]} is not positive and finite")
+    if not -128 <= int(zero_point[0]) <= 127 or zero_point[0] != int(zero_point[0]):
+        raise Unsupported(f"{what} zero point {zero_point[0]} is not an int8 value")
+    if call.op.name == "relax.quantize" and str(call.attrs.out_dtype) != "int8":
+        raise Unsupported(f"{what} is quantized to {call.attrs.out_dtype}")
+    if call.op.name == "relax.dequantize" and (str(call.attrs.out_dtype) != "float32"
+                                               or static_type(call.args[0])[1] != "int8"):
+        raise Unsupported(f"{what} is dequantized from {static_type(call.args[0])[1]} to {call.attrs.out_dtype}")
+    return reference.Quant(float(scale[0]), int(zero_point[0]))
+
+
 def _single_zero_point(values, what) -> int:
     values = np.asarray(values).reshape(-1)
     if not (values == values[0]).all():

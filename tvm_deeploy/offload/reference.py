@@ -52,16 +52,23 @@ import numpy as np
 __all__ = [
     "EXP2_LUT",
     "AttentionQuant",
+    "Quant",
     "Requant",
     "attention_f32",
     "attention_quant",
     "attention_s8",
+    "dequantize_s8",
     "gemm_s8",
     "qdq_requant",
     "quantize_multiplier",
+    "quantize_s8",
     "requantize_fixed",
     "requantize_int_ops",
+    "residual_add",
+    "rms_norm",
+    "rope",
     "softmax_f32",
+    "swiglu",
 ]
 
 _I32_MIN = -(2**31)
@@ -271,6 +278,76 @@ def gemm_s8(a, b, a_zp=0, b_zp=0, requant: Requant | None = None, b_transposed=F
     if rq.mode == "fixed":
         return requantize_fixed(acc, rq.mul, rq.shift, rq.out_zp, rq.lo, rq.hi)
     return requantize_int_ops(acc, rq.mul, rq.add, rq.shift, rq.out_zp, rq.lo, rq.hi)
+
+
+# ---- The element-wise and row-wise ops of a transformer layer (dpl_residual_add, dpl_rms_norm, dpl_swiglu,
+# dpl_rope): float32 ops in the order the kernels (and TVM's C) compute them, so that without a transcendental
+# function the kernels are bit-exact against these; an operand or result may be int8 with a `Quant`.
+
+F32 = np.float32
+
+
+@dataclass(frozen=True)
+class Quant:
+    """A per-tensor int8 quantization (TVM's quantize / dequantize, c_kernels' dpl_quant_t)."""
+
+    scale: float  # float32, positive and finite
+    zp: int
+
+
+def quantize_s8(x, quant: Quant) -> np.ndarray:
+    """TVM's quantize: clip(nearbyint(x / scale) + zp, -128, 127) (halves to even), float32 division."""
+    with np.errstate(over="ignore"):  # beyond float32: infinity, which saturates
+        scaled = np.asarray(x, F32) / F32(quant.scale)
+    return np.clip(np.rint(scaled) + F32(quant.zp), -128, 127).astype(np.int8)
+
+
+def dequantize_s8(q, quant: Quant) -> np.ndarray:
+    """TVM's dequantize: float32(int32(q) - zp) * scale."""
+    return (np.asarray(q).astype(np.int32) - np.int32(quant.zp)).astype(F32) * F32(quant.scale)
+
+
+def _float_operand(x, quant: Quant | None) -> np.ndarray:
+    return np.asarray(x, F32) if quant is None else dequantize_s8(x, quant)
+
+
+def _result(y: np.ndarray, quant: Quant | None) -> np.ndarray:
+    return y if quant is None else quantize_s8(y, quant)
+
+
+def residual_add(a, b, b_quant: Quant | None = None) -> np.ndarray:
+    """a + b, b float32 or int8 dequantized."""
+    return np.asarray(a, F32) + _float_operand(b, b_quant)
+
+
+def rms_norm(x, weight, eps: float, y_quant: Quant | None = None) -> np.ndarray:
+    """RMSNorm over the last axis: inv = 1 / sqrt(sum(x * x) / cols + eps) with the squares summed in order,
+    y = (inv * x) * weight (TVM's rms_norm); y float32 or int8 quantized."""
+    x = np.asarray(x, F32)
+    squares = x * x
+    total = np.zeros(x.shape[:-1], F32)
+    for j in range(x.shape[-1]):
+        total = total + squares[..., j]
+    inv = F32(1.0) / np.sqrt(total / F32(x.shape[-1]) + F32(eps))
+    return _result((inv[..., None] * x) * np.asarray(weight, F32), y_quant)
+
+
+def swiglu(a, b, a_quant: Quant | None = None, b_quant: Quant | None = None,
+           y_quant: Quant | None = None) -> np.ndarray:
+    """silu(a) * b with TVM's silu a * (1 / (1 + exp(0 - a))); exp is the one step C's expf may round
+    differently (by an ulp)."""
+    a = _float_operand(a, a_quant)
+    silu = a * (F32(1.0) / (F32(1.0) + np.exp(F32(0.0) - a)))
+    return _result(silu * _float_operand(b, b_quant), y_quant)
+
+
+def rope(x, cos, sin, x_quant: Quant | None = None) -> np.ndarray:
+    """Rotary embedding on interleaved pairs: x [..., half, 2] (float32 or int8 dequantized), cos and sin
+    broadcasting onto [..., half]; y0 = x0 * cos - x1 * sin, y1 = x0 * sin + x1 * cos."""
+    x = _float_operand(x, x_quant)
+    x0, x1 = x[..., 0], x[..., 1]
+    cos, sin = np.asarray(cos, F32), np.asarray(sin, F32)
+    return np.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], axis=-1)
 
 
 def softmax_f32(x) -> np.ndarray:

@@ -10,6 +10,7 @@ whose size bounds them all together.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import tvm_ffi
 
@@ -75,3 +76,16 @@ def check_weight_memory(specs_on_npu: list[GemmSpec], platform: Platform) -> int
             f"the NPU's weight memory holds {available} bytes; the {len(specs_on_npu)} layers mapped to it need "
             f"{needed} (largest: {summary(largest)}); compile with npu=False (--no-npu) to keep them on the cluster")
     return needed
+
+
+def plan_on_cores(work_cycles: Callable[[int], int], platform: Platform) -> dict:
+    """The plan of an untiled element-wise or row-wise op (its operands stay where they are, in L2): the
+    number of cores with the fewest modelled cycles (of equal ones, the fewest cores), where
+    `work_cycles(cores)` is the slowest core's share of the work and a fork/join over more than one core
+    adds platform.cluster_costs.fork_cycles."""
+    fork = platform.cluster_costs.fork_cycles
+    cycles = {c: work_cycles(c) + (fork if c > 1 else 0) for c in range(1, platform.cores + 1)}
+    cores = min(cycles, key=lambda c: (cycles[c], c))
+    return {"engine": "cluster", "tile": None, "tile_axes": None, "tiles": 1, "cores": cores, "l1_bytes": 0,
+            "single_buffered": [], "dma_in_bytes": 0, "dma_out_bytes": 0, "dma_bytes": 0, "dma_lower_bound": 0,
+            "modelled_cycles": {"cluster": cycles[cores]}, "solver_status": "untiled", "tiling": None}

@@ -52,6 +52,25 @@ class ClusterCosts:
     # barriers and core 0's DMA bookkeeping (assumed).
     exp_cycles_per_key: tuple[tuple[str, int], ...] = (("int8", 10), ("float32", 30))
     attention_step_cycles: int = 300
+    # The element-wise and row-wise kernels of a transformer layer (dpl_residual_add, dpl_rms_norm,
+    # dpl_swiglu, dpl_rope), per element of their input on one core with float operands, plus per element of
+    # each int8 operand dequantized and of an int8 result quantized: measured on stories260K's int8 prompt
+    # (rv32imafc, gcc 12 -O2, qemu -icount, 1 hart); swiglu is mostly expf; rms_norm is its two passes,
+    # rms_norm_sum (the row's squares) and rms_norm_scale, apart. fork_cycles: what a fork/join over
+    # more than one core adds on the slowest hart (100-250 measured on 8 harts).
+    elementwise_milli_cycles: tuple[tuple[str, int], ...] = (
+        ("residual_add", 6100), ("rms_norm", 14600), ("rms_norm_sum", 5000), ("rms_norm_scale", 9600),
+        ("swiglu", 99000), ("rope", 11200), ("quantize", 5000))
+    dequantize_milli_cycles: int = 6000
+    quantize_milli_cycles: int = 30000
+    fork_cycles: int = 200
+
+    def elementwise_cycles(self, kind: str, elements: int, dequantized: int = 0, quantized: int = 0) -> int:
+        """Whole cycles of an element-wise kernel over `elements` on one core, with `dequantized` int8
+        operands and `quantized` int8 results."""
+        per = (dict(self.elementwise_milli_cycles)[kind] + dequantized * self.dequantize_milli_cycles
+               + quantized * self.quantize_milli_cycles)
+        return -(-elements * per // 1000)
 
     def mac_milli_cycles(self, dtype: str) -> int:
         return dict(self.milli_cycles_per_mac)[dtype]
