@@ -1,0 +1,119 @@
+"""Models as users export them: every fixture of ../shared/models (its README says how each was made)
+imports, offloads what it should, builds for deeploy in TVM's VM matching onnxruntime, and compiles with
+`tvm-deeploy compile` into a C program that `tvm-deeploy run --on host` checks with `Errors: 0`."""
+
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+
+import tvm_deeploy
+from tvm_deeploy import cli
+from tvm_deeploy.offload.functions import describe_function, offloaded_functions
+from tvm_deeploy.plan.report import call_sites
+from tvm_deeploy.program import export
+
+MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
+MANIFEST = json.loads((MODELS / "manifest.json").read_text())["models"]
+
+# Offloaded call sites per (op, dtype[, B operand]): "weight" is a constant B, "activations" a computed one.
+F32_ATTENTION, F32_WEIGHT = ("attention", "float32"), ("gemm", "float32", "weight")
+S8_WEIGHT, S8_ACTIVATIONS = ("gemm", "int8", "weight"), ("gemm", "int8", "activations")
+F32_ACTIVATIONS, F32_SOFTMAX = ("gemm", "float32", "activations"), ("softmax", "float32")
+LLAMA_F32 = {F32_ATTENTION: 3, F32_WEIGHT: 22}
+EXPECTED = {
+    "encoder_dynamo.onnx": {F32_ATTENTION: 1, F32_WEIGHT: 4},
+    "llama_eager_dynamo.onnx": LLAMA_F32,
+    "llama_eager_legacy_ortopt.onnx": LLAMA_F32,
+    "llama_sdpa_dynamo.onnx": LLAMA_F32,  # the isnan/where guard and the split Q/K scale absorbed
+    "llama_sdpa_dynamo_decode.onnx": LLAMA_F32,
+    "llama_sdpa_legacy_ortopt.onnx": LLAMA_F32,
+    # QDQ attention stays op by op: int8 Q·Kᵀ and P·V GEMMs, the softmax in fp32
+    "llama_eager_qdq.onnx": {F32_ACTIVATIONS: 15, S8_ACTIVATIONS: 6, S8_WEIGHT: 7, F32_SOFTMAX: 3},
+    "llama_eager_qdq_pc.onnx": {F32_ACTIVATIONS: 15, S8_ACTIVATIONS: 6, S8_WEIGHT: 7, F32_SOFTMAX: 3},
+    "llama_eager_qdq_pc_dedicated.onnx": {F32_ACTIVATIONS: 3, S8_ACTIVATIONS: 6, S8_WEIGHT: 19, F32_SOFTMAX: 3},
+    "llama_eager_qdynamic.onnx": {F32_ATTENTION: 3},  # MatMulInteger stays in TVM
+    "mlp_dynamo.onnx": {F32_WEIGHT: 3},
+    "mlp_qdq_pc.onnx": {S8_WEIGHT: 3},
+    "sdpa_causal_dynamo.onnx": {F32_ATTENTION: 1, F32_WEIGHT: 2},
+    "vit_dynamo.onnx": {F32_ATTENTION: 2, F32_WEIGHT: 9},
+    "vit_qdq_pc.onnx": {S8_ACTIVATIONS: 4, S8_WEIGHT: 9, F32_SOFTMAX: 2},
+}
+# Compiling builds the model twice in TVM (deeploy and llvm, for the test vectors): the Llamas take 20-90 s.
+SLOW = {name for name in MANIFEST if name.startswith("llama_")}
+FP32_RELATIVE = 1e-4
+
+
+def fixtures():
+    return [pytest.param(name, marks=[pytest.mark.slow] if name in SLOW else []) for name in sorted(MANIFEST)]
+
+
+def test_every_fixture_has_an_expectation():
+    assert sorted(EXPECTED) == sorted(MANIFEST)
+
+
+def offloaded_call_sites(mod) -> dict:
+    partitioned = tvm_deeploy.partition_for_deeploy(mod)
+    calls, found = call_sites(partitioned), collections.Counter()
+    for _, func in offloaded_functions(partitioned):
+        fn = describe_function(func)
+        spec = fn.spec
+        key = (spec.kind, getattr(spec, "dtype", "float32"))
+        if spec.kind == "gemm":
+            key += ("weight" if spec.b.const is not None else "activations",)
+        found[key] += calls[fn.symbol]
+    return dict(found)
+
+
+def model_inputs(info: dict) -> dict:
+    rng = np.random.default_rng(0)
+    return {i["name"]: (rng.integers(i["low"], i["high"], i["shape"]) if i["kind"] == "int"
+                        else rng.standard_normal(i["shape"])).astype(i["dtype"]) for i in info["inputs"]}
+
+
+def onnxruntime_outputs(path: Path, feeds: dict) -> list:
+    # Unoptimized: onnxruntime's fused QDQ kernels round differently from the graph's own definition.
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+@pytest.mark.parametrize("name", fixtures())
+def test_fixture_imports_offloads_builds_and_runs_on_host(name, tmp_path, capfd, monkeypatch):
+    info = MANIFEST[name]
+    mod = tvm_deeploy.load_onnx(MODELS / name)
+    assert offloaded_call_sites(mod) == EXPECTED[name]
+
+    # `tvm-deeploy compile` runs relax.build(mod, target="deeploy") and TVM's llvm build in the VM on the
+    # test inputs; the test keeps those outputs rather than building the model a third and fourth time.
+    builds = []
+
+    def reference_outputs(*args, **kwargs):
+        builds.append(original(*args, **kwargs))
+        return builds[-1]
+
+    original = export.reference_outputs
+    monkeypatch.setattr(export, "reference_outputs", reference_outputs)
+    feeds = model_inputs(info)
+    np.savez(tmp_path / "inputs.npz", *feeds.values())
+    out = tmp_path / "project"
+    assert cli.main(["compile", str(MODELS / name), "-o", str(out), "--inputs", str(tmp_path / "inputs.npz")]) == 0
+    ((deeploy, llvm),) = builds
+
+    expected = onnxruntime_outputs(MODELS / name, feeds)
+    assert len(deeploy) == len(expected) == len(info["outputs"])
+    for got, tvm_llvm, want, output in zip(deeploy, llvm, expected, info["outputs"]):
+        assert got.shape == want.shape and got.dtype == want.dtype
+        if output["lsb"] is None:
+            assert np.abs(got - want).max() <= FP32_RELATIVE * np.abs(want).max(), output["name"]
+        else:  # int8: within 1 LSB of TVM's own (float-defined) build of the same module
+            assert np.abs(got - tvm_llvm).max() <= output["lsb"] * (1 + 1e-5), output["name"]
+
+    capfd.readouterr()
+    assert cli.main(["run", str(out), "--on", "host"]) == 0
+    assert f"Errors: 0 out of {sum(got.size for got in deeploy)}" in capfd.readouterr().out
