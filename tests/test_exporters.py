@@ -24,8 +24,9 @@ MANIFEST = json.loads((MODELS / "manifest.json").read_text())["models"]
 # Offloaded call sites per (op, dtype[, B operand]): "weight" is a constant B, "activations" a computed one.
 F32_ATTENTION, F32_WEIGHT = ("attention", "float32"), ("gemm", "float32", "weight")
 S8_WEIGHT, S8_ACTIVATIONS = ("gemm", "int8", "weight"), ("gemm", "int8", "activations")
-F32_ACTIVATIONS, F32_SOFTMAX = ("gemm", "float32", "activations"), ("softmax", "float32")
+F32_SOFTMAX = ("softmax", "float32")
 LLAMA_F32 = {F32_ATTENTION: 3, F32_WEIGHT: 22}
+LLAMA_QDQ = {S8_WEIGHT: 22, S8_ACTIVATIONS: 6, F32_SOFTMAX: 3}
 EXPECTED = {
     "encoder_dynamo.onnx": {F32_ATTENTION: 1, F32_WEIGHT: 4},
     "llama_eager_dynamo.onnx": LLAMA_F32,
@@ -33,10 +34,11 @@ EXPECTED = {
     "llama_sdpa_dynamo.onnx": LLAMA_F32,  # the isnan/where guard and the split Q/K scale absorbed
     "llama_sdpa_dynamo_decode.onnx": LLAMA_F32,
     "llama_sdpa_legacy_ortopt.onnx": LLAMA_F32,
-    # QDQ attention stays op by op: int8 Q·Kᵀ and P·V GEMMs, the softmax in fp32
-    "llama_eager_qdq.onnx": {F32_ACTIVATIONS: 15, S8_ACTIVATIONS: 6, S8_WEIGHT: 7, F32_SOFTMAX: 3},
-    "llama_eager_qdq_pc.onnx": {F32_ACTIVATIONS: 15, S8_ACTIVATIONS: 6, S8_WEIGHT: 7, F32_SOFTMAX: 3},
-    "llama_eager_qdq_pc_dedicated.onnx": {F32_ACTIVATIONS: 3, S8_ACTIVATIONS: 6, S8_WEIGHT: 19, F32_SOFTMAX: 3},
+    # every projection an int8 GEMM (shared dequantize ops and repeated quantize ops undone); QDQ attention
+    # stays op by op: int8 Q·Kᵀ and P·V GEMMs, the softmax in fp32
+    "llama_eager_qdq.onnx": LLAMA_QDQ,
+    "llama_eager_qdq_pc.onnx": LLAMA_QDQ,
+    "llama_eager_qdq_pc_dedicated.onnx": LLAMA_QDQ,
     "llama_eager_qdynamic.onnx": {F32_ATTENTION: 3},  # MatMulInteger stays in TVM
     "mlp_dynamo.onnx": {F32_WEIGHT: 3},
     "mlp_qdq_pc.onnx": {S8_WEIGHT: 3},

@@ -6,6 +6,7 @@ import tvm
 from tvm import relax
 
 from .patterns import checked_matching, deeploy_patterns
+from .qdq import unshare_qdq
 
 
 def _is_offloaded(func) -> bool:
@@ -23,6 +24,7 @@ def partition_for_deeploy(mod: tvm.IRModule) -> tvm.IRModule:
     with checked_matching():
         mod = tvm.transform.Sequential([
             relax.transform.ConvertToDataflow(min_size=1),
+            unshare_qdq,
             relax.transform.FuseOpsByPattern(deeploy_patterns(), bind_constants=True, annotate_codegen=True),
         ])(mod)
     for gvar, func in earlier.items():
