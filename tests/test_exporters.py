@@ -11,10 +11,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import pytest
+import tvm
+from conftest import build_and_run
+from tvm import relax
 
 import tvm_deeploy
 from tvm_deeploy import cli
 from tvm_deeploy.offload.functions import describe_function, offloaded_functions
+from tvm_deeploy.offload.qdq import unshare_qdq
 from tvm_deeploy.plan.report import call_sites
 from tvm_deeploy.program import export
 
@@ -119,3 +123,45 @@ def test_fixture_imports_offloads_builds_and_runs_on_host(name, tmp_path, capfd,
     capfd.readouterr()
     assert cli.main(["run", str(out), "--on", "host"]) == 0
     assert f"Errors: 0 out of {sum(got.size for got in deeploy)}" in capfd.readouterr().out
+
+
+def shared_qdq_module(tokens: int = 8, dim: int = 16) -> tvm.IRModule:
+    """onnxruntime's habits in small: one dequantized activation feeds two QDQ matmuls (q and k), and the
+    first one's output feeds two identical quantize ops (DedicatedQDQPair)."""
+    rng = np.random.default_rng(1)
+    x = relax.Var("x", relax.TensorType((tokens, dim), "int8"))
+    bb = relax.BlockBuilder()
+
+    def const(value, dtype):
+        return relax.const(np.asarray(value, dtype))
+
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            shared = bb.emit(relax.op.dequantize(x, const(0.05, "float32"), const(3, "int8")))
+            outputs = []
+            for _ in range(2):
+                w = rng.integers(-127, 128, (dim, dim)).astype("int8")
+                weight = bb.emit(relax.op.dequantize(relax.const(w), const(rng.uniform(0.002, 0.01, dim), "float32"),
+                                                     const(np.zeros(dim), "int8"), axis=1))
+                outputs.append(bb.emit(relax.op.matmul(shared, weight)))
+            pair = [bb.emit(relax.op.quantize(outputs[0], const(0.04, "float32"), const(-5, "int8"),
+                                              out_dtype="int8")) for _ in range(2)]
+            k = bb.emit(relax.op.quantize(outputs[1], const(0.04, "float32"), const(2, "int8"), out_dtype="int8"))
+            result = bb.emit_output(relax.Tuple([*pair, k]))
+        bb.emit_func_output(result)
+    return bb.get()
+
+
+def test_shared_dequantize_and_repeated_quantize_become_int8_gemms(tmp_path):
+    mod = shared_qdq_module()
+    assert offloaded_call_sites(mod) == {S8_WEIGHT: 2}
+    x = np.random.default_rng(2).integers(-128, 128, (8, 16)).astype("int8")
+    # the rewrite computes what the graph computes: TVM's own pipeline on it equals TVM's llvm build exactly
+    unshared = unshare_qdq(mod)
+    assert sum(1 for line in unshared.script().splitlines() if "R.quantize(" in line) == 2
+    for after, before in zip(build_and_run(unshared, "llvm", [x], tmp_path, "unshared"),
+                             build_and_run(mod, "llvm", [x], tmp_path), strict=True):
+        np.testing.assert_array_equal(after, before)
+    got, want = build_and_run(mod, "deeploy", [x], tmp_path), build_and_run(mod, "llvm", [x], tmp_path)
+    for offloaded, tvm_llvm in zip(got, want, strict=True):
+        assert np.abs(offloaded.astype(int) - tvm_llvm).max() <= 1
