@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 import tvm
@@ -165,3 +166,17 @@ def test_shared_dequantize_and_repeated_quantize_become_int8_gemms(tmp_path):
     got, want = build_and_run(mod, "deeploy", [x], tmp_path), build_and_run(mod, "llvm", [x], tmp_path)
     for offloaded, tvm_llvm in zip(got, want, strict=True):
         assert np.abs(offloaded.astype(int) - tvm_llvm).max() <= 1
+
+
+def test_external_data_model_compiles_and_runs(tmp_path, capfd):
+    """The dynamo exporter writes `model.onnx` + `model.onnx.data`: `tvm-deeploy compile` reads the weights
+    from beside the model."""
+    model = onnx.load_model(str(MODELS / "mlp_dynamo.onnx"))
+    path = tmp_path / "mlp.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, location="mlp.onnx.data", size_threshold=0)
+    assert (tmp_path / "mlp.onnx.data").stat().st_size > path.stat().st_size
+    out = tmp_path / "project"
+    assert cli.main(["compile", str(path), "-o", str(out)]) == 0
+    capfd.readouterr()
+    assert cli.main(["run", str(out), "--on", "host"]) == 0
+    assert "Errors: 0 out of 80" in capfd.readouterr().out
