@@ -44,7 +44,7 @@ EXPECTED = {
     "llama_eager_qdq.onnx": LLAMA_QDQ,
     "llama_eager_qdq_pc.onnx": LLAMA_QDQ,
     "llama_eager_qdq_pc_dedicated.onnx": LLAMA_QDQ,
-    "llama_eager_qdynamic.onnx": {F32_ATTENTION: 3},  # MatMulInteger stays in TVM
+    "llama_eager_qdynamic.onnx": {F32_ATTENTION: 3, S8_WEIGHT: 22},  # every MatMulInteger an int8 GEMM
     "mlp_dynamo.onnx": {F32_WEIGHT: 3},
     "mlp_qdq_pc.onnx": {S8_WEIGHT: 3},
     "sdpa_causal_dynamo.onnx": {F32_ATTENTION: 1, F32_WEIGHT: 2},
@@ -180,3 +180,31 @@ def test_external_data_model_compiles_and_runs(tmp_path, capfd):
     capfd.readouterr()
     assert cli.main(["run", str(out), "--on", "host"]) == 0
     assert "Errors: 0 out of 80" in capfd.readouterr().out
+
+
+def matmul_integer_module(tokens: int = 6, k: int = 24, n: int = 10) -> tvm.IRModule:
+    """MatMulInteger as TVM imports it: (astype(x_q) - astype(x_zp)) @ (astype(W) - astype(0)) in int32, x_q
+    uint8 and its zero point inputs (DynamicQuantizeLinear computes them at run time)."""
+    w = np.random.default_rng(3).integers(-128, 128, (k, n)).astype("int8")
+    x = relax.Var("x", relax.TensorType((1, tokens, k), "uint8"))
+    zp = relax.Var("zp", relax.TensorType((1,), "uint8"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x, zp]):
+        with bb.dataflow():
+            scalar_zp = bb.emit(relax.op.reshape(zp, ()))
+            a = bb.emit(relax.op.subtract(relax.op.astype(x, "int32"), relax.op.astype(scalar_zp, "int32")))
+            b = bb.emit(relax.op.subtract(relax.op.astype(relax.const(w), "int32"),
+                                          relax.op.astype(relax.const(np.int8(0)), "int32")))
+            result = bb.emit_output(relax.op.matmul(a, b, out_dtype="int32"))
+        bb.emit_func_output(result)
+    return bb.get()
+
+
+@pytest.mark.parametrize("zero_point", [0, 128, 255])
+def test_matmul_integer_is_an_exact_int8_gemm(zero_point, tmp_path):
+    mod = matmul_integer_module()
+    assert offloaded_call_sites(mod) == {S8_WEIGHT: 1}
+    x = np.random.default_rng(zero_point).integers(0, 256, (1, 6, 24)).astype("uint8")
+    inputs = [x, np.array([zero_point], "uint8")]
+    np.testing.assert_array_equal(build_and_run(mod, "deeploy", inputs, tmp_path),
+                                  build_and_run(mod, "llvm", inputs, tmp_path))
