@@ -111,6 +111,7 @@ def test_fixture_imports_offloads_builds_and_runs_on_host(name, tmp_path, capfd,
     out = tmp_path / "project"
     assert cli.main(["compile", str(MODELS / name), "-o", str(out), "--inputs", str(tmp_path / "inputs.npz")]) == 0
     ((deeploy, llvm),) = builds
+    assert json.loads((out / "report.json").read_text())["counts"]["deeploy"] == sum(EXPECTED[name].values())
 
     expected = onnxruntime_outputs(MODELS / name, feeds)
     assert len(deeploy) == len(expected) == len(info["outputs"])
@@ -208,3 +209,21 @@ def test_matmul_integer_is_an_exact_int8_gemm(zero_point, tmp_path):
     inputs = [x, np.array([zero_point], "uint8")]
     np.testing.assert_array_equal(build_and_run(mod, "deeploy", inputs, tmp_path),
                                   build_and_run(mod, "llvm", inputs, tmp_path))
+
+
+def test_compile_report_and_report_json_count_call_sites(tmp_path):
+    """Identical ops share one offloaded function (as a Llama's layers share their attention): the reports
+    count its calls as well as the function."""
+    w = relax.const(np.random.default_rng(4).standard_normal((16, 16)).astype("float32"))
+    x = relax.Var("x", relax.TensorType((4, 16), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            h = bb.emit(relax.op.nn.relu(bb.emit(relax.op.matmul(x, w))))
+            result = bb.emit_output(relax.op.matmul(h, w))
+        bb.emit_func_output(result)
+    mod = bb.get()
+    (entry,) = tvm_deeploy.compile_report(mod).values()
+    assert entry["call_sites"] == 2
+    counts = tvm_deeploy.export_c(mod, tvm_deeploy.target(), tmp_path, test_vectors=False).report["counts"]
+    assert (counts["deeploy"], counts["deeploy_functions"], counts["tvm"]) == (2, 1, 1)
