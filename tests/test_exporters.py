@@ -227,3 +227,30 @@ def test_compile_report_and_report_json_count_call_sites(tmp_path):
     assert entry["call_sites"] == 2
     counts = tvm_deeploy.export_c(mod, tvm_deeploy.target(), tmp_path, test_vectors=False).report["counts"]
     assert (counts["deeploy"], counts["deeploy_functions"], counts["tvm"]) == (2, 1, 1)
+
+
+def sdpa_module(guard_value: float, heads: int = 2, seq: int = 8, dim: int = 4) -> tvm.IRModule:
+    """torch's SDPA export: √scale on Q and on Kᵀ, the mask, softmax, then where(isnan(p), guard, p)."""
+    shape = (1, heads, seq, dim)
+    q, k, v = (relax.Var(name, relax.TensorType(shape, "float32")) for name in "qkv")
+    mask = np.triu(np.full((seq, seq), -np.inf, "float32"), 1)
+    half_scale = relax.const(np.float32(dim ** -0.25))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [q, k, v]):
+        with bb.dataflow():
+            kt = bb.emit(relax.op.multiply(bb.emit(relax.op.permute_dims(k, [0, 1, 3, 2])), half_scale))
+            scores = bb.emit(relax.op.matmul(bb.emit(relax.op.multiply(q, half_scale)), kt))
+            p = bb.emit(relax.op.nn.softmax(bb.emit(relax.op.add(scores, relax.const(mask))), axis=-1))
+            guarded = bb.emit(relax.op.where(relax.op.isnan(p), relax.const(np.float32(guard_value)), p))
+            result = bb.emit_output(relax.op.matmul(guarded, v))
+        bb.emit_func_output(result)
+    return bb.get()
+
+
+@pytest.mark.parametrize("guard_value, fused", [(0.0, True), (1.0, False)])
+def test_sdpa_guard_and_split_scale_fuse_into_attention(guard_value, fused, tmp_path):
+    mod = sdpa_module(guard_value)
+    assert (offloaded_call_sites(mod) == {F32_ATTENTION: 1}) is fused
+    inputs = list(np.random.default_rng(5).standard_normal((3, 1, 2, 8, 4)).astype("float32"))
+    got, want = build_and_run(mod, "deeploy", inputs, tmp_path), build_and_run(mod, "llvm", inputs, tmp_path)
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
