@@ -254,3 +254,22 @@ def test_sdpa_guard_and_split_scale_fuse_into_attention(guard_value, fused, tmp_
     inputs = list(np.random.default_rng(5).standard_normal((3, 1, 2, 8, 4)).astype("float32"))
     got, want = build_and_run(mod, "deeploy", inputs, tmp_path), build_and_run(mod, "llvm", inputs, tmp_path)
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def test_q_times_a_tensor_is_no_attention_scale(tmp_path):
+    """A multiply of Q by a per-feature tensor (not a scalar) is no softmax scale: the fused attention takes
+    Q after it (TVM computes the product), and the result is TVM's."""
+    shape = (1, 2, 8, 4)
+    q, k, v = (relax.Var(name, relax.TensorType(shape, "float32")) for name in "qkv")
+    bb = relax.BlockBuilder()
+    with bb.function("main", [q, k, v]):
+        with bb.dataflow():
+            scaled_q = bb.emit(relax.op.multiply(q, relax.const(np.arange(1, 5, dtype="float32"))))
+            scores = bb.emit(relax.op.matmul(scaled_q, bb.emit(relax.op.permute_dims(k, [0, 1, 3, 2]))))
+            result = bb.emit_output(relax.op.matmul(bb.emit(relax.op.nn.softmax(scores, axis=-1)), v))
+        bb.emit_func_output(result)
+    mod = bb.get()
+    assert offloaded_call_sites(mod) == {F32_ATTENTION: 1}
+    inputs = list(np.random.default_rng(6).standard_normal((3, *shape)).astype("float32"))
+    got, want = build_and_run(mod, "deeploy", inputs, tmp_path), build_and_run(mod, "llvm", inputs, tmp_path)
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()

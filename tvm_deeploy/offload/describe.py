@@ -402,8 +402,10 @@ def _resolve(tree: CallTree, expr, scaled: bool = False) -> _Resolved:
             chain.append(call)
             cur = _scalar_multiply(call)[0]
             continue
-        if call is None or call.op.name not in views.VIEW_OPS + ("relax.dequantize",):
+        if call is None:
             break
+        if call.op.name not in views.VIEW_OPS + ("relax.dequantize",):  # e.g. a multiply by a tensor
+            raise Unsupported(f"attention operand through {call.op.name}, which is no view")
         chain.append(call)
         cur = call.args[0]
     view = views.contiguous(static_type(cur)[0])
