@@ -79,10 +79,7 @@ class _MatMulInteger(PyExprMutator):
 @tvm.transform.module_pass(opt_level=0, name="DeeployMatMulInteger")
 def matmul_integer_as_int8(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     """Every Relax function not yet offloaded, with its MatMulInteger products as int8 GEMMs (see above)."""
-    updated = {}
-    for gvar, func in mod.functions.items():
-        if isinstance(func, relax.Function) and not (func.attrs and "Codegen" in func.attrs):
-            updated[gvar] = relax.analysis.remove_all_unused(_MatMulInteger(mod).visit_expr(func))
-    for gvar, func in updated.items():
-        mod[gvar] = func
-    return mod
+    functions = {gvar: relax.analysis.remove_all_unused(_MatMulInteger(mod).visit_expr(func))
+                 if isinstance(func, relax.Function) and not (func.attrs and "Codegen" in func.attrs) else func
+                 for gvar, func in mod.functions.items()}
+    return tvm.IRModule(functions, attrs=mod.attrs, global_infos=mod.global_infos)

@@ -79,11 +79,7 @@ class _Unshare(PyExprMutator):
 @tvm.transform.module_pass(opt_level=0, name="DeeployUnshareQDQ")
 def unshare_qdq(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     """Every Relax function not yet offloaded, with shared dequantize and repeated quantize ops undone."""
-    updated = {}
-    for gvar, func in mod.functions.items():
-        if isinstance(func, relax.Function) and not (func.attrs and "Codegen" in func.attrs):
-            rewritten = _Unshare(mod, _uses(func)).visit_expr(func)
-            updated[gvar] = relax.analysis.remove_all_unused(rewritten)
-    for gvar, func in updated.items():
-        mod[gvar] = func
-    return mod
+    functions = {gvar: relax.analysis.remove_all_unused(_Unshare(mod, _uses(func)).visit_expr(func))
+                 if isinstance(func, relax.Function) and not (func.attrs and "Codegen" in func.attrs) else func
+                 for gvar, func in mod.functions.items()}
+    return tvm.IRModule(functions, attrs=mod.attrs, global_infos=mod.global_infos)
