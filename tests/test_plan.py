@@ -21,7 +21,7 @@ from tvm_deeploy.plan.tiling import tile_gemm
 from tvm_deeploy.targets.target import platform_of
 
 W = np.arange(40, dtype="float32").reshape(8, 5)
-DESCRIPTIVE = {"op", "summary", "shapes", "output_shape", "dtype", "out_dtype"}
+DESCRIPTIVE = {"op", "summary", "shapes", "output_shape", "dtype", "out_dtype", "call_sites"}
 
 
 def matmul_module():

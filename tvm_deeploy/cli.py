@@ -103,7 +103,8 @@ def _compile(args, out=print) -> int:
         return _fail("compile", f"TVM could not build the model: {type(err).__name__}: {_one_line(err)}")
     report = exported.report
     counts = report["counts"]
-    out(f"{args.model} -> {args.output}: {counts['steps']} steps, {counts['deeploy']} offloaded to deeploy, "
+    out(f"{args.model} -> {args.output}: {counts['steps']} steps, {counts['deeploy']} offloaded to deeploy "
+        f"({counts['deeploy_functions']} distinct functions), "
         f"{counts['tvm']} through TVM's glue")
     for level, memory in report["memory"].items():
         if memory.get("owner") == "tiler":

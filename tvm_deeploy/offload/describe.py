@@ -383,12 +383,13 @@ MAX_ATTENTION_DIM = 16384  # int8 scores stay below 2**30
 
 @dataclass(frozen=True)
 class _Resolved:
-    """An operand seen through its layout chain: the tensor it starts from, the view, and the scale
-    and zero point of a dequantize on the way (int8)."""
+    """An operand seen through its layout chain: the tensor it starts from, the view, the scale and
+    zero point of a dequantize on the way (int8), and the product of the scalar multiplies on the way."""
 
     source: object
     view: views.View
     dequantize: tuple[float, int] | None
+    factor: float = 1.0
 
 
 def _scalar(values: np.ndarray, what: str):
@@ -397,22 +398,44 @@ def _scalar(values: np.ndarray, what: str):
     return values.reshape(())
 
 
-def _resolve(tree: CallTree, expr) -> _Resolved:
-    """Follow layout ops (and one dequantize) inside the match from `expr` back to a parameter or
-    constant, then replay them forward as a view of it."""
+def _scalar_multiply(call):
+    """(x, c) of `multiply(x, c)` / `multiply(c, x)` with a scalar float32 constant c that does not
+    broadcast x, else None."""
+    if call.op.name != "relax.multiply":
+        return None
+    consts = [a for a in call.args if isinstance(a, tvm.ir.expr.Constant)]
+    if len(consts) != 1 or static_type(consts[0])[1] != "float32" or consts[0].value.numpy().size != 1:
+        return None
+    tensor = _other_arg(call, consts[0])
+    if static_type(tensor)[0] != static_type(call)[0]:
+        return None
+    return tensor, float(consts[0].value.numpy().reshape(()))
+
+
+def _resolve(tree: CallTree, expr, scaled: bool = False) -> _Resolved:
+    """Follow layout ops (and one dequantize; with `scaled`, scalar multiplies) inside the match from
+    `expr` back to a parameter or constant, then replay them forward as a view of it."""
     chain, cur = [], expr
     while True:
         call = tree.call(cur)
-        if call is None or call.op.name not in views.VIEW_OPS + ("relax.dequantize",):
+        if call is not None and scaled and _scalar_multiply(call) is not None:
+            chain.append(call)
+            cur = _scalar_multiply(call)[0]
+            continue
+        if call is None:
             break
+        if call.op.name not in views.VIEW_OPS + ("relax.dequantize",):  # e.g. a multiply by a tensor
+            raise Unsupported(f"attention operand through {call.op.name}, which is no view")
         chain.append(call)
         cur = call.args[0]
     view = views.contiguous(static_type(cur)[0])
-    dq = None
+    dq, factor = None, 1.0
     try:
         for call in reversed(chain):
             op, out_shape = call.op.name, static_type(call)[0]
-            if op == "relax.permute_dims":
+            if op == "relax.multiply":
+                factor *= _scalar_multiply(call)[1]
+            elif op == "relax.permute_dims":
                 axes = call.attrs.axes
                 view = views.permute(view, None if axes is None else [int(a) for a in axes])
             elif op == "relax.repeat":
@@ -435,7 +458,7 @@ def _resolve(tree: CallTree, expr) -> _Resolved:
                 raise Unsupported(f"{op}: view of shape {views.shape_of(view)}, expected {out_shape}")
     except views.ViewError as err:
         raise Unsupported(str(err)) from err
-    return _Resolved(cur, view, dq)
+    return _Resolved(cur, view, dq, factor)
 
 
 def _output_view(tree: CallTree, root):
@@ -526,8 +549,8 @@ def causal_mask_kind(values: np.ndarray, q_len: int, kv_len: int) -> str | None:
     return None
 
 
-def _finish(tree, *, q, k, v, mask_expr, out_view, out_shape, out_roles, quantize, heads, kv_div, kv_heads, batch, q_len,
-            kv_len, qk_dim, v_dim, scale, causal, q_strides, k_strides, v_strides) -> AttentionSpec:
+def _finish(tree, *, q, k, v, mask_expr, out_view, out_shape, out_roles, quantize, heads, kv_div, kv_heads, batch,
+            q_len, kv_len, qk_dim, v_dim, scale, causal, q_strides, k_strides, v_strides) -> AttentionSpec:
     """The spec, once operands and views are known: the mask (or the causal masking it is), the
     output strides, and the int8 constants when the inputs are dequantized and the output quantized."""
     mask = mask_strides = None
@@ -611,11 +634,23 @@ def _lead_roles(rank):
     raise Unsupported(f"attention operand of rank {rank}")
 
 
+def _unguarded(tree, probs):
+    """The softmax behind SDPA's guard `where(isnan(p), 0, p)`, or `probs` when there is no guard."""
+    where = tree.call(probs, "relax.where")
+    if where is None:
+        return probs
+    cond, zero, p = where.args
+    isnan = tree.call(cond, "relax.isnan")
+    if isnan is None or not isnan.args[0].same_as(p) or np.any(const_array(zero, "softmax guard value") != 0):
+        raise Unsupported("where() after the softmax is not the guard where(isnan(p), 0, p)")
+    return p
+
+
 def _describe_attention_chain(tree, inner, out_view, out_shape, quantize) -> AttentionSpec:
     pv = tree.call(inner, "relax.matmul")
     if pv is None:
         raise Unsupported("attention chain does not end in matmul(P, V)")
-    softmax = tree.call(pv.args[0], "relax.nn.softmax")
+    softmax = tree.call(_unguarded(tree, pv.args[0]), "relax.nn.softmax")
     if softmax is None:
         raise Unsupported("attention chain without softmax")
     pv_shape = static_type(pv)[0]
@@ -645,7 +680,9 @@ def _describe_attention_chain(tree, inner, out_view, out_shape, quantize) -> Att
     qk = tree.call(scores, "relax.matmul")
     if qk is None:
         raise Unsupported("attention chain does not start with matmul(Q, K^T)")
-    q, kt, v = _resolve(tree, qk.args[0]), _resolve(tree, qk.args[1]), _resolve(tree, pv.args[1])
+    q, kt = _resolve(tree, qk.args[0], scaled=True), _resolve(tree, qk.args[1], scaled=True)
+    v = _resolve(tree, pv.args[1])
+    scale *= q.factor * kt.factor
     if rank < 2 or any(len(r.view) < 2 for r in (q, kt, v)) or len(out_view) != rank:
         raise Unsupported("attention chain of vectors")
     q_len, qk_dim = q.view[-2].size, q.view[-1].size

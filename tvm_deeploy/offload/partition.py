@@ -5,7 +5,9 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from .matmul_integer import matmul_integer_as_int8
 from .patterns import checked_matching, deeploy_patterns
+from .qdq import unshare_qdq
 
 
 def _is_offloaded(func) -> bool:
@@ -23,6 +25,8 @@ def partition_for_deeploy(mod: tvm.IRModule) -> tvm.IRModule:
     with checked_matching():
         mod = tvm.transform.Sequential([
             relax.transform.ConvertToDataflow(min_size=1),
+            unshare_qdq,
+            matmul_integer_as_int8,
             relax.transform.FuseOpsByPattern(deeploy_patterns(), bind_constants=True, annotate_codegen=True),
         ])(mod)
     for gvar, func in earlier.items():

@@ -222,8 +222,12 @@ def _tensor(value) -> str:
 
 
 def _counts(steps) -> dict:
+    """Steps by kind; "deeploy" counts call sites, "deeploy_functions" the distinct offloaded functions
+    they call (identical ops, e.g. a Llama's attention in every layer, share one)."""
     return {"steps": len(steps), "tvm": sum(s.kind == "tvm" for s in steps),
-            "deeploy": sum(s.kind == "deeploy" for s in steps), "copies": sum(s.kind == "copy" for s in steps)}
+            "deeploy": sum(s.kind == "deeploy" for s in steps),
+            "deeploy_functions": len({s.callee for s in steps if s.kind == "deeploy"}),
+            "copies": sum(s.kind == "copy" for s in steps)}
 
 
 def _op_entries(entry: proj.Entry, ops: dict, glue) -> list[dict]:

@@ -15,13 +15,14 @@ from ..registry import Family, register
 from ..specs import AttentionSpec
 
 # Operands arrive through layout ops (up to VIEW_DEPTH of them, any order: permute_dims, reshape,
-# repeat, ...) and, int8, one dequantize; the output leaves through up to OUT_DEPTH permute_dims /
-# reshape and, int8, a quantize. describe turns the chains into strides.
+# repeat, ...) and, int8, one dequantize; Q and K may carry scalar multiplies (exporters split the
+# softmax scale over both, torch's SDPA as √(1/√d) on each). The output leaves through up to OUT_DEPTH
+# permute_dims / reshape and, int8, a quantize. describe turns the chains into strides and one scale.
 VIEW_DEPTH = 7
 OUT_DEPTH = 2
 
 
-def _viewed(depth: int = VIEW_DEPTH, dequantize: bool = False):
+def _viewed(depth: int = VIEW_DEPTH, dequantize: bool = False, scaled: bool = False):
     x = wildcard()
     for _ in range(depth):
         steps = [is_op("relax.permute_dims")(x), is_op("relax.reshape")(x, wildcard()), is_op("relax.repeat")(x),
@@ -29,6 +30,8 @@ def _viewed(depth: int = VIEW_DEPTH, dequantize: bool = False):
                  is_op("relax.squeeze")(x)]
         if dequantize:
             steps.append(is_op("relax.dequantize")(x, is_const(), is_const()))
+        if scaled:
+            steps += [is_op("relax.multiply")(x, is_const()), is_op("relax.multiply")(is_const(), x)]
         x = either(*steps) | x
     return x
 
@@ -49,11 +52,14 @@ def _attention_op(operand):
 
 
 def _attention_chain(operand):
-    # matmul(softmax([mask +] [scale *|/] matmul(Q, K^T)), V), each operand through its layout ops
-    scores = is_op("relax.matmul")(operand(), operand())
+    # matmul([guard] softmax([mask +] [scale *|/] matmul(Q, K^T)), V), each operand through its layout
+    # ops. The guard, SDPA's where(isnan(p), 0, p), is what the kernel does anyway: a row with no visible key is 0.
+    scores = is_op("relax.matmul")(operand(scaled=True), operand(scaled=True))
     scaled = is_op("relax.divide")(scores, is_const()) | maybe("relax.multiply", scores)
     masked = add_either_order(scaled, wildcard()) | scaled
-    return is_op("relax.matmul")(is_op("relax.nn.softmax")(masked), operand())
+    probs = is_op("relax.nn.softmax")(masked)
+    guarded = is_op("relax.where")(is_op("relax.isnan")(probs), is_const(), probs) | probs
+    return is_op("relax.matmul")(guarded, operand())
 
 
 def attention_pattern():
@@ -69,7 +75,7 @@ def attention_s8_pattern():
 
 
 def attention_chain_s8_pattern():
-    return _quantized(_attention_chain(lambda: _viewed(dequantize=True)))
+    return _quantized(_attention_chain(lambda scaled=False: _viewed(dequantize=True, scaled=scaled)))
 
 
 def attention_direct_pattern():
@@ -79,7 +85,7 @@ def attention_direct_pattern():
 
 
 def attention_chain_direct_pattern():
-    return maybe_permuted(_attention_chain(lambda: maybe_permuted(wildcard())))
+    return maybe_permuted(_attention_chain(lambda scaled=False: maybe_permuted(wildcard())))
 
 
 def plan(spec: AttentionSpec, platform) -> dict:

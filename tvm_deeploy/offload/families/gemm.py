@@ -26,7 +26,9 @@ def gemm_pattern():
 
 
 def qdq_gemm_pattern():
-    dequantize = lambda: is_op("relax.dequantize")(wildcard(), is_const(), is_const())
+    def dequantize():
+        return is_op("relax.dequantize")(wildcard(), is_const(), is_const())
+
     product = is_op("relax.matmul")(dequantize(), maybe_permuted(dequantize()))
     bias = is_op("relax.dequantize")(is_const(), is_const(), is_const()) | is_const()
     return is_op("relax.quantize")(add_either_order(product, bias) | product, is_const(), is_const())
@@ -63,5 +65,6 @@ FAMILY = register(Family(
     kind=GemmSpec.kind,
     patterns=(("gemm_qdq", qdq_gemm_pattern), ("gemm_int_requant", int_requant_gemm_pattern),
               ("gemm", gemm_pattern), ("matmul", matmul_pattern)),
-    describe=describe_gemm, plan=plan, tiling_type=GemmTiling, emit=_emit_gemm, reference=lambda spec: reference.gemm_s8 if spec.dtype == "int8" else np.matmul,
+    describe=describe_gemm, plan=plan, tiling_type=GemmTiling, emit=_emit_gemm,
+    reference=lambda spec: reference.gemm_s8 if spec.dtype == "int8" else np.matmul,
     summary=summary, shapes=lambda spec: {"a": list(spec.a.shape), "b": list(spec.b.shape)}))
