@@ -62,3 +62,11 @@ def test_stories260k_under_qemu_counts_every_call(stories):
     assert all(len(c.instructions) == 1 and c.dma_to_l1 == c.dma_to_l2 == 0 for c in run.calls)
     decodes = [c.slowest for c in run.calls[1:]]
     assert 1_500_000 < decodes[0] < 3_000_000 and decodes == sorted(decodes)
+
+
+def test_memory_bytes_count_the_checkpoint_once():
+    """The weights are the checkpoint file's floats (rotary tables included, the shared head once)."""
+    sizes = handwritten.memory_bytes(load_checkpoint(CHECKPOINT))
+    assert sizes["weights"] == CHECKPOINT.stat().st_size - 7 * 4
+    assert sizes["kv_cache"] == 2 * 5 * 512 * 32 * 4  # K and V, layers x context x kv_dim, fp32
+    assert sizes["scratch"] == 4 * (4 * 64 + 2 * 172 + 512 + 512)
