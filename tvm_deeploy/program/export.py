@@ -236,7 +236,8 @@ def _op_entries(entry: proj.Entry, ops: dict, glue) -> list[dict]:
             fn = ops[step.callee]
             item.update(engine=fn.engine, op=summary(fn.spec), plan=fn.plan)  # its "deeploy.plan" attribute
         elif step.kind == "tvm":
-            item.update(engine="tvm", op=step.callee, workspace_bytes=glue.workspace.get(step.callee, 0))
+            item.update(engine="tvm", op=step.callee, workspace_bytes=glue.workspace.get(step.callee, 0),
+                        cores=glue.cores if step.callee in glue.forked else 1)
         else:
             item.update(engine="copy", op="copy")
         steps.append(item)
@@ -389,7 +390,8 @@ def build_project(mod: tvm.IRModule, target, prefix: str = "net", *, functions=(
         raise ValueError(f"test vectors are made for one function without state; {', '.join(lowered.programs)} "
                          f"{'has state' if len(programs) == 1 else 'are several functions'}: pass "
                          "test_vectors=False (tvm_deeploy.program.generate writes a language model's driver)")
-    glue = build_glue(lowered.prim_funcs, target, prefix, checks)
+    # TVM alone stays TVM's own 1-core program (the baseline); with the offload its glue runs on every core
+    glue = build_glue(lowered.prim_funcs, target, prefix, checks, platform.cores if offload else 1)
     state = plan_state(programs, activation_level)
     entries = _entries(lowered, glue, platform, prefix, state, activation_level, io_in_arena, solver_time_limit)
     inp = proj.ProjectInput(prefix, entries, glue, lowered.offloaded, state, weights_section, "")
