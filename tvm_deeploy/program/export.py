@@ -10,7 +10,8 @@ writes
     out/src/net_weights.c    the constants TVM's glue reads (const, in a named section)
     out/src/dpl_runtime.c    the runtime functions TVM's C calls; dpl_support.h declares what it uses
     out/test/main.c, out/test/net_test_vectors.h   host driver and test vectors
-    out/hal/, out/include/dpl_hal.h, dpl_profile.h   the HAL: host.c (threads) when ops are offloaded, and
+    out/hal/, out/include/dpl_hal.h, dpl_profile.h   the HAL: host.c (threads) when ops are offloaded or
+                             TVM's glue forks over the cores, and
                              the bare-metal RV32 one (rv32.c, rv32_start.S, rv32.ld) for qemu
     out/Makefile             `make host`, `make host-asan`, `make rv32` (RISC-V, run by `tvm_deeploy.targets.qemu`)
     out/report.json          ops with engine, memory per level against bounds, weights, solver figures
@@ -399,6 +400,8 @@ def build_project(mod: tvm.IRModule, target, prefix: str = "net", *, functions=(
     inp = dataclasses.replace(inp, description=description)
 
     files, section_bytes = offloaded_files(prefix, lowered.offloaded)
+    if glue.forked:  # split glue forks over the cores: the host build needs the HAL without any offloaded op too
+        files.update({"include/dpl_hal.h": kernel_file("dpl_hal.h"), HOST_HAL: kernel_file(HOST_HAL)})
     npu_weight_bytes = section_bytes["DPL_NPU_WEIGHTS"]
     constants = inp.constants()
     weight_bytes = section_bytes["DPL_WEIGHTS"] + npu_weight_bytes + sum(v.nbytes for v, _ in constants.values())

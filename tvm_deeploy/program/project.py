@@ -184,7 +184,7 @@ def _descriptors(prefix: str, entry: Entry, declared: set[str]) -> tuple[list[st
     return lines, runtime
 
 
-_CALL_HELPER = """\
+_INVOKE_HELPER = """\
 /* Calls a TIR function of TVM's glue with tensors, as tvm-ffi arguments (DLTensor pointers). */
 static int32_t ${prefix}_invoke(int32_t (*function)(void *, void *, int32_t, void *), DLTensor *const *tensors,
                                int32_t count)
@@ -201,8 +201,10 @@ static int32_t ${prefix}_invoke(int32_t (*function)(void *, void *, int32_t, voi
   result.type_index = kTVMFFINone;
   return function(NULL, args, count, &result);
 }
+"""
 
-/* The same with the function's workspace. */
+_CALL_HELPER = """\
+/* Calls a TIR function of TVM's glue on this core, with its workspace. */
 static int32_t ${prefix}_call(int32_t (*function)(void *, void *, int32_t, void *), DLTensor *const *tensors,
                              int32_t count, void *workspace, size_t workspace_bytes)
 {
@@ -446,8 +448,11 @@ def network_source(inp: ProjectInput) -> str:
 def _call_helpers(inp: ProjectInput, steps: list[Step], max_args: int) -> str:
     if not max_args:
         return ""
-    helpers = fill(_CALL_HELPER, prefix=inp.prefix, max_args=max_args)
-    if any(s.kind == "tvm" and s.callee in inp.glue.forked for s in steps):
+    glue_calls = [s for s in steps if s.kind == "tvm"]
+    helpers = fill(_INVOKE_HELPER, prefix=inp.prefix, max_args=max_args)
+    if any(s.callee not in inp.glue.forked for s in glue_calls):
+        helpers += "\n" + fill(_CALL_HELPER, prefix=inp.prefix)
+    if any(s.callee in inp.glue.forked for s in glue_calls):
         helpers += "\n" + fill(_FORK_HELPER, prefix=inp.prefix, cores=inp.glue.cores)
     return helpers
 
