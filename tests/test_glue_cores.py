@@ -46,6 +46,21 @@ def column_sums(x: T.Buffer((T.int64(64), T.int64(4)), "float32"), y: T.Buffer((
             y[vj] = y[vj] + x[vk, vj]
 
 
+@T.prim_func(private=True, s_tir=True)
+def opaque_copy(x: T.Buffer((T.int64(64),), "float32"), y: T.Buffer((T.int64(64),), "float32")):
+    with T.sblock("copy_all"):
+        T.reads()
+        T.writes()
+        for i in T.parallel(T.int64(64)):
+            y[i] = x[i]
+
+
+@T.prim_func(private=True, s_tir=True)
+def blockless_copy(x: T.Buffer((T.int64(64),), "float32"), y: T.Buffer((T.int64(64),), "float32")):
+    for i in range(T.int64(64)):
+        y[i] = x[i]
+
+
 def _source(func, cores=8):
     return build_glue({"f": func}, tvm.target.Target("c"), "t", cores=cores)
 
@@ -68,6 +83,8 @@ def test_an_elementwise_producer_is_inlined_then_split():
     (column_sums.with_attr("unused", 1), 2),
     (scale_rows, 1),  # one core: nothing to fork
     (sigmoid_times, 33),  # 64 elements: fewer than two per core (a fork costs more)
+    (opaque_copy, 8),  # hand-written TIR around TVM's root block (as TVM's cumsum)
+    (blockless_copy, 8),  # no block: no access regions to check
 ])
 def test_what_stays_on_one_core(func, cores):
     assert split_by_core(func, cores) is None

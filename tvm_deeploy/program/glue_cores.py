@@ -26,11 +26,15 @@ MIN_ITERATIONS_PER_CORE = 2
 
 def split_by_core(func: tirx.PrimFunc, cores: int) -> tirx.PrimFunc | None:
     """`func` with its outer loop split by core for a fork over `cores` cores, or None when it stays serial."""
-    if cores < 2 or not isinstance(func.body, s_tir.SBlockRealize):
+    # TensorIR with TVM's "root" block only (hand-written TIR, e.g. an opaque block around the loops, stays)
+    if cores < 2 or not isinstance(func.body, s_tir.SBlockRealize) or func.body.block.name_hint != "root":
         return None
     sch = s_tir.Schedule(func)
     root = sch.get_sblock("root")
-    for block in sch.get_child_blocks(root)[:-1]:
+    blocks = sch.get_child_blocks(root)
+    if not blocks:
+        return None  # loops without blocks: nothing TVM's checks can vouch for
+    for block in blocks[:-1]:
         try:
             sch.compute_inline(block)
         except s_tir.ScheduleError:
