@@ -10,9 +10,10 @@ instructions per generated token, averaged over the decode calls), four builds:
   offload-1    our int8 offload on the cluster (no NPU: qemu has none to count), 1 hart
   offload-8    the same program on 8 harts
 
-plus the arena, KV-cache and weight bytes, the compile (export) time, and where a decode token's instructions
-go on the slowest hart (our kernels against TVM's glue). Every run checks its tokens against the NumPy
-reference (the fp32 one for handwritten; TVM alone: against TVM's own build in the VM). All run the same way:
+plus DMA bytes per decode token, the arena, KV-cache and weight bytes, the compile (export) time, and where a
+decode token's instructions go on the slowest hart (our kernels against TVM's glue). Every run checks its
+tokens against the NumPy reference (the fp32 one for handwritten; TVM alone: against TVM's own build in the
+VM). All run the same way:
 gcc -O2, qemu -icount, instructions of the slowest hart per call. Prints a table and writes JSON.
 
     python scripts/bench_slm.py [--models stories260K] [--json bench_slm.json] [--prompt-tokens 16] [--tokens 4]
@@ -58,6 +59,12 @@ def _decode_split(run) -> dict:
             "decode_glue_instructions_per_token": round(glue / decodes)}
 
 
+def _decode_dma_bytes(run) -> int:
+    """DMA bytes (both directions) per decode call, on average."""
+    decodes = [c for c in run.calls if c.function == "decode"]
+    return round(sum(c.dma_to_l1 + c.dma_to_l2 for c in decodes) / len(decodes)) if decodes else 0
+
+
 def _bench_handwritten(name, checkpoint, prompt, n_tokens, out_dir: Path) -> dict:
     """The hand-written fp32 C on 1 hart; its tokens against the fp32 NumPy reference."""
     expected = LlamaReference(checkpoint).generate(prompt, n_tokens)
@@ -73,6 +80,7 @@ def _bench_handwritten(name, checkpoint, prompt, n_tokens, out_dir: Path) -> dic
         "prompt_instructions_per_token": round(prompt_call.slowest / len(prompt)),
         "decode_instructions_per_token": round(run.decode_instructions_per_token),
         "decode_kernel_instructions_per_token": None, "decode_glue_instructions_per_token": None,
+        "decode_dma_bytes_per_token": _decode_dma_bytes(run),
         "arena_bytes": sizes["scratch"], "kv_cache_bytes": sizes["kv_cache"], "l1_bytes": 0,
         "weight_bytes": sizes["weights"], "compile_seconds": round(compile_seconds, 1),
     }
@@ -100,7 +108,7 @@ def _bench_model(name, checkpoint, calibration, prompt_len, n_tokens, out_dir: P
             "expected_tokens": list(expected), "prompt_tokens": prompt_len,
             "prompt_instructions_per_token": round(prompt_call.slowest / prompt_len),
             "decode_instructions_per_token": round(run.decode_instructions_per_token),
-            **_decode_split(run),
+            **_decode_split(run), "decode_dma_bytes_per_token": _decode_dma_bytes(run),
             "arena_bytes": memory["L2"]["arena_bytes"], "kv_cache_bytes": memory["state"]["arena_bytes"],
             "l1_bytes": memory["L1"]["arena_bytes"], "weight_bytes": exported.report["weights"]["bytes"],
             "compile_seconds": round(compile_seconds, 1),
@@ -110,7 +118,8 @@ def _bench_model(name, checkpoint, calibration, prompt_len, n_tokens, out_dir: P
 
 
 HEADER = (f"{'model':<12} {'build':<12} {'prompt instr/token':>19} {'decode instr/token':>19} "
-          f"{'kernels':>10} {'glue':>10} {'arena':>9} {'KV cache':>9} {'weights':>9} {'compile':>8} errors")
+          f"{'kernels':>10} {'glue':>10} {'DMA/token':>10} {'arena':>9} {'KV cache':>9} {'weights':>9} "
+          f"{'compile':>8} errors")
 
 
 def _count(value) -> str:
@@ -120,7 +129,8 @@ def _count(value) -> str:
 def _row(r: dict) -> str:
     return (f"{r['model']:<12} {r['build']:<12} {r['prompt_instructions_per_token']:>19,} "
             f"{r['decode_instructions_per_token']:>19,} {_count(r['decode_kernel_instructions_per_token'])} "
-            f"{_count(r['decode_glue_instructions_per_token'])} {r['arena_bytes']:>9,} {r['kv_cache_bytes']:>9,} "
+            f"{_count(r['decode_glue_instructions_per_token'])} {r['decode_dma_bytes_per_token']:>10,} "
+            f"{r['arena_bytes']:>9,} {r['kv_cache_bytes']:>9,} "
             f"{r['weight_bytes']:>9,} {r['compile_seconds']:>7.1f}s {r['errors']}")
 
 
