@@ -8,13 +8,13 @@ instructions per generated token, averaged over the decode calls), four builds:
                the prompt one token at a time, 1 hart
   tvm          TVM alone: every op through TVM's C glue (float-defined QDQ), 1 hart
   offload-1    our int8 offload on the cluster (no NPU: qemu has none to count), 1 hart
-  offload-8    the same program on 8 harts
+  offload-8    the same offload built for 8 cores (kernels and TVM's split glue forked over them), 8 harts
 
 plus DMA bytes per decode token, the arena, KV-cache and weight bytes, the compile (export) time, and where a
 decode token's instructions go on the slowest hart (our kernels against TVM's glue). Every run checks its
 tokens against the NumPy reference (the fp32 one for handwritten; TVM alone: against TVM's own build in the
-VM). All run the same way:
-gcc -O2, qemu -icount, instructions of the slowest hart per call. Prints a table and writes JSON.
+VM). All run the same way: gcc -O2, qemu -icount, instructions of the slowest hart per call. Prints a table
+and writes JSON.
 
     python scripts/bench_slm.py [--models stories260K] [--json bench_slm.json] [--prompt-tokens 16] [--tokens 4]
 """
