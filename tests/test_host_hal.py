@@ -1,6 +1,9 @@
 """The host HAL's fork/join (c_kernels/hal/host.c): worker threads kept alive from fork to fork, forks of
 any size in any order, barriers, forks from several threads at once; checked under ThreadSanitizer."""
 
+import signal
+import subprocess
+
 import pytest
 from conftest import C_FLAGS, HAL_HOST, KERNEL_DIR, run_checked
 
@@ -118,3 +121,43 @@ def test_forks_reuse_their_threads_and_stay_correct(tmp_path, sanitizer):
     # no wrong slot seen after a barrier, every worker core on the thread it had in the first fork
     assert out[:4] == ["errors", "0", "moved", "0"]
     assert out[9:] == ["core", "0", "of", "1"]
+
+
+INDEPENDENT_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dpl_hal.h"
+
+static void record(void *p) {
+  int *seen = (int *)p;
+  seen[dpl_core_id()] = 10 * dpl_core_count() + seen[8]++;
+}
+
+static void waits(void *p) {
+  (void)p;
+  dpl_barrier();
+}
+
+int main(int argc, char **argv) {
+  int seen[9] = {0}, c;
+  if (argc > 1 && strcmp(argv[1], "barrier") == 0) dpl_cluster_fork_independent(2, waits, NULL);
+  dpl_cluster_fork_independent(8, record, seen);
+  for (c = 0; c < 8; ++c) printf("%d ", seen[c]);
+  printf("| %d of %d\n", (int)dpl_core_id(), (int)dpl_core_count());
+  return 0;
+}
+"""
+
+
+def test_an_independent_fork_runs_every_core_on_the_calling_thread(tmp_path):
+    source = tmp_path / "independent.c"
+    source.write_text(INDEPENDENT_C)
+    program = tmp_path / "independent"
+    run_checked(["gcc", *C_FLAGS, "-I", KERNEL_DIR, source, HAL_HOST, "-pthread", "-o", program])
+    # cores 0..7 one after another, each seeing a fork of 8 cores; outside: core 0 of 1
+    assert run_checked([program]).stdout == "80 81 82 83 84 85 86 87 | 0 of 1\n"
+    waited = subprocess.run([str(program), "barrier"], capture_output=True, text=True)
+    assert waited.returncode == -signal.SIGABRT
+    assert "dpl_barrier: inside dpl_cluster_fork_independent" in waited.stderr

@@ -11,7 +11,8 @@
 
    Fork/join: dpl_cluster_fork runs core 0 on the calling thread and cores 1.. on worker threads that
    stay alive from fork to fork (started when a fork first needs them), and waits for them; forks from
-   several threads run one after the other. dpl_barrier is a generation-counting barrier on a mutex and
+   several threads run one after the other. dpl_cluster_fork_independent runs the cores one after another
+   on the calling thread (a barrier there aborts). dpl_barrier is a generation-counting barrier on a mutex and
    condition variable (available under any feature macro, unlike pthread_barrier_t).
 
    Host only: compiles as C99 (with the POSIX feature macro below) and as C++; link with -pthread. */
@@ -107,6 +108,7 @@ typedef struct dplh_fork {
   dpl_task_t task;
   void *arg;
   int32_t cores;
+  int32_t independent; /* dpl_cluster_fork_independent: the cores run one after another, no barrier */
   int32_t arrived;     /* barrier state, under `lock` */
   uint32_t generation; /* barriers passed */
   pthread_mutex_t lock;
@@ -132,7 +134,7 @@ typedef struct dplh_pool {
 } dplh_pool_t;
 
 static pthread_mutex_t dplh_fork_lock = PTHREAD_MUTEX_INITIALIZER;
-static dplh_fork_t dplh_fork = {NULL, NULL, 0, 0, 0, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+static dplh_fork_t dplh_fork = {NULL, NULL, 0, 0, 0, 0, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
 static dplh_pool_t dplh_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
                                 0, 0, 0, 0, 0, {0}, {0}};
 
@@ -230,6 +232,19 @@ void dpl_cluster_fork(int32_t cores, dpl_task_t task, void *arg) {
   pthread_mutex_unlock(&dplh_fork_lock);
 }
 
+void dpl_cluster_fork_independent(int32_t cores, dpl_task_t task, void *arg) {
+  dplh_fork_t alone;
+  int32_t id;
+  if (dplh_current != NULL) dplh_fail("dpl_cluster_fork_independent: nested forks are not supported");
+  if (cores < 1 || cores > DPL_HOST_MAX_CORES) dplh_fail("dpl_cluster_fork_independent: cores out of range");
+  if (task == NULL) dplh_fail("dpl_cluster_fork_independent: NULL task");
+  alone.task = task;
+  alone.arg = arg;
+  alone.cores = cores;
+  alone.independent = 1;
+  for (id = 0; id < cores; ++id) dplh_run(&alone, id);
+}
+
 int32_t dpl_core_id(void) { return dplh_current != NULL ? dplh_core : 0; }
 
 int32_t dpl_core_count(void) { return dplh_current != NULL ? dplh_current->cores : 1; }
@@ -238,6 +253,7 @@ void dpl_barrier(void) {
   dplh_fork_t *cl = dplh_current;
   uint32_t generation;
   if (cl == NULL || cl->cores <= 1) return;
+  if (cl->independent) dplh_fail("dpl_barrier: inside dpl_cluster_fork_independent");
   pthread_mutex_lock(&cl->lock);
   generation = cl->generation;
   if (++cl->arrived == cl->cores) {

@@ -240,7 +240,7 @@ static int32_t ${prefix}_call_cores(int32_t (*function)(void *, void *, int32_t,
   fork.tensors = tensors;
   fork.count = count;
   dpl_workspace_set(NULL, 0);
-  dpl_cluster_fork(${cores}, ${prefix}_glue_core, &fork);
+  dpl_cluster_fork_independent(${cores}, ${prefix}_glue_core, &fork);
   for (core = 0; core < ${cores}; ++core) {
     if (fork.status[core] != 0) {
       return fork.status[core];
