@@ -1,5 +1,6 @@
 """TVM's glue on all cluster cores (program/glue_cores.py): which PrimFuncs split by core, and a split network
-computes bit-identical outputs to its 1-core build, on this host's threads and on 8 RV32 harts."""
+computes bit-identical outputs to its 1-core build on this host (the cores one after another) and on 8 RV32
+harts."""
 
 import subprocess
 
@@ -106,7 +107,7 @@ int main(void) {
 
 
 def _outputs_on_host(project) -> bytes:
-    """The network's output struct, byte for byte, built with gcc and the host HAL (threads)."""
+    """The network's output struct, byte for byte, built with gcc and the host HAL."""
     (project / "test" / "dump.c").write_text(DUMP_C)
     network = subprocess.run(["make", "-s", "-C", str(project), "-pn"], capture_output=True, text=True).stdout
     sources = next(line for line in network.splitlines() if line.startswith("NETWORK = ")).split()[2:]
