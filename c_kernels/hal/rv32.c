@@ -240,7 +240,7 @@ void dpl_cluster_fork(int32_t cores, dpl_task_t task, void *arg) {
   }
 }
 
-/* On the harts a fork is cheap and runs each core on its own hart, counted as its own. */
+/* Each core on its own hart, as a fork: the harts are the cluster, and each counts its share as its own. */
 void dpl_cluster_fork_independent(int32_t cores, dpl_task_t task, void *arg) { dpl_cluster_fork(cores, task, arg); }
 
 int32_t dpl_core_id(void) {
