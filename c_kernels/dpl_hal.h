@@ -51,6 +51,11 @@ typedef void (*dpl_task_t)(void *arg);
 /* Run task(arg) on cluster cores 0..cores-1 and return when every core has finished (join). */
 void dpl_cluster_fork(int32_t cores, dpl_task_t task, void *arg);
 
+/* The same for a task that never calls dpl_barrier: its cores are independent, so the platform may run them
+   one after another (the host HAL does, on the calling thread: waking a thread costs more than the small
+   steps of TVM's glue that fork this way). */
+void dpl_cluster_fork_independent(int32_t cores, dpl_task_t task, void *arg);
+
 /* Inside a task: this core's id and the number of cores of the current fork (outside a fork: 0 and 1). */
 int32_t dpl_core_id(void);
 int32_t dpl_core_count(void);

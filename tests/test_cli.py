@@ -13,6 +13,7 @@ def test_demo_generates_text_equal_to_the_reference(capsys):
     assert "NumPy int8 reference: 20/20 tokens equal, identical for the first 20: MATCH" in out
     assert "KV cache 640.0 KiB" in out
     assert "on the NPU" in out and "tokens/s on this host" in out
+    assert "hand-written fp32 C (one core): " in out
     assert "instructions per token; tokens equal to the reference" in out and "RV32 cluster under qemu" in out
     assert out.rstrip().endswith("demo: the C program's tokens equal the reference")
 

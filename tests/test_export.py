@@ -301,8 +301,9 @@ def test_activations_that_do_not_fit_l2(tmp_path):
     with pytest.raises(ArenaTooSmallError) as err:
         tvm_deeploy.export_c(models.llama_block(), tvm_deeploy.target(l2_bytes=8192), tmp_path / "p")
     message = str(err.value)
-    assert "do not fit L2" in message and "need 14336 bytes" in message and "8192 bytes are available" in message
-    assert (err.value.level, err.value.needed, err.value.available) == ("L2", 14336, 8192)
+    # 12288: with the glue split over the cores, SiLU's sigmoid is inlined and needs no workspace
+    assert "do not fit L2" in message and "need 12288 bytes" in message and "8192 bytes are available" in message
+    assert (err.value.level, err.value.needed, err.value.available) == ("L2", 12288, 8192)
     assert not (tmp_path / "p").exists()
 
 

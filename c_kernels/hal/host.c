@@ -9,9 +9,11 @@
    always a bug aborts the process: starting a transfer on a job that is still pending, a
    transfer larger than the platform's 128 KiB, a nested fork.
 
-   Fork/join: dpl_cluster_fork runs core 0 on the calling thread and cores 1.. on fresh threads,
-   and joins them; dpl_barrier is a generation-counting barrier on a mutex and condition variable
-   (available under any feature macro, unlike pthread_barrier_t).
+   Fork/join: dpl_cluster_fork runs core 0 on the calling thread and cores 1.. on worker threads that
+   stay alive from fork to fork (started when a fork first needs them), and waits for them; forks from
+   several threads run one after the other. dpl_cluster_fork_independent runs the cores one after another
+   on the calling thread (a barrier there aborts). dpl_barrier is a generation-counting barrier on a mutex and
+   condition variable (available under any feature macro, unlike pthread_barrier_t).
 
    Host only: compiles as C99 (with the POSIX feature macro below) and as C++; link with -pthread. */
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
@@ -101,20 +103,40 @@ void dpl_dma_reset_counters(void) {
 /* ------------------------------------------------------------------------------------------ */
 /* fork/join and barrier */
 
+/* The fork being run. Forks are serialized (dplh_fork_lock), so one descriptor serves them all. */
 typedef struct dplh_fork {
   dpl_task_t task;
   void *arg;
   int32_t cores;
-  pthread_mutex_t lock; /* barrier state, used when cores > 1 */
+  int32_t independent; /* dpl_cluster_fork_independent: the cores run one after another, no barrier */
+  int32_t arrived;     /* barrier state, under `lock` */
+  uint32_t generation; /* barriers passed */
+  pthread_mutex_t lock;
   pthread_cond_t cond;
-  int32_t arrived;
-  uint32_t generation;
 } dplh_fork_t;
 
-typedef struct dplh_core {
-  dplh_fork_t *cl;
-  int32_t id;
-} dplh_core_t;
+/* The worker threads (cores 1..), started on the first fork that needs them and kept: a thread per fork
+   costs far more than the small glue steps a forward pass forks for. Under `lock`: `forks` counts the
+   forks published (a worker waits for it to change), `cores` is the last one's, `pending` the workers still
+   running it. A worker may wake late, after forks that did not include it: it skips to the newest. The
+   threads end when the program does or this code is unloaded (a library TVM loads: dplh_stop_workers). */
+typedef struct dplh_pool {
+  pthread_mutex_t lock;
+  pthread_cond_t wake;     /* workers: a fork was published */
+  pthread_cond_t finished; /* the forking thread: the last worker is done */
+  int32_t workers;         /* threads started: cores 1..workers */
+  uint32_t forks;
+  int32_t cores;
+  int32_t pending;
+  int32_t stopping;
+  uint32_t first_fork[DPL_HOST_MAX_CORES]; /* [core]: `forks` when its thread started */
+  pthread_t threads[DPL_HOST_MAX_CORES];   /* [core] */
+} dplh_pool_t;
+
+static pthread_mutex_t dplh_fork_lock = PTHREAD_MUTEX_INITIALIZER;
+static dplh_fork_t dplh_fork = {NULL, NULL, 0, 0, 0, 0, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+static dplh_pool_t dplh_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                                0, 0, 0, 0, 0, {0}, {0}};
 
 /* the fork this thread is running a task of (NULL outside a task), and its core id there */
 static __thread dplh_fork_t *dplh_current;
@@ -128,45 +150,99 @@ static void dplh_run(dplh_fork_t *cl, int32_t id) {
   dplh_core = 0;
 }
 
-static void *dplh_thread(void *p) {
-  const dplh_core_t *core = (const dplh_core_t *)p;
-  dplh_run(core->cl, core->id);
+/* Core `id`: wait for each fork, run its task when the fork includes this core, report done. */
+static void *dplh_worker(void *p) {
+  const int32_t id = (int32_t)(intptr_t)p;
+  uint32_t seen;
+  pthread_mutex_lock(&dplh_pool.lock);
+  seen = dplh_pool.first_fork[id];
+  for (;;) {
+    int32_t included;
+    while (dplh_pool.forks == seen && !dplh_pool.stopping) pthread_cond_wait(&dplh_pool.wake, &dplh_pool.lock);
+    if (dplh_pool.stopping) break;
+    seen = dplh_pool.forks;
+    included = id < dplh_pool.cores;
+    pthread_mutex_unlock(&dplh_pool.lock);
+    if (included) dplh_run(&dplh_fork, id);
+    pthread_mutex_lock(&dplh_pool.lock);
+    if (included && --dplh_pool.pending == 0) pthread_cond_signal(&dplh_pool.finished);
+  }
+  pthread_mutex_unlock(&dplh_pool.lock);
   return NULL;
 }
 
+/* Under the pool's lock: threads for cores 1..cores-1 (they wait for forks until stopped). */
+static void dplh_start_workers(int32_t cores) {
+  while (dplh_pool.workers < cores - 1) {
+    const int32_t id = dplh_pool.workers + 1;
+    dplh_pool.first_fork[id] = dplh_pool.forks;
+    if (pthread_create(&dplh_pool.threads[id], NULL, dplh_worker, (void *)(intptr_t)id) != 0) {
+      dplh_fail("dpl_cluster_fork: pthread_create failed");
+    }
+    dplh_pool.workers = id;
+  }
+}
+
+/* End the worker threads (between forks) before this code goes away: at exit, and when a library holding it
+   is unloaded, where a thread left waiting would later return into unmapped code. */
+#if defined(__GNUC__)
+__attribute__((destructor))
+#endif
+static void dplh_stop_workers(void) {
+  int32_t id, workers;
+  pthread_mutex_lock(&dplh_fork_lock);
+  pthread_mutex_lock(&dplh_pool.lock);
+  dplh_pool.stopping = 1;
+  workers = dplh_pool.workers;
+  pthread_cond_broadcast(&dplh_pool.wake);
+  pthread_mutex_unlock(&dplh_pool.lock);
+  for (id = 1; id <= workers; ++id) pthread_join(dplh_pool.threads[id], NULL);
+  pthread_mutex_lock(&dplh_pool.lock);
+  dplh_pool.workers = 0;
+  dplh_pool.stopping = 0;
+  pthread_mutex_unlock(&dplh_pool.lock);
+  pthread_mutex_unlock(&dplh_fork_lock);
+}
+
 void dpl_cluster_fork(int32_t cores, dpl_task_t task, void *arg) {
-  dplh_fork_t cl;
-  pthread_t threads[DPL_HOST_MAX_CORES];
-  dplh_core_t ids[DPL_HOST_MAX_CORES];
-  int32_t i;
   if (dplh_current != NULL) dplh_fail("dpl_cluster_fork: nested forks are not supported");
   if (cores < 1 || cores > DPL_HOST_MAX_CORES) dplh_fail("dpl_cluster_fork: cores out of range");
   if (task == NULL) dplh_fail("dpl_cluster_fork: NULL task");
-  cl.task = task;
-  cl.arg = arg;
-  cl.cores = cores;
-  cl.arrived = 0;
-  cl.generation = 0;
-  if (cores == 1) {
-    dplh_run(&cl, 0);
-    return;
+  pthread_mutex_lock(&dplh_fork_lock);
+  dplh_fork.task = task;
+  dplh_fork.arg = arg;
+  dplh_fork.cores = cores;
+  dplh_fork.arrived = 0;
+  dplh_fork.generation = 0;
+  if (cores > 1) {
+    pthread_mutex_lock(&dplh_pool.lock);
+    dplh_start_workers(cores);
+    dplh_pool.cores = cores;
+    dplh_pool.pending = cores - 1;
+    ++dplh_pool.forks;
+    pthread_cond_broadcast(&dplh_pool.wake);
+    pthread_mutex_unlock(&dplh_pool.lock);
   }
-  if (pthread_mutex_init(&cl.lock, NULL) != 0 || pthread_cond_init(&cl.cond, NULL) != 0) {
-    dplh_fail("dpl_cluster_fork: cannot create the barrier");
+  dplh_run(&dplh_fork, 0);
+  if (cores > 1) {
+    pthread_mutex_lock(&dplh_pool.lock);
+    while (dplh_pool.pending > 0) pthread_cond_wait(&dplh_pool.finished, &dplh_pool.lock);
+    pthread_mutex_unlock(&dplh_pool.lock);
   }
-  for (i = 1; i < cores; ++i) {
-    ids[i].cl = &cl;
-    ids[i].id = i;
-    if (pthread_create(&threads[i], NULL, dplh_thread, &ids[i]) != 0) {
-      dplh_fail("dpl_cluster_fork: pthread_create failed");
-    }
-  }
-  dplh_run(&cl, 0);
-  for (i = 1; i < cores; ++i) {
-    if (pthread_join(threads[i], NULL) != 0) dplh_fail("dpl_cluster_fork: pthread_join failed");
-  }
-  pthread_cond_destroy(&cl.cond);
-  pthread_mutex_destroy(&cl.lock);
+  pthread_mutex_unlock(&dplh_fork_lock);
+}
+
+void dpl_cluster_fork_independent(int32_t cores, dpl_task_t task, void *arg) {
+  dplh_fork_t alone;
+  int32_t id;
+  if (dplh_current != NULL) dplh_fail("dpl_cluster_fork_independent: nested forks are not supported");
+  if (cores < 1 || cores > DPL_HOST_MAX_CORES) dplh_fail("dpl_cluster_fork_independent: cores out of range");
+  if (task == NULL) dplh_fail("dpl_cluster_fork_independent: NULL task");
+  alone.task = task;
+  alone.arg = arg;
+  alone.cores = cores;
+  alone.independent = 1;
+  for (id = 0; id < cores; ++id) dplh_run(&alone, id);
 }
 
 int32_t dpl_core_id(void) { return dplh_current != NULL ? dplh_core : 0; }
@@ -177,6 +253,7 @@ void dpl_barrier(void) {
   dplh_fork_t *cl = dplh_current;
   uint32_t generation;
   if (cl == NULL || cl->cores <= 1) return;
+  if (cl->independent) dplh_fail("dpl_barrier: inside dpl_cluster_fork_independent");
   pthread_mutex_lock(&cl->lock);
   generation = cl->generation;
   if (++cl->arrived == cl->cores) {

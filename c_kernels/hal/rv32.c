@@ -240,6 +240,9 @@ void dpl_cluster_fork(int32_t cores, dpl_task_t task, void *arg) {
   }
 }
 
+/* Each core on its own hart, as a fork: the harts are the cluster, and each counts its share as its own. */
+void dpl_cluster_fork_independent(int32_t cores, dpl_task_t task, void *arg) { dpl_cluster_fork(cores, task, arg); }
+
 int32_t dpl_core_id(void) {
   const uint32_t hart = rv32_hart_id();
   return rv32_harts[hart].in_task ? (int32_t)hart : 0;

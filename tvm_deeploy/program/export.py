@@ -10,7 +10,8 @@ writes
     out/src/net_weights.c    the constants TVM's glue reads (const, in a named section)
     out/src/dpl_runtime.c    the runtime functions TVM's C calls; dpl_support.h declares what it uses
     out/test/main.c, out/test/net_test_vectors.h   host driver and test vectors
-    out/hal/, out/include/dpl_hal.h, dpl_profile.h   the HAL: host.c (threads) when ops are offloaded, and
+    out/hal/, out/include/dpl_hal.h, dpl_profile.h   the HAL: host.c (threads) when ops are offloaded or
+                             TVM's glue forks over the cores, and
                              the bare-metal RV32 one (rv32.c, rv32_start.S, rv32.ld) for qemu
     out/Makefile             `make host`, `make host-asan`, `make rv32` (RISC-V, run by `tvm_deeploy.targets.qemu`)
     out/report.json          ops with engine, memory per level against bounds, weights, solver figures
@@ -240,7 +241,8 @@ def _op_entries(entry: proj.Entry, ops: dict, glue) -> list[dict]:
             fn = ops[step.callee]
             item.update(engine=fn.engine, op=summary(fn.spec), plan=fn.plan)  # its "deeploy.plan" attribute
         elif step.kind == "tvm":
-            item.update(engine="tvm", op=step.callee, workspace_bytes=glue.workspace.get(step.callee, 0))
+            item.update(engine="tvm", op=step.callee, workspace_bytes=glue.workspace.get(step.callee, 0),
+                        cores=glue.cores if step.callee in glue.forked else 1)
         else:
             item.update(engine="copy", op="copy")
         steps.append(item)
@@ -393,7 +395,8 @@ def build_project(mod: tvm.IRModule, target, prefix: str = "net", *, functions=(
         raise ValueError(f"test vectors are made for one function without state; {', '.join(lowered.programs)} "
                          f"{'has state' if len(programs) == 1 else 'are several functions'}: pass "
                          "test_vectors=False (tvm_deeploy.program.generate writes a language model's driver)")
-    glue = build_glue(lowered.prim_funcs, target, prefix, checks)
+    # TVM alone stays TVM's own 1-core program (the baseline); with the offload its glue runs on every core
+    glue = build_glue(lowered.prim_funcs, target, prefix, checks, platform.cores if offload else 1)
     state = plan_state(programs, activation_level)
     entries = _entries(lowered, glue, platform, prefix, state, activation_level, io_in_arena, solver_time_limit)
     inp = proj.ProjectInput(prefix, entries, glue, lowered.offloaded, state, weights_section, "")
@@ -401,6 +404,8 @@ def build_project(mod: tvm.IRModule, target, prefix: str = "net", *, functions=(
     inp = dataclasses.replace(inp, description=description)
 
     files, section_bytes = offloaded_files(prefix, lowered.offloaded)
+    if glue.forked:  # split glue forks over the cores: the host build needs the HAL without any offloaded op too
+        files.update({"include/dpl_hal.h": kernel_file("dpl_hal.h"), HOST_HAL: kernel_file(HOST_HAL)})
     npu_weight_bytes = section_bytes["DPL_NPU_WEIGHTS"]
     constants = inp.constants()
     weight_bytes = section_bytes["DPL_WEIGHTS"] + npu_weight_bytes + sum(v.nbytes for v, _ in constants.values())

@@ -7,7 +7,8 @@ any TVM header or library: the `tvm/...` includes become one include of the proj
 reduction buffers start zeroed (gcc cannot always see that they are set before use), and warnings about
 TVM's unused variables and parameters are silenced for this file only. Each function's workspace (its
 `TVMBackendAllocWorkspace` calls, all of constant size) is measured so the network can give it a place in
-the arena.
+the arena. For a cluster of several cores, the functions glue_cores.py can split run on every core: each
+computes its core's share, and the network forks their calls (`Glue.forked`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tvm import tirx
 
 from ..emit.c import fill
 from ..targets.resources import resource_dir
+from .glue_cores import split_by_core
 from .lower import ExportError, UnsupportedModelError
 
 SUPPORT_HEADER = "dpl_support.h"
@@ -63,6 +65,8 @@ class Glue:
     source: str
     symbols: dict[str, str]  # PrimFunc name -> C symbol of its packed entry
     workspace: dict[str, int]  # PrimFunc name -> workspace bytes (aligned sum of its allocations)
+    forked: frozenset[str] = frozenset()  # PrimFuncs split by core: their calls fork over `cores`
+    cores: int = 1
 
 
 def c_symbol(prefix: str, name: str) -> str:
@@ -71,20 +75,30 @@ def c_symbol(prefix: str, name: str) -> str:
 
 
 def build_glue(prim_funcs: dict[str, tirx.PrimFunc], target: tvm.target.Target, prefix: str,
-               checks: bool = False) -> Glue:
-    """Build the PrimFuncs (names sorted) to C; `checks` keeps TVM's argument checks (larger code)."""
+               checks: bool = False, cores: int = 1) -> Glue:
+    """Build the PrimFuncs (names sorted) to C; `checks` keeps TVM's argument checks (larger code); with
+    `cores` > 1 the functions that split by core are built split (glue_cores.py) and listed in `forked`."""
     if not prim_funcs:
         return Glue("", {}, {})
-    funcs = {}
+    funcs, forked = {}, set()
     for name in sorted(prim_funcs):
         symbol = f"{prefix}_{name}"
-        funcs[tvm.ir.GlobalVar(symbol)] = prim_funcs[name].with_attr("global_symbol", symbol)
+        func = split_by_core(prim_funcs[name], cores)
+        if func is None:
+            func = prim_funcs[name]
+        else:
+            forked.add(name)
+        funcs[tvm.ir.GlobalVar(symbol)] = func.with_attr("global_symbol", symbol)
     mod = tvm.IRModule(funcs)
     with tvm.transform.PassContext(config={"tirx.disable_assert": not checks}):
         source = tvm.tirx.build(mod, target=target).inspect_source()
     source = _edit(source, prefix)
     symbols = {name: c_symbol(prefix, name) for name in sorted(prim_funcs)}
-    return Glue(source, symbols, _workspaces(source, symbols))
+    workspace = _workspaces(source, symbols)
+    shared = sorted(name for name in forked if workspace[name])
+    if shared:
+        raise ExportError(f"unexpected C from TVM: split glue with a workspace the cores would share: {shared}")
+    return Glue(source, symbols, workspace, frozenset(forked), cores if forked else 1)
 
 
 def _edit(source: str, prefix: str) -> str:

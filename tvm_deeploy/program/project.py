@@ -191,10 +191,10 @@ def _descriptors(prefix: str, entry: Entry, declared: set[str]) -> tuple[list[st
     return lines, runtime
 
 
-_CALL_HELPER = """\
+_INVOKE_HELPER = """\
 /* Calls a TIR function of TVM's glue with tensors, as tvm-ffi arguments (DLTensor pointers). */
-static int32_t ${prefix}_call(int32_t (*function)(void *, void *, int32_t, void *), DLTensor *const *tensors,
-                             int32_t count, void *workspace, size_t workspace_bytes)
+static int32_t ${prefix}_invoke(int32_t (*function)(void *, void *, int32_t, void *), DLTensor *const *tensors,
+                               int32_t count)
 {
   TVMFFIAny args[${max_args}];
   TVMFFIAny result;
@@ -206,8 +206,54 @@ static int32_t ${prefix}_call(int32_t (*function)(void *, void *, int32_t, void 
     args[i].v_ptr = tensors[i];
   }
   result.type_index = kTVMFFINone;
-  dpl_workspace_set(workspace, workspace_bytes);
   return function(NULL, args, count, &result);
+}
+"""
+
+_CALL_HELPER = """\
+/* Calls a TIR function of TVM's glue on this core, with its workspace. */
+static int32_t ${prefix}_call(int32_t (*function)(void *, void *, int32_t, void *), DLTensor *const *tensors,
+                             int32_t count, void *workspace, size_t workspace_bytes)
+{
+  dpl_workspace_set(workspace, workspace_bytes);
+  return ${prefix}_invoke(function, tensors, count);
+}
+"""
+
+# Glue split by core (glue_cores.py): every core calls the function, which runs the core's share of its loop.
+_FORK_HELPER = """\
+#include "dpl_hal.h"
+
+typedef struct ${prefix}_glue_fork {
+  int32_t (*function)(void *, void *, int32_t, void *);
+  DLTensor *const *tensors;
+  int32_t count;
+  int32_t status[${cores}]; /* [core]: its call's return value */
+} ${prefix}_glue_fork_t;
+
+static void ${prefix}_glue_core(void *arg)
+{
+  ${prefix}_glue_fork_t *fork = (${prefix}_glue_fork_t *)arg;
+  fork->status[dpl_core_id()] = ${prefix}_invoke(fork->function, fork->tensors, fork->count);
+}
+
+/* Calls a split TIR function of TVM's glue on the cluster's ${cores} cores (it needs no workspace). */
+static int32_t ${prefix}_call_cores(int32_t (*function)(void *, void *, int32_t, void *), DLTensor *const *tensors,
+                                   int32_t count)
+{
+  ${prefix}_glue_fork_t fork;
+  int32_t core;
+  fork.function = function;
+  fork.tensors = tensors;
+  fork.count = count;
+  dpl_workspace_set(NULL, 0);
+  dpl_cluster_fork_independent(${cores}, ${prefix}_glue_core, &fork);
+  for (core = 0; core < ${cores}; ++core) {
+    if (fork.status[core] != 0) {
+      return fork.status[core];
+    }
+  }
+  return 0;
 }
 """
 
@@ -232,10 +278,12 @@ def _step_code(inp: ProjectInput, entry: Entry, index: int, step: Step, ops: dic
         workspace = entry.placement.workspaces.get(index)
         ws = "NULL, 0" if workspace is None else \
             f"{arena_symbol(prefix, workspace[0])} + {workspace[1]}, {workspace[2]}"
+        function, count = inp.glue.symbols[step.callee], len(step.inputs) + len(step.outputs)
+        call = f"{prefix}_call_cores({function}, tensors, {count})" if step.callee in inp.glue.forked \
+            else f"{prefix}_call({function}, tensors, {count}, {ws})"
         lines += ["  {",
                   f"    DLTensor *const tensors[] = {{{tensors}}};",
-                  f"    if ({prefix}_call({inp.glue.symbols[step.callee]}, tensors, "
-                  f"{len(step.inputs) + len(step.outputs)}, {ws}) != 0) {{",
+                  f"    if ({call} != 0) {{",
                   f"      return {number};",
                   "    }",
                   "  }"]
@@ -400,8 +448,20 @@ def network_source(inp: ProjectInput) -> str:
         glue=section(f"TVM's glue ({prefix}_glue.c).", glue),
         ops=section(f"Offloaded ops ({prefix}_ops.c).", op_decls),
         descriptors=section("Tensor descriptors for TVM's glue.", ["\n".join(descriptors)] if descriptors else []),
-        call_helper=fill(_CALL_HELPER, prefix=prefix, max_args=max_args) if max_args else "",
+        call_helper=_call_helpers(inp, steps, max_args),
         runs="\n\n".join(runs), accessors=_accessors(inp, declarations=False))
+
+
+def _call_helpers(inp: ProjectInput, steps: list[Step], max_args: int) -> str:
+    if not max_args:
+        return ""
+    glue_calls = [s for s in steps if s.kind == "tvm"]
+    helpers = fill(_INVOKE_HELPER, prefix=inp.prefix, max_args=max_args)
+    if any(s.callee not in inp.glue.forked for s in glue_calls):
+        helpers += "\n" + fill(_CALL_HELPER, prefix=inp.prefix)
+    if any(s.callee in inp.glue.forked for s in glue_calls):
+        helpers += "\n" + fill(_FORK_HELPER, prefix=inp.prefix, cores=inp.glue.cores)
+    return helpers
 
 
 # ---- the public header ---------------------------------------------------------------------------

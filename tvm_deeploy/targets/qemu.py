@@ -219,7 +219,8 @@ def run_project(project, harts: int | None = None, timeout: float = DEFAULT_TIME
     if missing:
         raise QemuError(f"missing {', '.join(missing)}: run scripts/setup.sh")
     harts = harts or report["target"]["cores"]
-    forked = max((op["plan"]["cores"] for op in report["ops"] if "plan" in op), default=1)
+    # offloaded ops fork over their plan's cores, split glue over its "cores"
+    forked = max((op["plan"]["cores"] if "plan" in op else op.get("cores", 1) for op in report["ops"]), default=1)
     if harts < forked:
         raise QemuError(f"the project forks over {forked} cores: run it on at least {forked} harts "
                         f"(or export it for fewer cores)")
