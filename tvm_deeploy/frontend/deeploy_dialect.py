@@ -237,10 +237,17 @@ def _trunc_div(bb, a, b):
     return bb.emit(relax.op.multiply(bb.emit(relax.op.sign(a)), magnitude))
 
 
-def _isqrt(bb, n, bits: int = 62):
-    """floor(sqrt(n)) of a non-negative int64 tensor, digit by digit (no float)."""
+def _value_bits(expr) -> int:
+    """Bits of the magnitude of the integer values `expr`'s dtype holds (a float tensor: int32's)."""
+    if not _is_int(expr):
+        return 31
+    return np.iinfo(_dtype(expr)).bits - (0 if _dtype(expr).startswith("u") else 1)
+
+
+def _isqrt(bb, n, bits: int):
+    """floor(sqrt(n)) of a non-negative int64 tensor below 2^bits, digit by digit (no float)."""
     result = bb.emit(relax.op.zeros_like(n))
-    for step in range(bits // 2 - 1, -1, -1):
+    for step in range(min(bits + 1, 62) // 2, -1, -1):
         bit = _i(1 << (2 * step))
         candidate = bb.emit(relax.op.add(result, bit))
         fits = bb.emit(relax.op.greater_equal(n, candidate))
@@ -391,13 +398,14 @@ def _norm_weight(bb, expr, op, name):
 
 def i_layer_norm(bb, inputs, attr, op="iLayerNorm"):
     d_scale, levels = _int_attr(attr, "D", op=op), _int_attr(attr, "n_levels", 256, op=op)
+    bits = 2 * _value_bits(inputs[0]) + 3
     x = _as_int(bb, inputs[0], "int64")
     count = _shape(x)[-1]
     weight, bias = _norm_weight(bb, inputs[1], op, "weight"), _norm_weight(bb, inputs[2], op, "bias")
     mean = _trunc_div(bb, _last_axis_sum(bb, x), _i(count))
     d = bb.emit(relax.op.subtract(x, mean))
     var = _floor_div(bb, _last_axis_sum(bb, bb.emit(relax.op.multiply(d, d))), _i(count))
-    std = _isqrt(bb, bb.emit(relax.op.add(var, _i(1))))
+    std = _isqrt(bb, bb.emit(relax.op.add(var, _i(1))), bits)
     scaled = _trunc_div(bb, bb.emit(relax.op.multiply(d, weight)), std)
     y = _floor_div(bb, bb.emit(relax.op.add(scaled, bias)), _i(d_scale))
     return _clip_to(bb, y, -(levels // 2), levels // 2 - 1, _narrowest(-(levels // 2), levels // 2 - 1))
@@ -405,6 +413,7 @@ def i_layer_norm(bb, inputs, attr, op="iLayerNorm"):
 
 def i_rms_norm(bb, inputs, attr, op="iRMSNorm"):
     d_scale, levels = _int_attr(attr, "D", op=op), _int_attr(attr, "n_levels", 256, op=op)
+    bits = 2 * _value_bits(inputs[0]) + 1
     x = _as_int(bb, inputs[0], "int64")
     rank = len(_shape(x))
     axis = _int_attr(attr, "axis", -1, op=op) % rank
@@ -413,7 +422,7 @@ def i_rms_norm(bb, inputs, attr, op="iRMSNorm"):
     weight = _norm_weight(bb, inputs[1], op, "weight")
     squares = bb.emit(relax.op.sum(relax.op.multiply(x, x), axis=axes, keepdims=True))
     ms = bb.emit(relax.op.add(_floor_div(bb, squares, _i(count)), _i(1)))
-    std = _isqrt(bb, ms)
+    std = _isqrt(bb, ms, bits)
     scaled = _trunc_div(bb, bb.emit(relax.op.multiply(x, weight)), std)
     y = _floor_div(bb, scaled, _i(d_scale))
     return _clip_to(bb, y, -(levels // 2), levels // 2 - 1, _narrowest(-(levels // 2), levels // 2 - 1))
@@ -511,10 +520,19 @@ def _wide(inputs) -> str:
 def _arithmetic(relax_op):
     def convert(bb, inputs, attr, opset, base):
         if not _integer_operands(inputs):
-            return base(bb, inputs, attr)
+            return base(bb, _floats(bb, inputs), attr)
         dtype = _wide(inputs)
         return relax_op(_as_int(bb, inputs[0], dtype), _as_int(bb, inputs[1], dtype))
     return convert
+
+
+def _floats(bb, inputs):
+    """Integer tensors meeting float ones (dequantization) as that float type."""
+    floats = [_dtype(i) for i in inputs if i is not None and not _is_int(i)]
+    if not floats or not any(i is not None and _is_int(i) for i in inputs):
+        return inputs
+    return onnx_frontend.onnx_input(i if i is None or not _is_int(i) else bb.emit(relax.op.astype(i, floats[0]))
+                                    for i in inputs)
 
 
 def _matmul_operands(bb, a, b):
