@@ -102,6 +102,28 @@ def sample_dtype(array: np.ndarray) -> str:
     return "float32"
 
 
+def uses_dialect(path) -> bool:
+    """Whether the ONNX file at `path` has dialect ops (False when it cannot be read: load_onnx says why)."""
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception:  # noqa: BLE001 -- load_onnx reports unreadable files
+        return False
+    return any(node.op_type in DIALECT_OPS for node in model.graph.node)
+
+
+def harness_inputs(mod, arrays) -> tuple[list[np.ndarray], int]:
+    """Deeploy's harness feeding: the non-empty arrays in order feed `main`'s parameters, each cast to the
+    parameter's dtype when that keeps every value; returns (arrays, how many were left over)."""
+    params = mod["main"].params
+    arrays = [np.asarray(a) for a in arrays if np.asarray(a).size]
+    fed = []
+    for param, array in zip(params, arrays):
+        dtype = str(param.ty.dtype)
+        cast = array.astype(dtype)
+        fed.append(cast if np.array_equal(cast.astype(np.float64), array.astype(np.float64)) else array)
+    return fed, max(0, len(arrays) - len(params))
+
+
 def graph_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
     initializers = {t.name for t in graph.initializer}
     return [v for v in graph.input if v.name not in initializers]
@@ -115,8 +137,8 @@ def _zero_length(value: onnx.ValueInfoProto) -> bool:
 def prepare(model: onnx.ModelProto, inputs=None, input_dtypes: dict[str, str] | None = None) -> ImportPlan:
     """Rewrite `model` in place (zero-length inputs become empty initializers, which TVM would make
     symbolic) and plan its import. `inputs`: sample arrays in Deeploy's order (the k-th non-empty array
-    feeds the k-th non-empty graph input; arrays past the last input are ignored), typed by
-    `sample_dtype`; `input_dtypes` names dtypes directly and wins."""
+    feeds the k-th non-empty graph input; arrays past the last input are ignored) typing the FLOAT inputs
+    by `sample_dtype`; `input_dtypes` names dtypes directly and wins."""
     graph = model.graph
     found = {node.op_type for node in graph.node} & set(DIALECT_OPS)
     live = graph_inputs(graph)
@@ -131,6 +153,8 @@ def prepare(model: onnx.ModelProto, inputs=None, input_dtypes: dict[str, str] | 
     if inputs is not None:
         arrays = [np.asarray(a) for a in inputs if np.asarray(a).size]
         for value, array in zip(live, arrays):
+            if value.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+                continue  # declared integer inputs keep their type
             dtype = sample_dtype(array)
             if dtype != "float32":
                 dtypes[value.name] = dtype
