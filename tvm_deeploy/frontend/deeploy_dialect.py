@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 import tvm
+from onnx import numpy_helper
 from tvm import relax
 from tvm.relax.frontend.onnx import onnx_frontend
 
@@ -240,10 +240,6 @@ def _narrowest(lo: int, hi: int) -> str:
 
 def _i(value: int, dtype: str = "int64"):
     return relax.const(np.array(value, dtype), dtype)
-
-
-def _emit(bb, expr):
-    return bb.emit(expr)
 
 
 def _clip_to(bb, expr, lo: int, hi: int, dtype: str):
