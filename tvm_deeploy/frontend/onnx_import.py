@@ -65,7 +65,7 @@ def load_onnx(source: str | os.PathLike | bytes, inputs=None, input_dtypes: dict
         onnx.checker.check_model(model)
         complaint = None
     except Exception as err:  # ValidationError, or ValueError for a proto over 2 GiB
-        complaint = None if deeploy_dialect.checker_complaint_is_dialect(str(err)) else _brief(err)
+        complaint = None if dialect.excuses(str(err)) else _brief(err)
     log = io.StringIO()  # the importer prints the failing operator to stdout
     try:
         with contextlib.redirect_stdout(log), warnings.catch_warnings():
