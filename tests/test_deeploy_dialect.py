@@ -12,6 +12,8 @@ import numpy as np
 import onnx
 import pytest
 import tvm
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tvm import relax
 
 import tvm_deeploy
@@ -154,3 +156,68 @@ def test_exported_int_requant_gemm_on_host_is_offloaded(tmp_path):
     subprocess.run(["make", "-s", "-C", str(tmp_path / "out"), "host"], check=True, capture_output=True)
     run = subprocess.run([str(tmp_path / "out" / "build" / "host" / "net_test")], capture_output=True, text=True)
     assert run.returncode == 0 and "Errors: 0 out of 16" in run.stdout
+
+
+# ---------------------------------------------------------------- the README's formulas on random shapes
+
+
+def _rq(x, mul, add, div, signed):
+    y = np.floor((x * mul + add) / div + 0.5)
+    return np.clip(y, -128, 127) if signed else np.clip(y, 0, 255)
+
+
+def _layer_norm(x, weight, bias, d_scale):
+    mean = np.trunc(x.mean(-1, keepdims=True))
+    d = x - mean
+    std = np.floor(np.sqrt(np.floor((d * d).mean(-1, keepdims=True)) + 1))
+    return np.clip(np.floor((np.trunc(d * weight / std) + bias) / d_scale), -128, 127)
+
+
+def _ita_max(x):
+    s = np.floor((x.max(-1, keepdims=True) - x) / 32 + 0.5)
+    inv = np.floor(256 * 255 / np.floor((256 / 2 ** s).sum(-1, keepdims=True)))
+    return np.floor(inv / 2 ** s)
+
+
+def _single_op_model(op_type, shape, constants, attrs):
+    from onnx import TensorProto, helper, numpy_helper
+    names = ["x", *constants]
+    node = helper.make_node(op_type, names, ["y"], **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+                              [numpy_helper.from_array(v.astype(np.float32), n) for n, v in constants.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)]).SerializeToString()
+
+
+def _tensor_attr(value):
+    from onnx import numpy_helper
+    return numpy_helper.from_array(np.array([value], np.float32))
+
+
+@settings(max_examples=6, deadline=None)
+@given(rows=st.integers(1, 3), cols=st.integers(1, 24), seed=st.integers(0, 2 ** 16),
+       op=st.sampled_from(["RequantShift", "iLayerNorm", "ITAMax"]))
+def test_dialect_ops_follow_the_readme_formulas(rows, cols, seed, op):
+    rng = np.random.default_rng(seed)
+    shape = [1, rows, cols]
+    if op == "RequantShift":
+        x = rng.integers(-40000, 40000, shape).astype(np.float64)
+        signed = int(rng.integers(0, 2))
+        mul, add = rng.integers(-300, 300, (rows, 1)), rng.integers(-2 ** 20, 2 ** 20, (rows, 1))
+        constants = {"mul": mul, "add": add}
+        attrs = {"div": _tensor_attr(2 ** 14), "n_levels_out": _tensor_attr(256), "signed": _tensor_attr(signed)}
+        expected = _rq(x, mul, add, 2 ** 14, signed)
+    elif op == "iLayerNorm":
+        x = rng.integers(-128, 128, shape).astype(np.float64)
+        weight, bias = rng.integers(-2 ** 14, 2 ** 14, cols), rng.integers(-2 ** 18, 2 ** 18, cols)
+        constants = {"weight": weight, "bias": bias}
+        attrs = {"D": _tensor_attr(2 ** 14), "n_levels": _tensor_attr(256)}
+        expected = _layer_norm(x, weight, bias, 2 ** 14)
+    else:
+        x = rng.integers(-128, 128, shape).astype(np.float64)
+        constants, attrs, expected = {}, {"n_levels": _tensor_attr(256)}, _ita_max(x)
+    mod = tvm_deeploy.load_onnx(_single_op_model(op, shape, constants, attrs), inputs=[x])
+    inputs, _ = deeploy_dialect.harness_inputs(mod, [x])
+    vm = relax.VirtualMachine(relax.build(mod, "llvm"), tvm.cpu())
+    actual = vm["main"](tvm.runtime.tensor(inputs[0])).numpy()
+    assert actual.dtype.kind in "iu" and np.array_equal(actual.astype(np.float64), expected)
