@@ -95,8 +95,10 @@ def _compile(args, out=print) -> int:
                                     npu=False if args.no_npu else None)
         samples = None if args.inputs is None else _read_arrays("--inputs", args.inputs, "test inputs")
         golden = None if args.outputs is None else _read_arrays("--outputs", args.outputs, "golden outputs")
-        # Deeploy's integer dialect types its inputs from the test data, as Deeploy does
-        typing = samples if samples is not None and deeploy_dialect.uses_dialect(args.model) else None
+        # Deeploy types inputs from the test data: for its dialect, and for its integer tests (integer goldens)
+        integer_test = golden is not None and all(deeploy_dialect.sample_dtype(a) != "float32" for a in golden)
+        typing = samples if samples is not None and (integer_test or deeploy_dialect.uses_dialect(args.model)) \
+            else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ModelWarning)
             mod = tvm_deeploy.load_onnx(args.model, inputs=typing)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Iterator
 
@@ -50,10 +51,11 @@ class ImportPlan:
     dialect: tuple[str, ...]          # dialect op types found
     dtypes: dict[str, str]            # graph input -> Relax dtype (only those that change)
     emptied: tuple[str, ...]          # zero-length inputs now empty initializers
+    legacy_pads: int = 0              # Pad nodes in the opset-2 form (attributes) that TVM's importer refuses
 
     @property
     def active(self) -> bool:
-        return bool(self.dialect or self.dtypes or self.emptied)
+        return bool(self.dialect or self.dtypes or self.emptied or self.legacy_pads)
 
     def describe(self) -> str:
         parts = []
@@ -64,6 +66,8 @@ class ImportPlan:
             parts.append("inputs typed " + ", ".join(f"{k}: {v}" for k, v in self.dtypes.items()))
         if self.emptied:
             parts.append("zero-length inputs as empty constants: " + ", ".join(self.emptied))
+        if self.legacy_pads:
+            parts.append(f"{self.legacy_pads} Pad node(s) in the opset-2 form")
         return "; ".join(parts)
 
     @contextlib.contextmanager
@@ -74,7 +78,7 @@ class ImportPlan:
             yield
             return
         original = onnx_frontend._get_convert_map
-        extended = {**original(), **converters(original())}
+        extended = {**original(), **converters(original(), bool(self.dialect))}
         onnx_frontend._get_convert_map = lambda: extended
         try:
             yield
@@ -169,7 +173,9 @@ def prepare(model: onnx.ModelProto, inputs=None, input_dtypes: dict[str, str] | 
             raise DialectError(f"input_dtypes names {name!r}, not an input of the model "
                                f"({', '.join(v.name for v in live)})")
         dtypes[name] = dtype
-    plan = ImportPlan(tuple(sorted(found)), dtypes, emptied)
+    legacy_pads = sum(node.op_type == "Pad" and len(node.input) == 1 and any(a.name == "pads" for a in node.attribute)
+                      for node in graph.node)
+    plan = ImportPlan(tuple(sorted(found)), dtypes, emptied, legacy_pads)
     if plan.active:
         LOG.info("%s", plan.describe())
     return plan
@@ -627,8 +633,8 @@ def _concat(bb, inputs, attr, opset, base):
     return base(bb, onnx_frontend.onnx_input(kept), attr)
 
 
-def _softmax(bb, inputs, attr, opset, base):
-    if opset < 13 and "axis" not in attr:  # Deeploy: the last axis, whatever the opset
+def _softmax(bb, inputs, attr, opset, base, dialect: bool):
+    if dialect and opset < 13 and "axis" not in attr:  # Deeploy: the last axis, whatever the opset
         return relax.op.nn.softmax(inputs[0], axis=-1)
     return base(bb, inputs, attr)
 
@@ -642,7 +648,7 @@ def _pad(bb, inputs, attr, opset, base):
 _STANDARD: dict[str, Callable] = {
     "Add": _arithmetic(relax.op.add), "Sub": _arithmetic(relax.op.subtract), "Mul": _arithmetic(relax.op.multiply),
     "MatMul": _matmul, "Gemm": _gemm, "Conv": _widened, "ReduceSum": _widened, "ReduceMean": _reduce_mean,
-    "Concat": _concat, "Softmax": _softmax, "Pad": _pad}
+    "Concat": _concat, "Pad": _pad}
 
 
 class _Converter:
@@ -660,8 +666,10 @@ class _Converter:
         return convert
 
 
-def converters(base_map: dict) -> dict:
-    """The dialect's converters and the integer-aware standard ones, over TVM's `base_map`."""
+def converters(base_map: dict, dialect: bool) -> dict:
+    """The dialect's converters and the integer-aware standard ones, over TVM's `base_map`; Deeploy's
+    last-axis Softmax only in a `dialect` model (ONNX's opset < 13 rule is another)."""
     table = {name: _Converter(function) for name, function in _DIALECT.items()}
     table.update({name: _Converter(function, base_map[name]) for name, function in _STANDARD.items()})
+    table["Softmax"] = _Converter(functools.partial(_softmax, dialect=dialect), base_map["Softmax"])
     return table
