@@ -223,3 +223,12 @@ def test_dialect_ops_follow_the_readme_formulas(rows, cols, seed, op):
     vm = relax.VirtualMachine(relax.build(mod, "llvm"), tvm.cpu())
     actual = vm["main"](tvm.runtime.tensor(inputs[0])).numpy()
     assert actual.dtype.kind in "iu" and np.array_equal(actual.astype(np.float64), expected)
+
+
+def test_dialect_attributes_outside_the_semantics_are_one_model_error():
+    model = _single_op_model("RequantShift", [1, 4], {"mul": np.ones(1), "add": np.zeros(1)},
+                             {"div": _tensor_attr(1000), "n_levels": _tensor_attr(256), "signed": _tensor_attr(1)})
+    with pytest.raises(tvm_deeploy.ModelError, match="at operator RequantShift: DialectError: RequantShift: "
+                                                     "div = 1000 is not a power of two") as caught:
+        tvm_deeploy.load_onnx(model, input_dtypes={"x": "int8"})
+    assert "\n" not in str(caught.value)
