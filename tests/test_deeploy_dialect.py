@@ -232,3 +232,17 @@ def test_dialect_attributes_outside_the_semantics_are_one_model_error():
                                                      "div = 1000 is not a power of two") as caught:
         tvm_deeploy.load_onnx(model, input_dtypes={"x": "int8"})
     assert "\n" not in str(caught.value)
+
+
+def test_zero_length_input_is_an_empty_constant_that_concat_drops():
+    from onnx import TensorProto, helper
+    node = helper.make_node("Concat", ["cache", "x"], ["y"], axis=1)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("cache", TensorProto.FLOAT, [1, 0, 4]),
+                                            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+    mod = tvm_deeploy.load_onnx(model)
+    assert [str(p.name) for p in mod["main"].params] == ["x"]
+    x = np.arange(8, dtype=np.float32).reshape(1, 2, 4)
+    vm = relax.VirtualMachine(relax.build(mod, "llvm"), tvm.cpu())
+    assert np.array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), x)

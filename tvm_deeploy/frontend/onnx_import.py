@@ -8,7 +8,8 @@ put in topological order (they are), every op type has a converter in TVM's ONNX
 ones are named), and the importer succeeds. `onnx.checker.check_model`'s complaint is the error when the
 import fails too, else a `ModelWarning` (the checker refuses e.g. LayerNormalization below opset 17,
 which TVM imports). Weights become Relax constants, which is what the deeploy patterns match. A dynamic shape
-that imports stays symbolic: the deeploy checks refuse it and TVM runs that part.
+that imports stays symbolic: the deeploy checks refuse it and TVM runs that part. Deeploy's integer
+dialect and conventions (zero-length inputs as empty constants, Pad's opset-2 form) are `deeploy_dialect`'s.
 """
 
 from __future__ import annotations
