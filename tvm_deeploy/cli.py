@@ -2,7 +2,7 @@
 
     tvm-deeploy demo [--prompt TEXT] [--tokens N] [--no-qemu]
     tvm-deeploy compile MODEL.onnx -o OUT [--platform P] [--l1 BYTES] [--l2 BYTES] [--no-npu] [--no-offload]
-                        [--inputs INPUTS.npz]
+                        [--inputs INPUTS.npz] [--outputs OUTPUTS.npz]
     tvm-deeploy run OUT --on host [--sanitize]
     tvm-deeploy run OUT --on qemu [--harts N] [--json] [--timeout S]
     tvm-deeploy ablate GRID.toml -o DIR [--jobs N] [--scheduler ADDRESS]
@@ -49,7 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     compile_.add_argument("--io-in-arena", action="store_true", help="place inputs and outputs in the arena")
     compile_.add_argument("--seed", type=int, default=0, help="seed of the random test inputs")
     compile_.add_argument("--inputs", metavar="NPZ", help="test inputs (numpy .npz, one array per model input, "
-                                                          "in input order) instead of random ones")
+                                                          "in input order; empty arrays skipped, extra ones "
+                                                          "ignored) instead of random ones")
+    compile_.add_argument("--outputs", metavar="NPZ", help="golden outputs (numpy .npz, one array per model output) "
+                                                           "the test driver compares with (integers exactly, "
+                                                           "floats within 1e-4); needs --inputs")
 
     run = commands.add_parser("run", help="build a compiled project and run its test driver")
     run.add_argument("project", help="the folder `tvm-deeploy compile` wrote")
@@ -76,6 +80,7 @@ def _fail(command: str, message: str) -> int:
 
 def _compile(args, out=print) -> int:
     import tvm_deeploy
+    from tvm_deeploy.frontend import deeploy_dialect
     from tvm_deeploy.frontend.onnx_import import ModelWarning
     from tvm_deeploy.program.export import export_c
     from tvm_deeploy.program.lower import ExportError
@@ -83,17 +88,30 @@ def _compile(args, out=print) -> int:
     unusable = _unusable_output(Path(args.output))
     if unusable:
         return _fail("compile", f"-o {args.output}: {unusable}")
+    if args.outputs is not None and args.inputs is None:
+        return _fail("compile", "--outputs needs --inputs (the golden outputs are those of given inputs)")
     try:
         target = tvm_deeploy.target(args.platform, l1_bytes=args.l1, l2_bytes=args.l2,
                                     npu=False if args.no_npu else None)
+        samples = None if args.inputs is None else _read_arrays("--inputs", args.inputs, "test inputs")
+        golden = None if args.outputs is None else _read_arrays("--outputs", args.outputs, "golden outputs")
+        # Deeploy types inputs from the test data: for its dialect, and for its integer tests (integer goldens)
+        integer_test = golden is not None and all(deeploy_dialect.sample_dtype(a) != "float32" for a in golden)
+        typing = samples if samples is not None and (integer_test or deeploy_dialect.uses_dialect(args.model)) \
+            else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ModelWarning)
-            mod = tvm_deeploy.load_onnx(args.model)
+            mod = tvm_deeploy.load_onnx(args.model, inputs=typing)
         for warning in caught:
             print(f"tvm-deeploy compile: warning: {warning.message}", file=sys.stderr)
-        inputs = None if args.inputs is None else _read_inputs(args.inputs)
+        inputs = None
+        if samples is not None:
+            inputs, extra = deeploy_dialect.harness_inputs(mod, samples)
+            if extra:
+                print(f"tvm-deeploy compile: warning: --inputs {args.inputs}: {extra} array(s) past the model's "
+                      f"{len(inputs)} input(s) ignored", file=sys.stderr)
         exported = export_c(mod, target, args.output, prefix=args.prefix, offload=not args.no_offload,
-                            io_in_arena=args.io_in_arena, seed=args.seed, inputs=inputs,
+                            io_in_arena=args.io_in_arena, seed=args.seed, inputs=inputs, expected_outputs=golden,
                             description=f"{Path(args.model).name} for {args.platform}")
     except (tvm_deeploy.ModelError, ExportError, ValueError) as err:
         return _fail("compile", str(err))
@@ -127,16 +145,16 @@ def _one_line(err: Exception, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _read_inputs(path: str) -> list:
+def _read_arrays(option: str, path: str, what: str) -> list:
     """The arrays of an .npz file in their stored order (np.savez: arr_0, arr_1, ... or the names given)."""
     import numpy as np
 
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:  # missing, not a NumPy file, or object arrays
-        raise ValueError(f"--inputs {path}: cannot read test inputs ({err})") from err
+        raise ValueError(f"{option} {path}: cannot read {what} ({err})") from err
     if not isinstance(archive, np.lib.npyio.NpzFile):  # a bad input file: a ValueError like the others
-        raise ValueError(f"--inputs {path}: not an .npz archive (np.savez writes one)")  # noqa: TRY004
+        raise ValueError(f"{option} {path}: not an .npz archive (np.savez writes one)")  # noqa: TRY004
     with archive:
         return [archive[name] for name in archive.files]
 

@@ -8,7 +8,8 @@ put in topological order (they are), every op type has a converter in TVM's ONNX
 ones are named), and the importer succeeds. `onnx.checker.check_model`'s complaint is the error when the
 import fails too, else a `ModelWarning` (the checker refuses e.g. LayerNormalization below opset 17,
 which TVM imports). Weights become Relax constants, which is what the deeploy patterns match. A dynamic shape
-that imports stays symbolic: the deeploy checks refuse it and TVM runs that part.
+that imports stays symbolic: the deeploy checks refuse it and TVM runs that part. Deeploy's integer
+dialect and conventions (zero-length inputs as empty constants, Pad's opset-2 form) are `deeploy_dialect`'s.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from onnx.external_data_helper import load_external_data_for_model
 from tvm.relax.frontend.onnx import from_onnx
 from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
+from . import deeploy_dialect
+
 # Op types the importer converts without an entry in its converter map.
 _DIRECTLY_HANDLED = frozenset({"Constant", "If"})
 
@@ -40,28 +43,39 @@ class ModelWarning(UserWarning):
     """The ONNX checker complains about a model that TVM imports anyway."""
 
 
-def load_onnx(source: str | os.PathLike | bytes) -> tvm.IRModule:
+def load_onnx(source: str | os.PathLike | bytes, inputs=None, input_dtypes: dict[str, str] | None = None
+              ) -> tvm.IRModule:
     """The Relax module of an ONNX model given as a path or as bytes; raises `ModelError`. A checker
-    complaint about a model TVM imports anyway (e.g. LayerNormalization at opset 12) is a `ModelWarning`."""
+    complaint about a model TVM imports anyway (e.g. LayerNormalization at opset 12) is a `ModelWarning`.
+    Deeploy's integer dialect imports as integer Relax (`deeploy_dialect`); `inputs` (sample arrays) or
+    `input_dtypes` ({input: dtype}) type its inputs."""
     name, model = _parse(source)
     _sort_nodes(name, model.graph)
+    try:
+        dialect = deeploy_dialect.prepare(model, inputs, input_dtypes)
+    except deeploy_dialect.DialectError as err:
+        raise ModelError(f"{name}: {err}") from err
     packed = _packed_tensors(model.graph)
     if packed:
         raise ModelError(f"{name}: TVM's ONNX importer cannot read packed sub-byte tensors: {', '.join(packed)}")
-    missing = sorted(set(_op_types(model.graph)) - set(_get_convert_map()) - _DIRECTLY_HANDLED)
+    known = set(_get_convert_map()) | dialect.converter_names()
+    missing = sorted(set(_op_types(model.graph)) - known - _DIRECTLY_HANDLED)
     if missing:
         raise ModelError(f"{name}: TVM's ONNX importer does not support operator(s) {', '.join(missing)}")
     try:
         onnx.checker.check_model(model)
         complaint = None
     except Exception as err:  # ValidationError, or ValueError for a proto over 2 GiB
-        complaint = _brief(err)
+        complaint = None if dialect.excuses(str(err)) else _brief(err)
     log = io.StringIO()  # the importer prints the failing operator to stdout
     try:
         with contextlib.redirect_stdout(log), warnings.catch_warnings():
             if complaint is not None:  # the importer repeats the checker's complaint as a warning
                 warnings.filterwarnings("ignore", message=re.escape(complaint[:60]))
-            mod = from_onnx(model, keep_params_in_input=False)
+            if dialect.active:  # and its complaint about the dialect's op types
+                warnings.filterwarnings("ignore", message=".*No (Op registered|opset import)")
+            with dialect.registered():
+                mod = from_onnx(model, dtype_dict=dialect.dtypes, keep_params_in_input=False)
     except Exception as err:
         if complaint is not None:
             raise ModelError(f"{name}: not a valid ONNX model: {complaint}") from err

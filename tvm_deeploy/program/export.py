@@ -379,9 +379,9 @@ def _entries(lowered: Lowered, glue, platform, prefix: str, state: StateLayout, 
 
 def build_project(mod: tvm.IRModule, target, prefix: str = "net", *, functions=("main",), offload: bool = True,
                   io_in_arena: bool = False, inputs: list[np.ndarray] | None = None, test_vectors: bool | None = None,
-                  seed: int = 0, checks: bool = False, activation_level: str = "L2",
-                  solver_time_limit: float = DEFAULT_TIME_LIMIT, weights_section: str = DEFAULT_WEIGHTS_SECTION,
-                  description: str | None = None) -> Project:
+                  expected_outputs: list[np.ndarray] | None = None, seed: int = 0, checks: bool = False,
+                  activation_level: str = "L2", solver_time_limit: float = DEFAULT_TIME_LIMIT,
+                  weights_section: str = DEFAULT_WEIGHTS_SECTION, description: str | None = None) -> Project:
     """`export_c` up to the file texts (see there); nothing is written."""
     _check_prefix(prefix)
     target = _resolve_target(target)
@@ -395,6 +395,9 @@ def build_project(mod: tvm.IRModule, target, prefix: str = "net", *, functions=(
         raise ValueError(f"test vectors are made for one function without state; {', '.join(lowered.programs)} "
                          f"{'has state' if len(programs) == 1 else 'are several functions'}: pass "
                          "test_vectors=False (tvm_deeploy.program.generate writes a language model's driver)")
+    if expected_outputs is not None and not test_vectors:
+        raise ValueError("golden outputs are checked by the test driver, which this export does not write "
+                         f"({', '.join(lowered.programs)}: several functions, state, or test_vectors=False)")
     # TVM alone stays TVM's own 1-core program (the baseline); with the offload its glue runs on every core
     glue = build_glue(lowered.prim_funcs, target, prefix, checks, platform.cores if offload else 1)
     state = plan_state(programs, activation_level)
@@ -425,10 +428,14 @@ def build_project(mod: tvm.IRModule, target, prefix: str = "net", *, functions=(
         sizes = {name: size for name, size in sizes.items() if size is not None}
         arrays = [np.asarray(x) for x in inputs] if inputs is not None else make_inputs(program, seed, sizes)
         _check_inputs(program, arrays)
-        expected, llvm = reference_outputs(mod, target, arrays, offload)
+        golden = expected_outputs is not None
+        if golden:
+            expected, llvm = golden_outputs(program, expected_outputs), run_in_vm(mod, "llvm", arrays)
+        else:
+            expected, llvm = reference_outputs(mod, target, arrays, offload)
         files[f"test/{prefix}_test_vectors.h"] = proj.test_vectors_source(
-            prefix, program, entry.placement.io_fields, arrays, expected, llvm)
-        files["test/main.c"] = proj.main_source(prefix, program, entry.placement.io_fields)
+            prefix, program, entry.placement.io_fields, arrays, expected, llvm, golden)
+        files["test/main.c"] = proj.main_source(prefix, program, entry.placement.io_fields, golden)
     files.update(rv32.hal_files())
     sources, headers = project_sources(files)
     build = rv32.Build(rv32.isa(programs, glue.source), platform.cores, sum(len(p.steps) for p in programs),
@@ -461,23 +468,47 @@ def write_project(project: Project, out_dir) -> Exported:
 
 def export_c(mod: tvm.IRModule, target=None, out_dir="deeploy_out", prefix: str = "net", *, functions=("main",),
              offload: bool = True, io_in_arena: bool = False, inputs: list[np.ndarray] | None = None,
-             test_vectors: bool | None = None, seed: int = 0, checks: bool = False, activation_level: str = "L2",
-             solver_time_limit: float = DEFAULT_TIME_LIMIT, weights_section: str = DEFAULT_WEIGHTS_SECTION,
-             description: str | None = None) -> Exported:
+             test_vectors: bool | None = None, expected_outputs: list[np.ndarray] | None = None, seed: int = 0,
+             checks: bool = False, activation_level: str = "L2", solver_time_limit: float = DEFAULT_TIME_LIMIT,
+             weights_section: str = DEFAULT_WEIGHTS_SECTION, description: str | None = None) -> Exported:
     """Write the standalone C project of `mod` for a deeploy `target` into `out_dir` (see the module doc).
 
     functions names the Relax functions to export (each gets `<prefix>_<function>_run`; `main` keeps
     `<prefix>_run`). offload=False is the "TVM alone" baseline (every op through TVM's glue). io_in_arena
     places the inputs and outputs in the arena too. test_vectors (default: when there is one function
     without state) builds the module with relax.build for `target` and for llvm and runs both in TVM's VM
-    on `inputs` (seeded random by default). checks keeps TVM's argument checks in the glue. Raises
+    on `inputs` (seeded random by default). expected_outputs (golden outputs, one array per output, compared
+    flattened) replaces the VM's outputs as the driver's reference: integers exactly, floats within 1e-4
+    absolute (Deeploy's rule). checks keeps TVM's argument checks in the glue. Raises
     ExportError subclasses: UnsupportedModelError (dynamic shapes, control flow, state written but not
     returned, ...) and ArenaTooSmallError (level, bytes needed, bytes available)."""
     project = build_project(mod, target, prefix, functions=functions, offload=offload, io_in_arena=io_in_arena,
-                            inputs=inputs, test_vectors=test_vectors, seed=seed, checks=checks,
+                            inputs=inputs, test_vectors=test_vectors, expected_outputs=expected_outputs, seed=seed,
+                            checks=checks,
                             activation_level=activation_level, solver_time_limit=solver_time_limit,
                             weights_section=weights_section, description=description)
     return write_project(project, out_dir)
+
+
+def golden_outputs(program: Program, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Given outputs as the program's output arrays: same element count (compared flattened, as Deeploy
+    does), converted to the output's dtype only when every value survives (integers stored as floats)."""
+    arrays = [np.asarray(a) for a in arrays]
+    if len(arrays) != len(program.outputs):
+        raise ValueError(f"expected {len(program.outputs)} golden outputs, got {len(arrays)}")
+    fitted = []
+    for name, array in zip(program.outputs, arrays):
+        value = program.values[name]
+        if array.size != value.elements:
+            raise ValueError(f"golden output for {_tensor(value)}: {array.size} elements, expected {value.elements}")
+        converted = array.reshape(value.shape).astype(value.dtype)
+        if value.dtype.startswith(("int", "uint")) and not np.array_equal(converted.astype(np.float64),
+                                                                          array.reshape(value.shape)
+                                                                          .astype(np.float64)):
+            raise ValueError(f"golden output for {_tensor(value)}: values that {value.dtype} does not hold "
+                             f"(range {array.min()} ... {array.max()})")
+        fitted.append(converted)
+    return fitted
 
 
 def _check_inputs(program: Program, arrays: list[np.ndarray]) -> None:
