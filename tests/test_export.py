@@ -122,8 +122,9 @@ def test_report_lists_ops_memory_and_weights(exported):
     report = result.report
     assert report == json.loads((result.out_dir / "report.json").read_text())
     engines = [op["engine"] for op in report["ops"]]
-    # 7 linear layers on the NPU; attention, norms, SwiGLU, residual adds and quantize steps on the cluster
-    assert engines.count("npu") == 7 and engines.count("cluster") == 11 and "tvm" not in engines
+    # 7 linear layers on the NPU; attention, 2 norms (quantizing their outputs), SwiGLU, 2 residual adds on
+    # the cluster
+    assert engines.count("npu") == 7 and engines.count("cluster") == 6 and "tvm" not in engines
     gemm = next(op for op in report["ops"] if op["engine"] == "npu")
     assert gemm["op"].startswith("gemm int8->int8") and gemm["plan"]["tiles"] >= 1
     assert gemm["plan"]["modelled_cycles"]["npu"] < gemm["plan"]["modelled_cycles"]["cluster"]
@@ -301,9 +302,8 @@ def test_activations_that_do_not_fit_l2(tmp_path):
     with pytest.raises(ArenaTooSmallError) as err:
         tvm_deeploy.export_c(models.llama_block(), tvm_deeploy.target(l2_bytes=8192), tmp_path / "p")
     message = str(err.value)
-    # 12288: with the glue split over the cores, SiLU's sigmoid is inlined and needs no workspace
-    assert "do not fit L2" in message and "need 12288 bytes" in message and "8192 bytes are available" in message
-    assert (err.value.level, err.value.needed, err.value.available) == ("L2", 12288, 8192)
+    assert "do not fit L2" in message and "need 14336 bytes" in message and "8192 bytes are available" in message
+    assert (err.value.level, err.value.needed, err.value.available) == ("L2", 14336, 8192)
     assert not (tmp_path / "p").exists()
 
 

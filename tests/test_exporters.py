@@ -29,27 +29,29 @@ MANIFEST = json.loads((MODELS / "manifest.json").read_text())["models"]
 # Offloaded call sites per (op, dtype[, B operand]): "weight" is a constant B, "activations" a computed one.
 F32_ATTENTION, F32_WEIGHT = ("attention", "float32"), ("gemm", "float32", "weight")
 S8_WEIGHT, S8_ACTIVATIONS = ("gemm", "int8", "weight"), ("gemm", "int8", "activations")
-F32_SOFTMAX = ("softmax", "float32")
-LLAMA_F32 = {F32_ATTENTION: 3, F32_WEIGHT: 22}
-LLAMA_QDQ = {S8_WEIGHT: 22, S8_ACTIVATIONS: 6, F32_SOFTMAX: 3}
+F32_SOFTMAX, F32_ADD, QUANTIZE = ("softmax", "float32"), ("residual_add", "float32"), ("quantize", "float32")
+# Every add of two activations of one shape is an element-wise kernel (the residual adds; in HF's Llamas also the
+# rotary embedding's sums), and so is every quantize no kernel absorbs (QDQ graphs: after every op).
+LLAMA_F32 = {F32_ATTENTION: 3, F32_WEIGHT: 22, F32_ADD: 12}
+LLAMA_QDQ = {S8_WEIGHT: 22, S8_ACTIVATIONS: 6, F32_SOFTMAX: 3, F32_ADD: 12, QUANTIZE: 138}
 EXPECTED = {
-    "encoder_dynamo.onnx": {F32_ATTENTION: 1, F32_WEIGHT: 4},
+    "encoder_dynamo.onnx": {F32_ATTENTION: 1, F32_WEIGHT: 4, F32_ADD: 2},
     "llama_eager_dynamo.onnx": LLAMA_F32,
     "llama_eager_legacy_ortopt.onnx": LLAMA_F32,
     "llama_sdpa_dynamo.onnx": LLAMA_F32,  # the isnan/where guard and the split Q/K scale absorbed
-    "llama_sdpa_dynamo_decode.onnx": LLAMA_F32,
+    "llama_sdpa_dynamo_decode.onnx": {F32_ATTENTION: 3, F32_WEIGHT: 22, F32_ADD: 6},
     "llama_sdpa_legacy_ortopt.onnx": LLAMA_F32,
     # every projection an int8 GEMM (shared dequantize ops and repeated quantize ops undone); QDQ attention
     # stays op by op: int8 Q·Kᵀ and P·V GEMMs, the softmax in fp32
     "llama_eager_qdq.onnx": LLAMA_QDQ,
     "llama_eager_qdq_pc.onnx": LLAMA_QDQ,
     "llama_eager_qdq_pc_dedicated.onnx": LLAMA_QDQ,
-    "llama_eager_qdynamic.onnx": {F32_ATTENTION: 3, S8_WEIGHT: 22},  # every MatMulInteger an int8 GEMM
+    "llama_eager_qdynamic.onnx": {F32_ATTENTION: 3, S8_WEIGHT: 22, F32_ADD: 12},  # every MatMulInteger int8
     "mlp_dynamo.onnx": {F32_WEIGHT: 3},
-    "mlp_qdq_pc.onnx": {S8_WEIGHT: 3},
+    "mlp_qdq_pc.onnx": {S8_WEIGHT: 3, QUANTIZE: 1},
     "sdpa_causal_dynamo.onnx": {F32_ATTENTION: 1, F32_WEIGHT: 2},
-    "vit_dynamo.onnx": {F32_ATTENTION: 2, F32_WEIGHT: 9},
-    "vit_qdq_pc.onnx": {S8_ACTIVATIONS: 4, S8_WEIGHT: 9, F32_SOFTMAX: 2},
+    "vit_dynamo.onnx": {F32_ATTENTION: 2, F32_WEIGHT: 9, F32_ADD: 4},
+    "vit_qdq_pc.onnx": {S8_ACTIVATIONS: 4, S8_WEIGHT: 9, F32_SOFTMAX: 2, F32_ADD: 5, QUANTIZE: 52},
 }
 # Compiling builds the model twice in TVM (deeploy and llvm, for the test vectors): the Llamas take 20-90 s.
 SLOW = {name for name in MANIFEST if name.startswith("llama_")}

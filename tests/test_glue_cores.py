@@ -4,11 +4,12 @@ harts."""
 
 import subprocess
 
+import numpy as np
 import pytest
 import tvm
+from tvm import relax
 from tvm.script import tirx as T
 
-from tvm_deeploy import models
 from tvm_deeploy.program.export import export_c
 from tvm_deeploy.program.glue import build_glue
 from tvm_deeploy.program.glue_cores import split_by_core
@@ -117,29 +118,45 @@ def _outputs_on_host(project) -> bytes:
     return subprocess.run([str(binary)], capture_output=True, check=True).stdout
 
 
+def glue_block() -> tvm.IRModule:
+    """x -> layer norm (reduces: stays on one core) -> fp32 GEMM -> GELU -> tanh -> x 0.5 (split by core); the
+    element-wise families have no kernel for these, and no kernel's result depends on the core count."""
+    rng = np.random.default_rng(0)
+    weight, gamma, beta = (relax.const(rng.standard_normal(shape).astype("float32")) for shape in ((32, 32), 32, 32))
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((16, 32), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            norm = bb.emit(relax.op.nn.layer_norm(x, gamma, beta, axes=[-1]))
+            hidden = bb.emit(relax.op.nn.gelu(relax.op.matmul(norm, weight)))
+            out = bb.emit_output(relax.op.multiply(relax.op.tanh(hidden), relax.const(0.5, "float32")))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
 @pytest.fixture(scope="module")
-def llama_block_projects(tmp_path_factory):
-    """The int8 Llama block (norms, QDQ, SiLU, residual adds in TVM's glue) for 1 and for 8 cores."""
-    mod = models.llama_block(quantized=True)
+def glue_projects(tmp_path_factory):
+    """glue_block for 1 and for 8 cores."""
+    mod = glue_block()
     folder = tmp_path_factory.mktemp("glue_cores")
     return {cores: export_c(mod, target(npu=False, cores=cores), folder / f"cores{cores}", prefix="net")
             for cores in (1, 8)}
 
 
-def test_split_glue_outputs_are_bit_identical_to_one_core(llama_block_projects):
-    one, eight = llama_block_projects[1], llama_block_projects[8]
+def test_split_glue_outputs_are_bit_identical_to_one_core(glue_projects):
+    one, eight = glue_projects[1], glue_projects[8]
     glue_cores = [op["cores"] for op in eight.report["ops"] if op["engine"] == "tvm"]
-    assert glue_cores.count(8) == 14 and glue_cores.count(1) == 2  # all but the two RMSNorms
+    assert glue_cores.count(8) == 3 and glue_cores.count(1) == 1  # GELU, tanh, scale; the layer norm reduces
     assert all(op["cores"] == 1 for op in one.report["ops"] if op["engine"] == "tvm")
     assert _outputs_on_host(eight.out_dir) == _outputs_on_host(one.out_dir)
 
 
 @pytest.mark.rv32
-def test_split_glue_runs_on_every_hart(llama_block_projects):
-    project = llama_block_projects[8]
+def test_split_glue_runs_on_every_hart(glue_projects):
+    project = glue_projects[8]
     run = run_project(project.out_dir, harts=8)
     assert (run.exit_code, run.errors) == (0, 0), run.output[-2000:]
     forked = [s for s in run.steps if s.engine == "tvm" and project.report["ops"][s.step - 1]["cores"] == 8]
-    assert len(forked) == 14 and all(min(s.instructions) > 0 for s in forked)
+    assert len(forked) == 3 and all(min(s.instructions) > 0 for s in forked)
     serial = [s for s in run.steps if s.engine == "tvm" and project.report["ops"][s.step - 1]["cores"] == 1]
-    assert len(serial) == 2 and all(s.instructions[1:] == (0,) * 7 for s in serial)
+    assert len(serial) == 1 and all(s.instructions[1:] == (0,) * 7 for s in serial)
