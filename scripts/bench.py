@@ -86,7 +86,7 @@ def run_variant(mod, offload: bool, cores: int, folder: Path) -> dict:
     return {"instructions": run.slowest_hart_instructions, "per_hart": list(run.per_hart_instructions),
             "dma_bytes": {"to_l1": run.dma_bytes[0], "to_l2": run.dma_bytes[1]}, "errors": run.errors,
             "checked": run.checked, "offloaded_steps": counts["deeploy"], "tvm_steps": counts["tvm"],
-            "march": "rv32imafc" if "rv32imafc" in (folder / "Makefile").read_text() else "rv32imc",
+            "march": exported.report["rv32"]["march"],
             "seconds": round(time.time() - started, 1),
             "steps": [{"step": s.step, "engine": s.engine, "op": s.op, "slowest_hart": s.slowest}
                       for s in run.steps]}

@@ -63,7 +63,7 @@ def run_variant(folder: Path, offload: bool, cores: int, out: Path) -> dict:
             "dma_bytes": {"to_l1": run.dma_bytes[0], "to_l2": run.dma_bytes[1]}, "errors": run.errors,
             "checked": run.checked, "offloaded_steps": exported.report["counts"]["deeploy"],
             "tvm_steps": exported.report["counts"]["tvm"],
-            "march": "rv32imafc" if "rv32imafc" in (out / "Makefile").read_text() else "rv32imc",
+            "march": exported.report["rv32"]["march"],
             "seconds": round(time.time() - started, 1)}
 
 

@@ -39,7 +39,7 @@ def run_variant(mod, offload: bool, cores: int, folder: Path) -> dict:
             "dma_bytes": {"to_l1": run.dma_bytes[0], "to_l2": run.dma_bytes[1]}, "checked": run.checked,
             "offloaded_call_sites": counts["deeploy"], "offloaded_functions": counts["deeploy_functions"],
             "tvm_steps": counts["tvm"],
-            "march": "rv32imafc" if "rv32imafc" in (folder / "Makefile").read_text() else "rv32imc"}
+            "march": exported.report["rv32"]["march"]}
 
 
 def main(argv=None) -> int:

@@ -58,6 +58,7 @@ def test_platform_memory_sizes_reach_the_linker(int8_mlp_projects, tmp_path):
 def test_int8_model_on_8_harts(int8_mlp_projects, capsys):
     exported = int8_mlp_projects[8]
     assert "-march=rv32imc -mabi=ilp32" in (exported.out_dir / "Makefile").read_text()
+    assert exported.report["rv32"] == {"march": "rv32imc", "reason": "the network computes no float"}
     code = main(["run", str(exported.out_dir), "--on", "qemu", "--harts", "8", "--json", "--timeout", "120"])
     run = json.loads(capsys.readouterr().out)
     assert code == 0 and run["errors"] == 0 and run["checked"] == 16 * 64, run["output"]
@@ -98,6 +99,7 @@ def test_compiled_float_onnx_model_under_qemu(attention_onnx, tmp_path, capfd): 
     out = tmp_path / "mha"
     assert main(["compile", str(attention_onnx), "-o", str(out)]) == 0
     assert "-march=rv32imafc -mabi=ilp32f" in (out / "Makefile").read_text()
+    assert json.loads((out / "report.json").read_text())["rv32"]["march"] == "rv32imafc"
     capfd.readouterr()
     assert main(["run", str(out), "--on", "qemu", "--timeout", "120"]) == 0
     printed = capfd.readouterr().out

@@ -446,6 +446,7 @@ def build_project(mod: tvm.IRModule, target, prefix: str = "net", *, functions=(
     tvm_plans = tvm_static_plan_bytes(lowered.module, tuple(lowered.programs))
     report = build_report(target, platform, lowered, inp, tvm_plans, weight_bytes, offload, description)
     report["weights"]["section"] = weights_section
+    report["rv32"] = {"march": build.isa.march, "reason": build.isa.reason}  # what `make rv32` compiles for
     # The NPU's packed weights stay resident in its weight memory (section .dpl_npu_weights).
     report["weights"]["npu_bytes"] = npu_weight_bytes
     report["memory"]["weights"] = {"arena_bytes": npu_weight_bytes, "owner": "npu",
