@@ -26,9 +26,9 @@ def offload(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     planned for the current deeploy target's platform (the default deeploy target's under any other).
     Under a deeploy target TVM's glue is C too, so its float16 arithmetic goes through float32."""
     target = tvm.target.Target.current(allow_none=True)
-    if not is_deeploy_target(target):
-        return run_codegen(plan_offloads(partition_for_deeploy(mod), "deeploy"))[0]
-    return compute_half_in_float32(run_codegen(plan_offloads(partition_for_deeploy(mod), target))[0])
+    c_glue = is_deeploy_target(target)
+    mod = run_codegen(plan_offloads(partition_for_deeploy(mod), target if c_glue else "deeploy"))[0]
+    return compute_half_in_float32(mod) if c_glue else mod
 
 
 def _with_offload(tvm_default):
