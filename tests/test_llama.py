@@ -108,7 +108,7 @@ def test_module_from_checkpoint_file(tmp_path, tiny):
     save_checkpoint(path, checkpoint)
     mod = models.llama_decoder(path, 4)
     names = sorted(gv.name_hint for gv in mod.get_global_vars())
-    assert names == ["decode", "k_write_decode", "k_write_prompt", "prompt", "v_write_decode", "v_write_prompt"]
+    assert names == ["decode", "decode_mask", "kv_write_decode", "kv_write_prompt", "prompt"]
     params = [p.name for p in mod["decode"].params]
     assert params == ["token", "position", "k_cache_0", "v_cache_0", "k_cache_1", "v_cache_1"]
     assert [int(d) for d in mod["prompt"].params[0].ty.shape] == [4]

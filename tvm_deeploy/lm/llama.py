@@ -5,18 +5,19 @@
 
 Each cache is float32 (or int8: `kv_cache="int8"`) [1, kv_heads, context, head_dim] (keys after the
 rotary embedding); a function
-writes its tokens' keys and values into the caches in place (`R.call_tir_inplace` of a small TIR
-function, at positions 0.. for the prompt, at `position` for decode) and returns them, so TVM's VM and
-the standalone C program keep the cache across calls. The logits are the last token's.
+writes its tokens' keys and values into a layer's two caches in place (`R.call_tir_inplace` of one small
+TIR function, `cache_write`, at positions 0.. for the prompt, at `position` for decode) and returns them,
+so TVM's VM and the standalone C program keep the cache across calls. The logits are the last token's.
 
 Per layer, as llama2.c computes it: RMSNorm, q/k/v projections, rotary embedding on interleaved pairs,
 causal attention with grouped K/V heads (query head h reads K/V head h // (heads / kv_heads); prompt:
 over the prompt's keys with a constant causal mask; decode: over the whole cache with a mask from the
-position), output projection, residual add, RMSNorm, SwiGLU feed-forward w2(silu(w1 h) * w3 h), residual
-add; then the final RMSNorm and the output head. With `quant` every linear layer is int8 QDQ and the head
-an int8 GEMM with an int32 accumulator (see `quantize`); norms, rotary embedding, SiLU, residual adds
-and attention stay float32. With an int8 cache the keys and values are quantized as they are written
-(per-tensor scales of each layer, `LlamaQuant.kv_scales`) and decode's attention reads the dequantized
+position, `decode_mask`, computed once per call), output projection, residual add, RMSNorm, SwiGLU
+feed-forward w2(silu(w1 h) * w3 h), residual add; then the final RMSNorm and the output head. With
+`quant` every linear layer is int8 QDQ and the head an int8 GEMM with an int32 accumulator (see
+`quantize`); norms, rotary embedding, SiLU, residual adds and attention stay float32. With an int8 cache
+the keys and values are quantized as they are written (per-tensor scales of each layer,
+`LlamaQuant.kv_scales`) and decode's attention reads the dequantized
 cache. `llama_reference.LlamaReference` is the same model in NumPy.
 """
 
@@ -46,20 +47,47 @@ def kv_write(kv_heads: int, context: int, head_dim: int, tokens: int, dtype: str
     return write
 
 
-def kv_write_pairs(kv_heads: int, context: int, head_dim: int, tokens: int, dtype: str = "float32"):
-    """`kv_write` for keys as the rotary embedding leaves them, rows [tokens, kv_heads, head_dim / 2, 2]
-    (writing from there rather than from its reshape leaves that reshape to the attention alone, which
-    then reads it as a strided view)."""
+def cache_write(kv_heads: int, context: int, head_dim: int, tokens: int, dtype: str = "float32",
+                value_scale: float | None = None):
+    """TIR: both caches of a layer in one call, in place, from the position on (clamped as in `kv_write`):
+    keys as the rotary embedding leaves them, rows [tokens, kv_heads, head_dim / 2, 2], and values as rows
+    [tokens, kv_heads * head_dim]. With `value_scale` the values are the int8 output of their linear layer,
+    dequantized on the way in as TVM's dequantize computes it (float(v) * scale), so that neither the
+    dequantize nor a second write is a step of its own."""
     half = head_dim // 2
+    cache_shape = (1, kv_heads, context, head_dim)
+    dequantize = value_scale is not None
+    values_dtype = "int8" if dequantize else dtype
+    scale = T.float32(value_scale if dequantize else 1.0)
 
     @T.prim_func(private=True)
-    def write(cache: T.Buffer((1, kv_heads, context, head_dim), dtype),
-              rows: T.Buffer((tokens, kv_heads, half, 2), dtype),
-              position: T.Buffer((1,), "int32")):
-        for t, h, d in T.grid(tokens, kv_heads, head_dim):
-            cache[0, h, T.max(T.min(position[0] + t, context - 1), 0), d] = rows[t, h, d // 2, d % 2]
+    def write(k_cache: T.Buffer(cache_shape, dtype), v_cache: T.Buffer(cache_shape, dtype),
+              keys: T.Buffer((tokens, kv_heads, half, 2), dtype),
+              values: T.Buffer((tokens, kv_heads * head_dim), values_dtype), position: T.Buffer((1,), "int32")):
+        for t in range(tokens):
+            row = T.max(T.min(position[0] + t, context - 1), 0)
+            for h, d in T.grid(kv_heads, head_dim):
+                k_cache[0, h, row, d] = keys[t, h, d // 2, d % 2]
+                if dequantize:
+                    v_cache[0, h, row, d] = T.Cast("float32", T.Cast("int32", values[t, h * head_dim + d])) * scale
+                else:
+                    v_cache[0, h, row, d] = values[t, h * head_dim + d]
 
     return write
+
+
+def decode_mask(keys: int):
+    """TIR: the attention mask of a decode step, [1, 1, 1, keys]: 0 for the keys up to the position, -inf
+    after it. One per call, shared by every layer; a TensorIR block, so glue_cores splits it over the cores."""
+
+    @T.prim_func(private=True, s_tir=True)
+    def mask(position: T.Buffer((1,), "int32"), out: T.Buffer((1, 1, 1, keys), "float32")):
+        for k in range(keys):
+            with T.sblock("mask"):
+                key = T.axis.spatial(keys, k)
+                out[0, 0, 0, key] = T.Select(key <= position[0], T.float32(0), T.float32("-inf"))
+
+    return mask
 
 
 class _Decoder:
@@ -85,17 +113,16 @@ class _Decoder:
         self.bb, self.tokens, self.quantized = bb, tokens, []
         with bb.function(mode, params):
             with bb.dataflow():
-                shape = (c.n_kv_heads, c.seq_len, c.head_dim, tokens, self.kv_cache)
-                write = (bb.add_func(kv_write_pairs(*shape), f"k_write_{mode}"),
-                         bb.add_func(kv_write(*shape), f"v_write_{mode}"))
                 where = position if position is not None else self.const("position0", lambda: np.zeros(1, "int32"))
+                mask = None if position is None else self.emit(relax.call_tir(
+                    bb.add_func(decode_mask(c.seq_len), "decode_mask"), [position],
+                    relax.TensorType((1, 1, 1, c.seq_len), "float32")))
                 cos, sin = self._rope_factors(position)
                 embedding = self.const("embedding", lambda: self.weights.token_embedding)
                 x = self.emit(relax.op.take(embedding, ids, axis=0, mode="clip"))
                 updated = []
                 for i in range(c.n_layers):
-                    x, k_cache, v_cache = self._layer(i, x, caches[2 * i], caches[2 * i + 1], write, where, cos,
-                                                      sin, position)
+                    x, k_cache, v_cache = self._layer(i, x, caches[2 * i], caches[2 * i + 1], where, cos, sin, mask)
                     updated += [k_cache, v_cache]
                 if tokens > 1:
                     x = self.emit(relax.op.strided_slice(x, axes=[0], begin=[tokens - 1], end=[tokens]))
@@ -118,26 +145,28 @@ class _Decoder:
             factors.append(self.emit(relax.op.reshape(row, (1, 1, half, 1))))
         return factors
 
-    def _layer(self, i, x, k_cache, v_cache, write, where, cos, sin, position):
+    def _layer(self, i, x, k_cache, v_cache, where, cos, sin, mask):
         c, w = self.config, self.weights
         h = self._norm(x, f"rms_att_{i}", w.rms_att[i])
         q, _ = self._rope(self._linear(h, i, "wq"), cos, sin, c.n_heads)
         k, k_pairs = self._rope(self._linear(h, i, "wk"), cos, sin, c.n_kv_heads)
-        v = self._linear(h, i, "wv")
-        cache_type = k_cache.ty
-        k_rows, v_rows = k_pairs, v
+        v, v_rows, value_scale = self._values(h, i, mask is None)
+        k_rows = k_pairs
         if self.kv_cache == "int8":
             k_scale, v_scale = self.quant.kv_scales[i]
             k_rows, v_rows = self._quantized(k_pairs, k_scale), self._quantized(v, v_scale)
-        k_cache = self.emit(relax.call_tir_inplace(write[0], [k_cache, k_rows, where], 0, cache_type))
-        v_cache = self.emit(relax.call_tir_inplace(write[1], [v_cache, v_rows, where], 0, cache_type))
-        if position is None:
+        write = self.bb.add_func(cache_write(c.n_kv_heads, c.seq_len, c.head_dim, self.tokens, self.kv_cache,
+                                             value_scale), f"kv_write_{'prompt' if mask is None else 'decode'}")
+        cache_type = k_cache.ty
+        written = self.emit(relax.call_tir_inplace(write, [k_cache, v_cache, k_rows, v_rows, where], [0, 1],
+                                                   [cache_type, cache_type]))
+        k_cache, v_cache = self.emit(relax.TupleGetItem(written, 0)), self.emit(relax.TupleGetItem(written, 1))
+        if mask is None:
             att = self._attention(q, self._heads(k, c.n_kv_heads), self._heads(v, c.n_kv_heads), None)
         elif self.kv_cache == "int8":
-            att = self._attention(q, self._dequantized(k_cache, k_scale), self._dequantized(v_cache, v_scale),
-                                  position)
+            att = self._attention(q, self._dequantized(k_cache, k_scale), self._dequantized(v_cache, v_scale), mask)
         else:
-            att = self._attention(q, k_cache, v_cache, position)
+            att = self._attention(q, k_cache, v_cache, mask)
         x = self.emit(relax.op.add(x, self._linear(att, i, "wo")))
         h = self._norm(x, f"rms_ffn_{i}", w.rms_ffn[i])
         gated = self.emit(relax.op.multiply(self.emit(relax.op.nn.silu(self._linear(h, i, "w1"))),
@@ -178,21 +207,29 @@ class _Decoder:
         x = self.emit(relax.op.broadcast_to(x, (1, c.n_kv_heads, group, keys, c.head_dim)))
         return self.emit(relax.op.reshape(x, (1, c.n_heads, keys, c.head_dim)))
 
-    def _attention(self, q, k, v, position):
+    def _values(self, h, i, prompt: bool):
+        """(v as the attention reads it in the prompt, else None; the rows written to the cache; the scale the
+        write dequantizes them with, or None). An int8 model with a float32 cache writes the int8 output of
+        the v projection, dequantized in the write, so decode (which reads v from the cache) has no dequantize
+        step."""
+        if self.quant is None or self.kv_cache == "int8":
+            v = self._linear(h, i, "wv")
+            return v, v, None
+        layer = self.quant.layers[i]["wv"]
+        v_q = self._qdq_linear_int8(h, layer, f"wv_{i}")
+        return (self._dequantized(v_q, layer.out_scale) if prompt else None), v_q, layer.out_scale
+
+    def _attention(self, q, k, v, mask):
         c, n = self.config, self.tokens
         q = self._heads(q, c.n_heads)
         k, v = self._repeat_kv(k), self._repeat_kv(v)
-        keys = int(k.ty.shape[2])
         scores = self.emit(relax.op.matmul(q, self.emit(relax.op.permute_dims(k, [0, 1, 3, 2]))))
         scores = self.emit(relax.op.multiply(scores, relax.const(1.0 / np.sqrt(c.head_dim), "float32")))
-        if position is None:
+        if mask is None:
             if n > 1:
                 causal = np.triu(np.full((n, n), -1e9, "float32"), k=1)
                 scores = self.emit(relax.op.add(scores, self.const("causal_mask", lambda: causal)))
         else:
-            index = self.const("key_index", lambda: np.arange(keys, dtype="int32").reshape(1, 1, 1, keys))
-            seen = self.emit(relax.op.less_equal(index, position))
-            mask = self.emit(relax.op.where(seen, relax.const(0.0, "float32"), relax.const(-np.inf, "float32")))
             scores = self.emit(relax.op.add(scores, mask))
         att = self.emit(relax.op.matmul(self.emit(relax.op.nn.softmax(scores, axis=-1)), v))
         att = self.emit(relax.op.permute_dims(att, [0, 2, 1, 3]))
@@ -219,13 +256,17 @@ class _Decoder:
         return self.emit(relax.op.dequantize(x_q, relax.const(scale, "float32"), relax.const(0, "int8")))
 
     def _qdq_linear(self, x, layer: QuantLinear, key: str):
+        return self._dequantized(self._qdq_linear_int8(x, layer, key), layer.out_scale)
+
+    def _qdq_linear_int8(self, x, layer: QuantLinear, key: str):
+        """The linear layer's int8 output (quantized with its output scale)."""
         x_q = self._quantized(x, layer.in_scale)
         w = self.emit(relax.op.dequantize(self.const(key, lambda: layer.weight),
                                           self.const(f"{key}_scale", lambda: layer.weight_scale),
                                           self.const(f"zeros_{layer.weight.shape[1]}",
                                                      lambda: np.zeros(layer.weight.shape[1], "int8")), axis=1))
         y = self.emit(relax.op.matmul(self._dequantized(x_q, layer.in_scale), w))
-        return self._dequantized(self._quantized(y, layer.out_scale), layer.out_scale)
+        return self._quantized(y, layer.out_scale)
 
     def _head(self, x):
         if self.quant is None:
@@ -233,8 +274,9 @@ class _Decoder:
         head = self.quant.head
         acc = self.emit(relax.op.matmul(self._quantized(x, head.in_scale), self.const("wcls", lambda: head.weight),
                                         out_dtype="int32"))
-        return self.emit(relax.op.multiply(self.emit(relax.op.astype(acc, "float32")),
-                                           self.const("logit_scale", head.logit_scale)))
+        # float(acc) * scale per column: one dequantize step (zero points 0) rather than a cast and a multiply
+        return self.emit(relax.op.dequantize(acc, self.const("logit_scale", head.logit_scale),
+                                             relax.const(0, "int32"), axis=1))
 
 
 def build_decoder(checkpoint: Checkpoint, prompt_len: int, quant: LlamaQuant | None = None,
