@@ -2,11 +2,13 @@
    (rv32imc or rv32imafc: no atomics), started by hal/rv32_start.S and laid out by hal/rv32.ld; hart 0
    runs main (picolibc, output through semihosting), the other harts run fork tasks.
 
-   Fork/join and barrier without atomics: every shared flag has a single writer. Hart 0 writes the
-   fork descriptor, then go[h] for each forked hart h; hart h writes done[h] when its task returns,
-   and arrived[h] at each barrier, which hart 0 answers with release once every hart has arrived.
-   A writer orders its data before its flag with `fence rw, w`, a reader its flag before the data
-   with `fence r, rw`: on a weakly ordered core the flags alone would not publish the data.
+   Fork/join and barrier without atomics: every shared flag has a single writer. Hart 0 publishes
+   the fork descriptor under a sequence number (odd while it writes, then twice the fork's id: one
+   store for every hart, and a hart that reads the descriptor while the next fork is written sees
+   the number change and reads again); hart h writes done[h] when its task returns, and arrived[h]
+   at each barrier, which hart 0 answers with release once every hart has arrived. A writer orders
+   its data before its flag with `fence rw, w`, a reader its flag before the data with `fence r, rw`:
+   on a weakly ordered core the flags alone would not publish the data.
 
    Waiting is wfi, woken by the hart's CLINT software interrupt (its "bell"). A hart that stops, at
    the end of its task or at a barrier, rings the next hart of the fork, and hart 0 as well when it
@@ -14,7 +16,8 @@
    one after the other, the last waking hart 0. That is deliberate: with -icount, minstret is qemu's
    virtual clock, which advances with the instructions of every hart, so the clock's advance is one
    hart's own instruction count only while no other hart runs. Each hart counts its own instructions
-   that way, leaving out its sleeps and the DMA copies (the DMA engine's work, not the core's). The
+   that way, leaving out its sleeps and the DMA copies (the DMA engine's work, not the core's); a
+   worker counts only inside its tasks, so its idle loop reads no clock. The
    protocol does not rely on that order: the harts may as well run at once (qemu without -icount runs
    them on host threads; the tests run both).
 
@@ -91,13 +94,12 @@ typedef struct rv32_fork {
 } rv32_fork_t;
 
 static rv32_hart_t rv32_harts[DPL_RV32_HARTS];
-static rv32_fork_t rv32_fork_now;                      /* written by hart 0 before go */
-static volatile uint32_t rv32_go[DPL_RV32_HARTS];      /* [h] by hart 0: the fork hart h is to run */
-static volatile uint32_t rv32_done[DPL_RV32_HARTS];    /* [h] by hart h: the fork it has finished */
+static rv32_fork_t rv32_fork_now;                      /* by hart 0, under rv32_fork_seq */
+static volatile uint32_t rv32_fork_seq;                /* by hart 0: odd while it writes the fork, then 2 x id */
+static volatile uint32_t rv32_done[DPL_RV32_HARTS];    /* [h] by hart h: the fork (its seq) it has finished */
 static volatile uint32_t rv32_arrived[DPL_RV32_HARTS]; /* [h] by hart h: the barrier it reached */
 static volatile uint32_t rv32_alive[DPL_RV32_HARTS];   /* [h] by hart h: started */
 static volatile uint32_t rv32_release;                 /* by hart 0: the barrier every hart may pass */
-static uint32_t rv32_forks;                            /* by hart 0 */
 static uint32_t rv32_trap_vector;                      /* by hart 0: crt0's trap handler */
 /* by hart 0; in .noinit because the other harts read it while crt0 still clears .bss */
 static volatile uint32_t rv32_gate __attribute__((section(".noinit")));
@@ -138,10 +140,13 @@ static void rv32_sleep(rv32_hart_t *self, uint32_t hart) {
 /* Stamps wrap around: a stamp has been reached when it is at most 2^31 behind. */
 static int rv32_reached(uint32_t value, uint32_t target) { return (uint32_t)(value - target) < 0x80000000u; }
 
-/* Whether the flags of harts 1..count-1 all show `value`: equal to it, or (stamps) having reached it. */
-static int rv32_all(volatile const uint32_t *flags, uint32_t count, uint32_t value, int stamps) {
+/* Whether the flags of harts 1..count-1 all show `value`: equal to it, or (stamps) having reached it.
+   From the last hart down: the harts of a fork finish in order under qemu -icount, so a hart that is not
+   the last stops at the first flag. */
+static inline __attribute__((always_inline)) int rv32_all(volatile const uint32_t *flags, uint32_t count,
+                                                         uint32_t value, int stamps) {
   uint32_t h;
-  for (h = 1; h < count; ++h) {
+  for (h = count - 1; h >= 1; --h) {
     if (stamps ? !rv32_reached(flags[h], value) : flags[h] != value) return 0;
   }
   return 1;
@@ -150,8 +155,9 @@ static int rv32_all(volatile const uint32_t *flags, uint32_t count, uint32_t val
 /* After hart `hart` wrote its flag among `count` harts: ring the next hart, and hart 0, which waits for
    every worker's flag, when this hart sees them all. With the full fence between its own write and
    reading the others', the last of several writers sees them all even when they write at once. */
-static void rv32_signal(uint32_t hart, uint32_t count, volatile const uint32_t *flags, uint32_t value,
-                        int stamps) {
+static inline __attribute__((always_inline)) void rv32_signal(uint32_t hart, uint32_t count,
+                                                             volatile const uint32_t *flags, uint32_t value,
+                                                             int stamps) {
   const uint32_t next = (hart + 1u) % count;
   rv32_ring(next);
   __asm__ __volatile__("fence rw, rw" ::: "memory");
@@ -177,13 +183,21 @@ static void rv32_boot(void) {
   RV32_ACQUIRE();
 }
 
-static void rv32_run(rv32_hart_t *self, const rv32_fork_t *fork) {
-  self->cores = fork->cores;
-  self->stamp = fork->stamp;
+static void rv32_run(rv32_hart_t *self, dpl_task_t task, void *arg, int32_t cores, uint32_t stamp) {
+  self->cores = cores;
+  self->stamp = stamp;
   self->in_task = 1;
-  fork->task(fork->arg);
+  task(arg);
   self->in_task = 0;
   self->cores = 1;
+}
+
+/* The fork published under `seq` (even), or 0 when hart 0 has begun writing another one meanwhile. */
+static int rv32_read_fork(uint32_t seq, rv32_fork_t *fork) {
+  __asm__ __volatile__("fence r, r" ::: "memory");
+  *fork = rv32_fork_now;
+  __asm__ __volatile__("fence r, r" ::: "memory");
+  return rv32_fork_seq == seq;
 }
 
 void dpl_rv32_worker(uint32_t hart) {
@@ -193,23 +207,27 @@ void dpl_rv32_worker(uint32_t hart) {
   RV32_ACQUIRE();
   __asm__ __volatile__("csrw mtvec, %0" : : "r"(rv32_trap_vector));
   self->cores = 1;
-  rv32_resume(self);
   RV32_RELEASE();
   rv32_alive[hart] = 1u;
   rv32_signal(hart, DPL_RV32_HARTS, rv32_alive, 1u, 0);
   for (;;) {
     rv32_fork_t fork;
-    uint64_t start;
-    while (rv32_go[hart] == seen) rv32_sleep(self, hart);
+    const uint32_t seq = rv32_fork_seq;
+    if (seq == seen || (seq & 1u)) {
+      rv32_wait_for_bell(hart); /* asleep outside a task: not counted, so no clock to stop */
+      continue;
+    }
+    if (!rv32_read_fork(seq, &fork)) continue;
+    seen = seq;
+    if ((int32_t)hart >= fork.cores) continue; /* a fork over fewer cores */
     RV32_ACQUIRE();
-    seen = rv32_go[hart];
-    fork = rv32_fork_now;
-    start = rv32_own(self);
-    rv32_run(self, &fork);
-    rv32_instructions[fork.step][hart] += rv32_own(self) - start;
+    self->own = 0;
+    rv32_resume(self);
+    rv32_run(self, fork.task, fork.arg, fork.cores, fork.stamp);
+    rv32_instructions[fork.step][hart] += rv32_own(self);
     RV32_RELEASE();
-    rv32_done[hart] = seen;
-    rv32_signal(hart, (uint32_t)fork.cores, rv32_done, seen, 0);
+    rv32_done[hart] = seq;
+    rv32_signal(hart, (uint32_t)fork.cores, rv32_done, seq, 0);
   }
 }
 
@@ -218,26 +236,30 @@ void dpl_rv32_worker(uint32_t hart) {
 
 void dpl_cluster_fork(int32_t cores, dpl_task_t task, void *arg) {
   rv32_hart_t *self = &rv32_harts[0];
-  uint32_t h, fork_id;
+  uint32_t seq;
   if (rv32_hart_id() != 0 || self->in_task) rv32_fail("dpl_cluster_fork: nested forks are not supported");
   if (cores < 1 || cores > DPL_RV32_HARTS) {
     rv32_fail("dpl_cluster_fork: more cores than the build has harts (make rv32 HARTS=...)");
   }
   if (task == NULL) rv32_fail("dpl_cluster_fork: NULL task");
-  fork_id = ++rv32_forks;
+  if (cores == 1) {
+    rv32_run(self, task, arg, 1, self->stamp);
+    return;
+  }
+  seq = rv32_fork_seq + 2u;
+  rv32_fork_seq = seq - 1u;
+  __asm__ __volatile__("fence w, w" ::: "memory");
   rv32_fork_now.task = task;
   rv32_fork_now.arg = arg;
   rv32_fork_now.cores = cores;
   rv32_fork_now.stamp = self->stamp;
   rv32_fork_now.step = rv32_step;
   RV32_RELEASE();
-  for (h = 1; h < (uint32_t)cores; ++h) rv32_go[h] = fork_id;
-  rv32_run(self, &rv32_fork_now);
-  if (cores > 1) {
-    rv32_ring(1u);
-    while (!rv32_all(rv32_done, (uint32_t)cores, fork_id, 0)) rv32_sleep(self, 0u);
-    RV32_ACQUIRE();
-  }
+  rv32_fork_seq = seq;
+  rv32_run(self, task, arg, cores, self->stamp);
+  rv32_ring(1u); /* after this hart's share: under -icount one hart runs at a time, each counting its own */
+  while (!rv32_all(rv32_done, (uint32_t)cores, seq, 0)) rv32_sleep(self, 0u);
+  RV32_ACQUIRE();
 }
 
 /* Each core on its own hart, as a fork: the harts are the cluster, and each counts its share as its own. */
