@@ -258,7 +258,9 @@ void dpl_cluster_fork(int32_t cores, dpl_task_t task, void *arg) {
   rv32_fork_seq = seq;
   rv32_run(self, task, arg, cores, self->stamp);
   rv32_ring(1u); /* after this hart's share: under -icount one hart runs at a time, each counting its own */
-  while (!rv32_all(rv32_done, (uint32_t)cores, seq, 0)) rv32_sleep(self, 0u);
+  do {
+    rv32_sleep(self, 0u); /* returns at once if the last worker has rung already */
+  } while (!rv32_all(rv32_done, (uint32_t)cores, seq, 0));
   RV32_ACQUIRE();
 }
 
