@@ -5,6 +5,7 @@ per MAC and bit-exactness on rv32imc."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -123,6 +124,17 @@ def test_hal_with_harts_running_at_once(tmp_path):
     for _ in range(3):
         code, output = qemu.run_elf(elf, 8, timeout=60, icount=False)
         assert code == 0 and "hal check: 0 errors" in output, output
+
+
+def test_hal_fork_cost_on_8_harts(tmp_path):
+    """scripts/bench_fork.py's figures (rv32imafc): an empty fork over 8 harts costs hart 0 at most 120
+    instructions and each worker's whole wake-run-sleep loop at most 100 (149 and 170 with a go flag per
+    hart and the idle loop counted)."""
+    spec = importlib.util.spec_from_file_location("bench_fork", HERE.parent / "scripts" / "bench_fork.py")
+    bench_fork = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_fork)
+    row = bench_fork.measure(8, tmp_path)
+    assert row["hart0_per_fork"] <= 120 and row["worker_per_fork"] <= 100, row
 
 
 def test_int8_gemm_kernel_under_3_instructions_per_mac():
