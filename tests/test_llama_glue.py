@@ -33,8 +33,9 @@ def test_decode_mask_hides_the_keys_after_the_position(mask_64, position):
     np.testing.assert_array_equal(out.numpy(), expected)
 
 
-def test_decode_mask_splits_over_the_cores():
+def test_mask_and_cache_write_split_over_the_cores():
     assert split_by_core(decode_mask(64), 8) is not None
+    assert split_by_core(cache_write(4, 64, 8, 1, value_scale=0.5), 8) is not None
 
 
 @settings(max_examples=12, deadline=None)

@@ -53,25 +53,28 @@ def cache_write(kv_heads: int, context: int, head_dim: int, tokens: int, dtype: 
     keys as the rotary embedding leaves them, rows [tokens, kv_heads, head_dim / 2, 2], and values as rows
     [tokens, kv_heads * head_dim]. With `value_scale` the values are the int8 output of their linear layer,
     dequantized on the way in as TVM's dequantize computes it (float(v) * scale), so that neither the
-    dequantize nor a second write is a step of its own."""
+    dequantize nor a second write is a step of its own. A TensorIR block, so glue_cores splits it over the
+    cores: the decoder's rows never coincide (decode writes one token, the prompt fewer than the context
+    from 0), so no two cores write one element."""
     half = head_dim // 2
     cache_shape = (1, kv_heads, context, head_dim)
     dequantize = value_scale is not None
     values_dtype = "int8" if dequantize else dtype
     scale = T.float32(value_scale if dequantize else 1.0)
 
-    @T.prim_func(private=True)
+    @T.prim_func(private=True, s_tir=True)
     def write(k_cache: T.Buffer(cache_shape, dtype), v_cache: T.Buffer(cache_shape, dtype),
               keys: T.Buffer((tokens, kv_heads, half, 2), dtype),
               values: T.Buffer((tokens, kv_heads * head_dim), values_dtype), position: T.Buffer((1,), "int32")):
-        for t in range(tokens):
-            row = T.max(T.min(position[0] + t, context - 1), 0)
-            for h, d in T.grid(kv_heads, head_dim):
-                k_cache[0, h, row, d] = keys[t, h, d // 2, d % 2]
+        for t, h, d in T.grid(tokens, kv_heads, head_dim):
+            with T.sblock("write"):
+                vt, vh, vd = T.axis.remap("SSS", [t, h, d])
+                k_cache[0, vh, T.max(T.min(position[0] + vt, context - 1), 0), vd] = keys[vt, vh, vd // 2, vd % 2]
                 if dequantize:
-                    v_cache[0, h, row, d] = T.Cast("float32", T.Cast("int32", values[t, h * head_dim + d])) * scale
+                    v_cache[0, vh, T.max(T.min(position[0] + vt, context - 1), 0), vd] = \
+                        T.Cast("float32", T.Cast("int32", values[vt, vh * head_dim + vd])) * scale
                 else:
-                    v_cache[0, h, row, d] = values[t, h * head_dim + d]
+                    v_cache[0, vh, T.max(T.min(position[0] + vt, context - 1), 0), vd] = values[vt, vh * head_dim + vd]
 
     return write
 
