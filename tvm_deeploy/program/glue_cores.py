@@ -12,8 +12,8 @@ loop nest without intermediate buffers (each core would have its own copy on its
 its perfectly nested loops that TVM's own `parallel` check accepts once fused (every block binds those loops to
 data-parallel iterators only: no core reads what another writes) is split, when it has at least
 `MIN_ITERATIONS_PER_CORE` iterations per core (a fork costs more than a few iterations). Core c runs iterations
-[n * c / cores, n * (c + 1) / cores). Everything else (norms, reductions over the outer axis, hand-written TIR
-such as the KV-cache writes) stays on the calling core.
+[n * c / cores, n * (c + 1) / cores). Everything else (norms, reductions over the outer axis, TIR without
+TensorIR blocks such as `lm.llama.kv_write`) stays on the calling core.
 """
 
 from __future__ import annotations
