@@ -27,6 +27,13 @@
 #pragma STDC FP_CONTRACT OFF
 #endif
 
+/* For a loop body a kernel instantiates once per operand type (constant flags): each copy loses its branches. */
+#if defined(__GNUC__)
+#define DPL_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define DPL_ALWAYS_INLINE inline
+#endif
+
 #define DPL_ROUND_MAGIC 12582912.0f /* 1.5 * 2^23: (v + it) - it rounds |v| <= 2^22 to an integer, halves to even */
 #define DPL_LOG2E 1.44269504f
 #define DPL_LN2_HI 0.693359375f     /* 355 / 512: n * DPL_LN2_HI is exact for |n| < 2^15 */

@@ -1,6 +1,4 @@
 /* dpl_softmax_f32: row-wise softmax over the last axis, see dpl_kernels.h. */
-#include <math.h>
-
 #include "dpl_kernels.h"
 
 void dpl_softmax_f32(const float *x, float *y, int32_t rows, int32_t cols) {
@@ -15,7 +13,7 @@ void dpl_softmax_f32(const float *x, float *y, int32_t rows, int32_t cols) {
       if (xr[c] > mx) mx = xr[c];
     }
     for (c = 0; c < cols; ++c) {
-      const float e = expf(xr[c] - mx);
+      const float e = dpl_expf(xr[c] - mx);
       yr[c] = e;
       sum += e;
     }
