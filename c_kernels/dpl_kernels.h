@@ -144,9 +144,10 @@ void dpl_residual_add(const float *a, const void *b, const dpl_quant_t *b_quant,
 void dpl_rms_norm(const float *x, const float *weight, void *y, const dpl_quant_t *y_quant, int32_t rows,
                   int32_t cols, float eps, int32_t cores);
 
-/* SwiGLU y = silu(A) * B = (A * (1 / (1 + dpl_expf(0 - A)))) * B, n elements; A and B float or int8
-   dequantized, y float or int8 quantized (NULL quant: float). */
-void dpl_swiglu(const void *a, const dpl_quant_t *a_quant, const void *b, const dpl_quant_t *b_quant, void *y,
+/* SwiGLU y = silu(A) * B = (A * (1 / (1 + dpl_expf(0 - A)))) * B, n elements; A float (a_silu NULL) or int8,
+   whose silu a_silu gives: the 256 values silu(dequantize(q)) at index q + 128 (reference.silu_table); B float
+   or int8 dequantized, y float or int8 quantized (NULL quant: float). */
+void dpl_swiglu(const void *a, const float *a_silu, const void *b, const dpl_quant_t *b_quant, void *y,
                 const dpl_quant_t *y_quant, int32_t n, int32_t cores);
 
 /* y = TVM's quantize of float x to int8 with `quant` (dpl_quantize_s8), n elements. */

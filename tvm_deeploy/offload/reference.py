@@ -68,6 +68,7 @@ __all__ = [
     "residual_add",
     "rms_norm",
     "rope",
+    "silu_table",
     "softmax_f32",
     "swiglu",
 ]
@@ -375,6 +376,13 @@ def swiglu(a, b, a_quant: Quant | None = None, b_quant: Quant | None = None,
     a = _float_operand(a, a_quant)
     silu = a * (F32(1.0) / (F32(1.0) + expf(F32(0.0) - a)))
     return _result(silu * _float_operand(b, b_quant), y_quant)
+
+
+def silu_table(quant: Quant) -> np.ndarray:
+    """silu(dequantize(q)) for the int8 values q = -128 .. 127, in that order: dpl_swiglu's table for an int8
+    gate (the same float32 operations as `swiglu`, so looking up is bit-exact)."""
+    a = dequantize_s8(np.arange(-128, 128), quant)
+    return a * (F32(1.0) / (F32(1.0) + expf(F32(0.0) - a)))
 
 
 def rope(x, cos, sin, x_quant: Quant | None = None) -> np.ndarray:

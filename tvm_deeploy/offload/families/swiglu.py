@@ -1,6 +1,7 @@
 """SwiGLU: silu(a) * b of two same-shape activations, each fp32 or a dequantized int8 tensor (the int8 linear
 layers before it), optionally followed by a per-tensor quantize to int8 (the linear layer after it) ->
-`dpl_swiglu`, elements split over the cores. Llama's feed-forward gate, w2(silu(w1 x) * w3 x)."""
+`dpl_swiglu`, elements split over the cores; an int8 gate's silu comes from a table of its 256 values.
+Llama's feed-forward gate, w2(silu(w1 x) * w3 x)."""
 
 from __future__ import annotations
 
@@ -86,8 +87,9 @@ def plan(spec: SwigluSpec, platform) -> dict:
 
 def emit(body, spec: SwigluSpec) -> None:
     a, b = body.operand("a", spec.a), body.operand("b", spec.b)
-    quants = [body.quant(name, getattr(spec, name)) for name in ("a_quant", "b_quant", "y_quant")]
-    body.lines.append(f"  dpl_swiglu({a}, {quants[0]}, {b}, {quants[1]}, out, {quants[2]}, {spec.elements}, "
+    a_silu = "NULL" if spec.a_quant is None else body.constant("silu", reference.silu_table(spec.a_quant), "float32")
+    quants = [body.quant(name, getattr(spec, name)) for name in ("b_quant", "y_quant")]
+    body.lines.append(f"  dpl_swiglu({a}, {a_silu}, {b}, {quants[0]}, out, {quants[1]}, {spec.elements}, "
                       f"{body.fn.plan['cores']});")
 
 
