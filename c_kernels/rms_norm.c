@@ -17,7 +17,11 @@ static void rms_norm_row(const rms_norm_work_t *w, int32_t r, int32_t c0, int32_
   const float *x = w->x + r * cols, *weight = w->weight;
   float total = 0.0f, inv;
   int32_t c;
-  for (c = 0; c < cols; ++c) total = total + x[c] * x[c];
+  for (c = 0; c + 1 < cols; c += 2) { /* two squares a step, added in order: half the loop's overhead */
+    total = total + x[c] * x[c];
+    total = total + x[c + 1] * x[c + 1];
+  }
+  if (c < cols) total = total + x[c] * x[c];
   inv = 1.0f / sqrtf(total / (float)cols + w->eps);
   if (w->y_quant == NULL) {
     float *y = (float *)w->y + r * cols;
