@@ -24,8 +24,9 @@ static DPL_ALWAYS_INLINE void rope_rows(const rope_work_t *w, int32_t begin, int
     for (i = 0; i < half; ++i) {
       const float x0 = x_s8 ? dpl_dequantize_with(x8[2 * i], q) : xf[2 * i];
       const float x1 = x_s8 ? dpl_dequantize_with(x8[2 * i + 1], q) : xf[2 * i + 1];
-      y[2 * i] = x0 * c[i] - x1 * s[i];
-      y[2 * i + 1] = x0 * s[i] + x1 * c[i];
+      const float ci = c[i], si = s[i]; /* read before y is written (which may alias them) */
+      y[2 * i] = x0 * ci - x1 * si;
+      y[2 * i + 1] = x0 * si + x1 * ci;
     }
   }
 }
