@@ -79,9 +79,10 @@ def describe(tree: CallTree, root) -> SwigluSpec:
 
 
 def plan(spec: SwigluSpec, platform) -> dict:
-    dequantized = (spec.a_quant is not None) + (spec.b_quant is not None)
+    kind = "swiglu" if spec.a_quant is None else "swiglu_table"  # an int8 gate's silu is looked up
     costs = platform.cluster_costs
-    return plan_on_cores(lambda cores: costs.elementwise_cycles(spec.kind, -(-spec.elements // cores), dequantized,
+    return plan_on_cores(lambda cores: costs.elementwise_cycles(kind, -(-spec.elements // cores),
+                                                               dequantized=int(spec.b_quant is not None),
                                                                quantized=int(spec.y_quant is not None)), platform)
 
 
