@@ -6,8 +6,8 @@
  * 2^n from the exponent bits. Every step is one float32 operation in the order written (the build must not
  * contract a * b + c into a fused multiply-add: -std=c99 with gcc, -ffp-contract=off with clang);
  * tvm_deeploy/offload/reference.py's `expf` performs the same operations in NumPy and is bit-exact with it.
- * Maximum relative error against exp in float64: 9.6e-8 (0.8 ulp of float32's 2^-23) over every normal
- * result (scripts/measure_expf.py sweeps the float32 inputs). Results below FLT_MIN round once into the
+ * Maximum relative error against exp in float64: 9.531e-8 (0.80 x 2^-23, at x = 5.1991644) over all
+ * 2,237,668,968 float32 inputs whose e^x is a normal float32 (scripts/measure_expf.py). Results below FLT_MIN round once into the
  * subnormals; x > 89 gives +inf (as does every x whose e^x exceeds FLT_MAX), x < -104 gives 0 (e^x below
  * half the smallest subnormal), -inf gives 0, NaN gives NaN.
  */

@@ -17,7 +17,7 @@ from tvm_deeploy.targets import qemu
 from tvm_deeploy.targets.rv32 import CROSS_COMPILER, TOOLCHAIN_FLAGS, WITH_FPU
 
 F32 = np.float32
-STATED_ERROR = 9.6e-8  # dpl_math.h's header and README
+STATED_ERROR = 9.531e-8  # dpl_math.h's header and README: the full sweep's 9.5304e-8, rounded up
 
 EDGES = np.array([0.0, -0.0, 1.0, -1.0, 1e-45, -1e-45, 1e-30, 0.5 * np.log(2), -0.5 * np.log(2), 86.99999, 87.0,
                   -87.0, 88.0, 88.72283, 88.72284, 88.7229, 89.0, 89.00001, 200.0, -87.33654, -87.4, -100.0, -103.9,
