@@ -537,5 +537,8 @@ def test_softmax_matches_reference(lib, rows, cols, scale):
     x[0, -1] += 1000.0  # needs the max subtraction (and the max is not the first element)
     x[-1, cols // 2] += 100.0
     got = c_softmax(lib, x)
-    np.testing.assert_allclose(got, ref.softmax_f32(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got.view(np.uint32), ref.softmax_f32(x).view(np.uint32))  # the same float32 steps
+    x64 = x.astype(np.float64)
+    exact = np.exp(x64 - x64.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(got, exact / exact.sum(axis=1, keepdims=True), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-5)
