@@ -53,6 +53,16 @@ def test_kernel_matches_reference(lib, n, cores, a_quant, b_quant, y_quant, seed
     assert_bits_equal(y, reference.swiglu(a, b, a_quant, b_quant, y_quant))
 
 
+def test_kernel_at_the_ends_of_exp(lib):
+    """Gates where dpl_expf leaves its main range (overflow, subnormal results, underflow): still bit-exact."""
+    a = np.array([-200.0, -104.5, -100.0, -88.5, -87.0, -86.9, 0.0, -0.0, 86.9, 87.0, 88.5, 100.0, 200.0, np.inf,
+                  3e38, -3e38], np.float32)
+    b = np.linspace(-2.0, 2.0, a.size, dtype=np.float32)
+    y = np.zeros(a.size, np.float32)
+    lib.dpl_swiglu(pointer(a), None, pointer(b), None, pointer(y), None, a.size, 1)
+    assert_bits_equal(y, reference.swiglu(a, b))
+
+
 A, B, Y = reference.Quant(0.05, 0), reference.Quant(0.03, 2), reference.Quant(0.02, -1)
 
 

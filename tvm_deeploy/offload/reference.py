@@ -374,8 +374,9 @@ def swiglu(a, b, a_quant: Quant | None = None, b_quant: Quant | None = None,
            y_quant: Quant | None = None) -> np.ndarray:
     """silu(a) * b with TVM's silu a * (1 / (1 + exp(0 - a))), exp being `expf` (the kernels' dpl_expf)."""
     a = _float_operand(a, a_quant)
-    silu = a * (F32(1.0) / (F32(1.0) + expf(F32(0.0) - a)))
-    return _result(silu * _float_operand(b, b_quant), y_quant)
+    with np.errstate(over="ignore"):  # beyond float32: infinity, as in C
+        silu = a * (F32(1.0) / (F32(1.0) + expf(F32(0.0) - a)))
+        return _result(silu * _float_operand(b, b_quant), y_quant)
 
 
 def silu_table(quant: Quant) -> np.ndarray:
