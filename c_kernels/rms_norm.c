@@ -29,7 +29,11 @@ static void rms_norm_row(const rms_norm_work_t *w, int32_t r, int32_t c0, int32_
   } else {
     const dpl_quantizer_t q = dpl_quantizer(w->y_quant);
     int8_t *y = (int8_t *)w->y + r * cols;
-    for (c = c0; c < c1; ++c) y[c] = dpl_quantize_with((inv * x[c]) * weight[c], q);
+    for (c = c0; c + 1 < c1; c += 2) { /* two a step: half the loop's overhead */
+      y[c] = dpl_quantize_with((inv * x[c]) * weight[c], q);
+      y[c + 1] = dpl_quantize_with((inv * x[c + 1]) * weight[c + 1], q);
+    }
+    if (c < c1) y[c] = dpl_quantize_with((inv * x[c]) * weight[c], q);
   }
 }
 
