@@ -17,7 +17,11 @@ static void residual_add_core(void *arg) {
   dpl_core_share(w->n, &begin, &end);
   if (w->b_quant == NULL) {
     const float *b = (const float *)w->b;
-    for (i = begin; i < end; ++i) y[i] = a[i] + b[i];
+    for (i = begin; i + 1 < end; i += 2) { /* two a step: half the loop's overhead */
+      y[i] = a[i] + b[i];
+      y[i + 1] = a[i + 1] + b[i + 1];
+    }
+    if (i < end) y[i] = a[i] + b[i];
   } else {
     const dpl_quantizer_t q = dpl_quantizer(w->b_quant);
     const int8_t *b = (const int8_t *)w->b;

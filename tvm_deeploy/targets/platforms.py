@@ -60,8 +60,8 @@ class ClusterCosts:
     # squares) and rms_norm_scale, apart. fork_cycles: what a fork/join over more than one core adds on the
     # slowest hart (100-250 measured on 8 harts).
     elementwise_milli_cycles: tuple[tuple[str, int], ...] = (
-        ("residual_add", 8000), ("rms_norm", 13700), ("rms_norm_sum", 4000), ("rms_norm_scale", 9000),
-        ("swiglu", 41000), ("swiglu_table", 11000), ("rope", 10200), ("quantize", 4900))
+        ("residual_add", 6000), ("rms_norm", 11800), ("rms_norm_sum", 4000), ("rms_norm_scale", 7000),
+        ("swiglu", 41000), ("swiglu_table", 11000), ("rope", 10200), ("quantize", 3400))
     dequantize_milli_cycles: int = 3000
     quantize_milli_cycles: int = 5100
     fork_cycles: int = 200
