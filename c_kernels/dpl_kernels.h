@@ -131,10 +131,6 @@ static inline float dpl_dequantize_with(int8_t x, dpl_quantizer_t q) {
   return (float)((int32_t)x - q.zp) * q.scale;
 }
 
-static inline float dpl_dequantize_s8(int8_t x, const dpl_quant_t *q) {
-  return dpl_dequantize_with(x, dpl_quantizer(q));
-}
-
 /* y = a + B, n elements; B float (b_quant NULL) or int8 dequantized with b_quant. */
 void dpl_residual_add(const float *a, const void *b, const dpl_quant_t *b_quant, float *y, int32_t n, int32_t cores);
 

@@ -7,9 +7,9 @@
  * contract a * b + c into a fused multiply-add: -std=c99 with gcc, -ffp-contract=off with clang);
  * tvm_deeploy/offload/reference.py's `expf` performs the same operations in NumPy and is bit-exact with it.
  * Maximum relative error against exp in float64: 9.531e-8 (0.80 x 2^-23, at x = 5.1991644) over all
- * 2,237,668,968 float32 inputs whose e^x is a normal float32 (scripts/measure_expf.py). Results below FLT_MIN round once into the
- * subnormals; x > 89 gives +inf (as does every x whose e^x exceeds FLT_MAX), x < -104 gives 0 (e^x below
- * half the smallest subnormal), -inf gives 0, NaN gives NaN.
+ * 2,237,668,968 float32 inputs whose e^x is a normal float32 (scripts/measure_expf.py). Results below FLT_MIN
+ * round once into the subnormals; x > 89 gives +inf (as does every x whose e^x exceeds FLT_MAX), x < -104
+ * gives 0 (e^x below half the smallest subnormal), -inf gives 0, NaN gives NaN.
  */
 #ifndef DPL_MATH_H
 #define DPL_MATH_H

@@ -14,7 +14,8 @@ typedef struct {
 /* Elements [begin, end); a_s8, b_s8, y_s8 say which operands are int8. Called with constants, so that each
    combination compiles to a loop without per-element branches. An int8 a has only 256 values: silu of each
    comes from the table. */
-static DPL_ALWAYS_INLINE void swiglu_span(const swiglu_work_t *w, int32_t begin, int32_t end, int a_s8, int b_s8, int y_s8) {
+static DPL_ALWAYS_INLINE void swiglu_span(const swiglu_work_t *w, int32_t begin, int32_t end, int a_s8, int b_s8,
+                                          int y_s8) {
   const float *silu_of = a_s8 ? w->a_silu + 128 : NULL; /* indexed by the int8 value */
   const dpl_quantizer_t bq = b_s8 ? dpl_quantizer(w->b_quant) : dpl_quantizer_none();
   const dpl_quantizer_t yq = y_s8 ? dpl_quantizer(w->y_quant) : dpl_quantizer_none();
