@@ -51,8 +51,9 @@ void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int
 void dpl_gemm_tiled(const dpl_gemm_plan_t *plan, uint8_t *l1, const void *a, const void *b, void *y,
                     const float *bias, const dpl_requant_t *rq);
 
-/* Row-wise softmax over the last axis: e = dpl_expf(x - max), y = e / sum(e) (the sum in order). */
-void dpl_softmax_f32(const float *x, float *y, int32_t rows, int32_t cols);
+/* Row-wise softmax over the last axis: e = dpl_expf(x - max), y = e / sum(e) (the sum in order); rows split
+   over `cores` cores (one fork). */
+void dpl_softmax_f32(const float *x, float *y, int32_t rows, int32_t cols, int32_t cores);
 
 /* Fused attention o = softmax(q k^T * scale + mask [causal]) v per batch and query head, cut into
    tiles that fit L1 (the tiler's plan): tile_h query heads x tile_q query rows, keys in blocks of

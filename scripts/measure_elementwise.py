@@ -1,5 +1,5 @@
-"""Instructions per element of the element-wise kernels (residual_add, quantize, swiglu, rms_norm, rope) on one
-RV32 hart under qemu -icount (rv32imafc, gcc -O2): each variant runs on a small and a large input, and the
+"""Instructions per element of the element-wise kernels (residual_add, quantize, swiglu, rms_norm, rope, softmax) on
+one RV32 hart under qemu -icount (rv32imafc, gcc -O2): each variant runs on a small and a large input, and the
 difference over the added elements is its cost per element, without the fork's. These are the figures of
 `platforms.ClusterCosts.elementwise_milli_cycles` (1 instruction taken as 1 cycle). Prints them and writes
 build/measure_elementwise.json.
@@ -33,6 +33,7 @@ CALLS = {
     "rms_norm_row": "dpl_rms_norm(fa, fb, fy, NULL, 1, n, 1e-5f, cores);",
     "rope": f"dpl_rope(fa, NULL, fb, fb, {HALF}, fy, n / {2 * HALF}, 1, {HALF}, 1);",
     "rope_dq": f"dpl_rope(a8, &q, fb, fb, {HALF}, fy, n / {2 * HALF}, 1, {HALF}, 1);",
+    "softmax": f"dpl_softmax_f32(fa, fy, n / {COLS}, {COLS}, 1);",
 }
 
 DRIVER = """#include <stdio.h>
@@ -79,7 +80,8 @@ def _counts(harts: int, folder: Path) -> list[list[int]]:
     source = folder / "elementwise.c"
     source.write_text(DRIVER % {"large": LARGE, "steps": steps})
     kernels = resource_dir("c_kernels")
-    sources = [source] + [kernels / f"{name}.c" for name in ("residual_add", "quantize", "swiglu", "rms_norm", "rope")]
+    names = ("residual_add", "quantize", "swiglu", "rms_norm", "rope", "softmax_f32")
+    sources = [source] + [kernels / f"{name}.c" for name in names]
     elf = qemu.build_program(sources, folder / f"elementwise{harts}.elf", harts=harts, isa=WITH_FPU,
                              flags=("-DDPL_PROFILE", f"-DDPL_PROFILE_STEPS={2 * len(CALLS)}"))
     code, output = qemu.run_elf(elf, harts, timeout=120)
@@ -110,7 +112,7 @@ def measure() -> dict:
             "residual_add": measured["residual_add"], "rms_norm": measured["rms_norm"],
             "rms_norm_sum": row_one - scale, "rms_norm_scale": scale, "swiglu": measured["swiglu"],
             "swiglu_table": measured["swiglu_table"], "rope": measured["rope"],
-            "quantize": measured["quantize"] - quantize},
+            "quantize": measured["quantize"] - quantize, "softmax": measured["softmax"]},
         "dequantize_milli_cycles": dequantize, "quantize_milli_cycles": quantize,
         "rope_dequantize_milli_cycles": measured["rope_dq"] - measured["rope"],
     }
