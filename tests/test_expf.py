@@ -63,19 +63,24 @@ def test_c_matches_the_numpy_emulation_bit_for_bit(build_dir, compiler):
     np.testing.assert_array_equal(y.view(np.uint32), reference.expf(x).view(np.uint32))
 
 
-@pytest.mark.parametrize("compiler,flags", [("gcc", ["-std=c99"]), ("clang", ["-std=c99"]),
-                                            (CROSS_COMPILER, ["-std=c99", "-march=rv32imafc",
-                                                              "-mabi=ilp32f", *TOOLCHAIN_FLAGS])])
+HOST_FMA = ["-std=c99", "-march=haswell"]
+RV32_FMA = ["-std=c99", "-march=rv32imafc", "-mabi=ilp32f"]
+# the project Makefile's clang for RV32 (codegen/project_Makefile.tmpl's RV32_CLANG)
+RV32_CLANG = ["--target=riscv32-unknown-elf", "-isystem", "/usr/lib/picolibc/riscv64-unknown-elf/include"]
+
+
+@pytest.mark.parametrize("compiler,flags", [("gcc", HOST_FMA), ("clang", HOST_FMA), ("clang", RV32_CLANG + RV32_FMA),
+                                            (CROSS_COMPILER, RV32_FMA + list(TOOLCHAIN_FLAGS))],
+                         ids=["gcc", "clang", "clang-rv32", "gcc-rv32"])
 def test_no_fused_multiply_add(build_dir, compiler, flags):
-    """An FMA-capable target: the compiled exp has no fused multiply-add (gcc's -std=c99 turns contraction off,
+    """Targets with fused multiply-add: the compiled exp has none (gcc's -std=c99 turns contraction off,
     dpl_math.h's pragma turns it off for clang)."""
     if shutil.which(compiler) is None:
         pytest.skip(f"{compiler} not available")
     source = build_dir / "expf_driver.c"
     source.write_text(DRIVER)
-    target = ["-march=haswell"] if compiler != CROSS_COMPILER else []
-    assembly = subprocess.run([compiler, *flags, *target, "-O2", "-S", "-o", "-", "-I", str(KERNEL_DIR),
-                               str(source)], capture_output=True, text=True, check=True).stdout
+    assembly = subprocess.run([compiler, *flags, "-O2", "-S", "-o", "-", "-I", str(KERNEL_DIR), str(source)],
+                              capture_output=True, text=True, check=True).stdout
     assert "fmadd" not in assembly and "fmsub" not in assembly and "fnmadd" not in assembly
 
 
