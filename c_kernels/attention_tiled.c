@@ -387,13 +387,13 @@ static void at_row_f32(const at_ctx_t *x, int32_t hl, int32_t r, float *scores) 
     if (!(block_max < -FLT_MAX)) { /* some visible score is above -inf */
       const float old_max = state[0];
       const float new_max = old_max > block_max ? old_max : block_max;
-      const float rescale = old_max < -FLT_MAX ? 0.0f : expf(old_max - new_max);
+      const float rescale = old_max < -FLT_MAX ? 0.0f : dpl_expf(old_max - new_max);
       float sum = state[1] * rescale;
       if (rescale != 1.0f) {
         for (c = 0; c < dv; ++c) acc[c * of] *= rescale;
       }
       for (j = 0; j < visible; ++j) {
-        const float e = expf(scores[j] - new_max);
+        const float e = dpl_expf(scores[j] - new_max);
         const float *vr = vb + j * vs;
         sum += e;
         for (c = 0; c < dv; ++c) acc[c * of] += e * vr[c * vf];

@@ -17,6 +17,7 @@
 
 #include "dpl_hal.h"
 #include "dpl_kernel_args.h"
+#include "dpl_math.h"
 #include "dpl_npu.h"
 #include "dpl_platform.h"
 
@@ -50,8 +51,9 @@ void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int
 void dpl_gemm_tiled(const dpl_gemm_plan_t *plan, uint8_t *l1, const void *a, const void *b, void *y,
                     const float *bias, const dpl_requant_t *rq);
 
-/* Row-wise softmax over the last axis: y = exp(x - max) / sum(exp(x - max)). */
-void dpl_softmax_f32(const float *x, float *y, int32_t rows, int32_t cols);
+/* Row-wise softmax over the last axis: e = dpl_expf(x - max), y = e / sum(e) (the sum in order); rows split
+   over `cores` cores (one fork). */
+void dpl_softmax_f32(const float *x, float *y, int32_t rows, int32_t cols, int32_t cores);
 
 /* Fused attention o = softmax(q k^T * scale + mask [causal]) v per batch and query head, cut into
    tiles that fit L1 (the tiler's plan): tile_h query heads x tile_q query rows, keys in blocks of
@@ -90,24 +92,44 @@ static inline void dpl_core_share(int32_t n, int32_t *begin, int32_t *end) {
   *end = *begin + chunk + (core < extra ? 1 : 0);
 }
 
-/* TVM's quantize and dequantize (dpl_quant_t). nearbyintf (halves to even) without its libm call:
-   for |v| <= 2^22, (v + 1.5 * 2^23) - 1.5 * 2^23 rounds v to an integer in float32's default rounding
-   mode, which needs float expressions evaluated in float (FLT_EVAL_METHOD 0); v is clamped to
-   [-512, 512] first, which changes no result after the clamp to int8. */
-#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD != 0
-#error "dpl_quantize_s8 needs float arithmetic in float precision (FLT_EVAL_METHOD 0)"
-#endif
-static inline int8_t dpl_quantize_s8(float x, const dpl_quant_t *q) {
-  const float magic = 12582912.0f; /* 1.5 * 2^23 */
-  float v = x / q->scale;
-  v = v < -512.0f ? -512.0f : v > 512.0f ? 512.0f : v;
-  v = ((v + magic) - magic) + (float)q->zp;
-  v = v < -128.0f ? -128.0f : v > 127.0f ? 127.0f : v;
-  return (int8_t)v;
+/* TVM's quantize and dequantize (dpl_quant_t). Quantize: clamp(nearbyint(x / scale) + zp, -128, 127) computed
+   as nearbyint(clamp(x / scale, -128 - zp, 127 - zp)) + zp, the same for integer bounds (nearbyint is
+   monotone); on cores with F the clamp is fmax.s / fmin.s and the rounding one fcvt.w.s (dpl_math.h).
+   Loops take the parameters out of the struct once (dpl_quantizer), since their int8 stores may alias it. */
+typedef struct {
+  float scale, lo, hi; /* lo, hi: -128 - zp, 127 - zp */
+  int32_t zp;
+} dpl_quantizer_t;
+
+static inline dpl_quantizer_t dpl_quantizer(const dpl_quant_t *q) {
+  dpl_quantizer_t r;
+  r.scale = q->scale;
+  r.lo = (float)(-128 - q->zp);
+  r.hi = (float)(127 - q->zp);
+  r.zp = q->zp;
+  return r;
 }
 
-static inline float dpl_dequantize_s8(int8_t x, const dpl_quant_t *q) {
-  return (float)((int32_t)x - q->zp) * q->scale;
+/* For an operand that is float: never used to convert. */
+static inline dpl_quantizer_t dpl_quantizer_none(void) {
+  dpl_quantizer_t r;
+  r.scale = 1.0f;
+  r.lo = -128.0f;
+  r.hi = 127.0f;
+  r.zp = 0;
+  return r;
+}
+
+static inline int8_t dpl_quantize_with(float x, dpl_quantizer_t q) {
+  return (int8_t)(dpl_round_even(dpl_clampf(x / q.scale, q.lo, q.hi)) + q.zp);
+}
+
+static inline int8_t dpl_quantize_s8(float x, const dpl_quant_t *q) {
+  return dpl_quantize_with(x, dpl_quantizer(q));
+}
+
+static inline float dpl_dequantize_with(int8_t x, dpl_quantizer_t q) {
+  return (float)((int32_t)x - q.zp) * q.scale;
 }
 
 /* y = a + B, n elements; B float (b_quant NULL) or int8 dequantized with b_quant. */
@@ -119,9 +141,10 @@ void dpl_residual_add(const float *a, const void *b, const dpl_quant_t *b_quant,
 void dpl_rms_norm(const float *x, const float *weight, void *y, const dpl_quant_t *y_quant, int32_t rows,
                   int32_t cols, float eps, int32_t cores);
 
-/* SwiGLU y = silu(A) * B = (A * (1 / (1 + expf(0 - A)))) * B, n elements; A and B float or int8
-   dequantized, y float or int8 quantized (NULL quant: float). */
-void dpl_swiglu(const void *a, const dpl_quant_t *a_quant, const void *b, const dpl_quant_t *b_quant, void *y,
+/* SwiGLU y = silu(A) * B = (A * (1 / (1 + dpl_expf(0 - A)))) * B, n elements; A float (a_silu NULL) or int8,
+   whose silu a_silu gives: the 256 values silu(dequantize(q)) at index q + 128 (reference.silu_table); B float
+   or int8 dequantized, y float or int8 quantized (NULL quant: float). */
+void dpl_swiglu(const void *a, const float *a_silu, const void *b, const dpl_quant_t *b_quant, void *y,
                 const dpl_quant_t *y_quant, int32_t n, int32_t cores);
 
 /* y = TVM's quantize of float x to int8 with `quant` (dpl_quantize_s8), n elements. */

@@ -10,9 +10,16 @@ typedef struct {
 
 static void quantize_core(void *arg) {
   const quantize_work_t *w = (const quantize_work_t *)arg;
+  const dpl_quantizer_t q = dpl_quantizer(w->quant);
+  const float *x = w->x;
+  int8_t *y = w->y;
   int32_t i, begin, end;
   dpl_core_share(w->n, &begin, &end);
-  for (i = begin; i < end; ++i) w->y[i] = dpl_quantize_s8(w->x[i], w->quant);
+  for (i = begin; i + 1 < end; i += 2) { /* two a step: half the loop's overhead */
+    y[i] = dpl_quantize_with(x[i], q);
+    y[i + 1] = dpl_quantize_with(x[i + 1], q);
+  }
+  if (i < end) y[i] = dpl_quantize_with(x[i], q);
 }
 
 void dpl_quantize(const float *x, const dpl_quant_t *quant, int8_t *y, int32_t n, int32_t cores) {

@@ -10,27 +10,35 @@ typedef struct {
   int32_t tokens, heads, half;
 } rope_work_t;
 
+/* Rows [begin, end); x_s8: x is int8 (a constant at each call, so each variant loses its branch). */
+static DPL_ALWAYS_INLINE void rope_rows(const rope_work_t *w, int32_t begin, int32_t end, int x_s8) {
+  const dpl_quantizer_t q = x_s8 ? dpl_quantizer(w->x_quant) : dpl_quantizer_none();
+  const int32_t half = w->half, heads = w->heads, stride = w->cs_token_stride;
+  int32_t row, i;
+  for (row = begin; row < end; ++row) {
+    const float *xf = (const float *)w->x + row * half * 2;
+    const int8_t *x8 = (const int8_t *)w->x + row * half * 2;
+    const float *c = w->cos + (row / heads) * stride;
+    const float *s = w->sin + (row / heads) * stride;
+    float *y = w->y + row * half * 2;
+    for (i = 0; i < half; ++i) {
+      const float x0 = x_s8 ? dpl_dequantize_with(x8[2 * i], q) : xf[2 * i];
+      const float x1 = x_s8 ? dpl_dequantize_with(x8[2 * i + 1], q) : xf[2 * i + 1];
+      const float ci = c[i], si = s[i]; /* read before y is written (which may alias them) */
+      y[2 * i] = x0 * ci - x1 * si;
+      y[2 * i + 1] = x0 * si + x1 * ci;
+    }
+  }
+}
+
 static void rope_core(void *arg) {
   const rope_work_t *w = (const rope_work_t *)arg;
-  int32_t row, i, begin, end;
+  int32_t begin, end;
   dpl_core_share(w->tokens * w->heads, &begin, &end);
-  for (row = begin; row < end; ++row) {
-    const int32_t base = row * w->half * 2;
-    const float *c = w->cos + (row / w->heads) * w->cs_token_stride;
-    const float *s = w->sin + (row / w->heads) * w->cs_token_stride;
-    float *y = w->y + base;
-    for (i = 0; i < w->half; ++i) {
-      float x0, x1;
-      if (w->x_quant == NULL) {
-        x0 = ((const float *)w->x)[base + 2 * i];
-        x1 = ((const float *)w->x)[base + 2 * i + 1];
-      } else {
-        x0 = dpl_dequantize_s8(((const int8_t *)w->x)[base + 2 * i], w->x_quant);
-        x1 = dpl_dequantize_s8(((const int8_t *)w->x)[base + 2 * i + 1], w->x_quant);
-      }
-      y[2 * i] = x0 * c[i] - x1 * s[i];
-      y[2 * i + 1] = x0 * s[i] + x1 * c[i];
-    }
+  if (w->x_quant == NULL) {
+    rope_rows(w, begin, end, 0);
+  } else {
+    rope_rows(w, begin, end, 1);
   }
 }
 

@@ -50,7 +50,7 @@ def lib(build_dir):
     dll.dpl_gemm_s8.argtypes = [P_I8, I32, P_I8, I32, I32, ctypes.c_void_p, I32, I32, I32, I32,
                                 I32, I32, ctypes.POINTER(CRequant)]
     dll.dpl_gemm_s8.restype = None
-    dll.dpl_softmax_f32.argtypes = [P_F32, P_F32, I32, I32]
+    dll.dpl_softmax_f32.argtypes = [P_F32, P_F32, I32, I32, I32]
     dll.dpl_softmax_f32.restype = None
     return dll
 
@@ -144,10 +144,10 @@ def c_gemm_f32(lib, a, b, bias=None, b_transposed=False, pads=(0, 0, 0)):
     return yv.copy()
 
 
-def c_softmax(lib, x):
+def c_softmax(lib, x, cores=1):
     x = np.ascontiguousarray(x, dtype=np.float32)
     y = np.full_like(x, np.nan)
-    lib.dpl_softmax_f32(_ptr(x, ctypes.c_float), _ptr(y, ctypes.c_float), x.shape[0], x.shape[1])
+    lib.dpl_softmax_f32(_ptr(x, ctypes.c_float), _ptr(y, ctypes.c_float), x.shape[0], x.shape[1], cores)
     return y
 
 
@@ -537,5 +537,8 @@ def test_softmax_matches_reference(lib, rows, cols, scale):
     x[0, -1] += 1000.0  # needs the max subtraction (and the max is not the first element)
     x[-1, cols // 2] += 100.0
     got = c_softmax(lib, x)
-    np.testing.assert_allclose(got, ref.softmax_f32(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got.view(np.uint32), ref.softmax_f32(x).view(np.uint32))  # the same float32 steps
+    x64 = x.astype(np.float64)
+    exact = np.exp(x64 - x64.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(got, exact / exact.sum(axis=1, keepdims=True), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-5)

@@ -137,7 +137,7 @@ def _emit_gemm(body: _Body, spec: GemmSpec) -> None:
 
 def _emit_softmax(body: _Body, spec: SoftmaxSpec) -> None:
     x = body.operand("x", spec.x)
-    body.lines.append(f"  dpl_softmax_f32({x}, out, {spec.rows}, {spec.cols});")
+    body.lines.append(f"  dpl_softmax_f32({x}, out, {spec.rows}, {spec.cols}, {body.fn.plan['cores']});")
 
 
 def _emit_attention(body: _Body, spec: AttentionSpec) -> None:

@@ -9,10 +9,10 @@ attention reads the dequantized cache, the prompt's attention its own float32 ke
 graph computes them, before the cache).
 
 Float ops compute in float32 in the order TVM's C computes them (sequential reductions, no fused
-multiply-add), so the int8 model's quantize steps see the same values as the generated C up to the
-last bits of `exp` and the attention's float sums; the int8 linear layers are exact integer arithmetic
-(`reference.gemm_s8` + `reference.requantize_fixed`), the output head an exact int32 accumulator times
-a float32 scale. The generated tokens are what the standalone C program must reproduce.
+multiply-add) and exp is the kernels' own (`reference.expf`), so the int8 model's quantize steps see the
+same values as the generated C up to the last bits of the attention's float sums; the int8 linear layers
+are exact integer arithmetic (`reference.gemm_s8` + `reference.requantize_fixed`), the output head an
+exact int32 accumulator times a float32 scale. The generated tokens are what the standalone C program must reproduce.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, heads: int) -> np.ndar
 
 
 def silu(x: np.ndarray) -> np.ndarray:
-    return x * (F32(1.0) / (F32(1.0) + np.exp(F32(0.0) - x)))
+    """TVM's silu with the kernels' exp (`reference.expf`, bit-exact with c_kernels' dpl_expf)."""
+    return x * (F32(1.0) / (F32(1.0) + reference.expf(F32(0.0) - x)))
 
 
 def qdq_linear(x: np.ndarray, layer: QuantLinear) -> np.ndarray:

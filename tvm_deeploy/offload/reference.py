@@ -39,8 +39,8 @@ Shifts are arithmetic (floor). The kernel works on key blocks when K and V do no
 pass over the blocks finds ``m`` exactly, a second computes the sums, which are exact integer sums,
 so the result does not depend on the blocking (unlike a float online softmax, no rescaling happens).
 
-The float references (`softmax_f32`, `attention_f32`) are for tolerance checks only: they compute
-in float64 and return float32.
+`softmax_f32` is bit-exact against ``dpl_softmax_f32``; `attention_f32` is for tolerance checks only: it
+computes in float64 and returns float32. `expf` is the kernels' exp (``dpl_expf``), bit-exact.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ __all__ = [
     "attention_quant",
     "attention_s8",
     "dequantize_s8",
+    "expf",
     "gemm_s8",
     "qdq_requant",
     "quantize_multiplier",
@@ -67,6 +68,7 @@ __all__ = [
     "residual_add",
     "rms_norm",
     "rope",
+    "silu_table",
     "softmax_f32",
     "swiglu",
 ]
@@ -286,6 +288,42 @@ def gemm_s8(a, b, a_zp=0, b_zp=0, requant: Requant | None = None, b_transposed=F
 
 F32 = np.float32
 
+# dpl_expf (c_kernels/dpl_math.h): its constants, as float32.
+_ROUND_MAGIC = F32(12582912.0)  # 1.5 * 2**23
+_LOG2E = F32(1.44269504)
+_LN2_HI, _LN2_LO = F32(0.693359375), F32(-2.12194440e-4)
+_EXP_POLY = tuple(F32(c) for c in (0.0013835513, 0.008374849, 0.04166825, 0.1666642, 0.4999999))  # c6 .. c2
+
+
+def _pow2i(n: np.ndarray) -> np.ndarray:
+    """2**n for -126 <= n <= 127, from the exponent bits."""
+    return np.left_shift((n + 127).astype(np.uint32), 23).view(F32)
+
+
+def _expf_reduced(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(e**f, n) with x = n ln 2 + f, |x| <= 104: dpl_expf_reduced."""
+    kf = (x * _LOG2E + _ROUND_MAGIC) - _ROUND_MAGIC
+    f = (x - kf * _LN2_HI) - kf * _LN2_LO
+    q = _EXP_POLY[0]
+    for c in _EXP_POLY[1:]:
+        q = q * f + c
+    return F32(1.0) + (f + (f * f) * q), kf.astype(np.int32)
+
+
+def expf(x) -> np.ndarray:
+    """e**x in float32 exactly as the kernels' dpl_expf computes it (the same float32 operations in the same
+    order, bit-exact): at most 9.531e-8 relative error on normal results (scripts/measure_expf.py)."""
+    x = np.asarray(x, F32)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        inside = np.abs(x) < F32(87.0)
+        edge_x = np.where(np.isnan(x), F32(0.0), np.clip(x, F32(-104.0), F32(89.0)))
+        p, n = _expf_reduced(np.where(inside, x, edge_x))
+        half = np.where(n > 0, 64, -64).astype(np.int32)
+        edge = (p * _pow2i(np.where(inside, 0, n - half))) * _pow2i(half)
+        y = np.where(inside, p * _pow2i(np.where(inside, n, 0)), edge)
+        y = np.where(x > F32(89.0), F32(np.inf), np.where(x < F32(-104.0), F32(0.0), y))
+        return np.where(np.isnan(x), x, y).astype(F32)
+
 
 @dataclass(frozen=True)
 class Quant:
@@ -334,11 +372,18 @@ def rms_norm(x, weight, eps: float, y_quant: Quant | None = None) -> np.ndarray:
 
 def swiglu(a, b, a_quant: Quant | None = None, b_quant: Quant | None = None,
            y_quant: Quant | None = None) -> np.ndarray:
-    """silu(a) * b with TVM's silu a * (1 / (1 + exp(0 - a))); exp is the one step C's expf may round
-    differently (by an ulp)."""
+    """silu(a) * b with TVM's silu a * (1 / (1 + exp(0 - a))), exp being `expf` (the kernels' dpl_expf)."""
     a = _float_operand(a, a_quant)
-    silu = a * (F32(1.0) / (F32(1.0) + np.exp(F32(0.0) - a)))
-    return _result(silu * _float_operand(b, b_quant), y_quant)
+    with np.errstate(over="ignore"):  # beyond float32: infinity, as in C
+        silu = a * (F32(1.0) / (F32(1.0) + expf(F32(0.0) - a)))
+        return _result(silu * _float_operand(b, b_quant), y_quant)
+
+
+def silu_table(quant: Quant) -> np.ndarray:
+    """silu(dequantize(q)) for the int8 values q = -128 .. 127, in that order: dpl_swiglu's table for an int8
+    gate (the same float32 operations as `swiglu`, so looking up is bit-exact)."""
+    a = dequantize_s8(np.arange(-128, 128), quant)
+    return a * (F32(1.0) / (F32(1.0) + expf(F32(0.0) - a)))
 
 
 def rope(x, cos, sin, x_quant: Quant | None = None) -> np.ndarray:
@@ -351,10 +396,14 @@ def rope(x, cos, sin, x_quant: Quant | None = None) -> np.ndarray:
 
 
 def softmax_f32(x) -> np.ndarray:
-    """Softmax over the last axis (max-subtracted), computed in float64, returned as float32."""
-    x64 = np.asarray(x, dtype=np.float64)
-    e = np.exp(x64 - x64.max(axis=-1, keepdims=True))
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    """Softmax over the last axis as `dpl_softmax_f32` computes it in float32: e = expf(x - max), the row
+    sum in order, e / sum."""
+    x = np.asarray(x, F32)
+    e = expf(x - x.max(axis=-1, keepdims=True))
+    total = np.zeros(x.shape[:-1] + (1,), F32)
+    for j in range(x.shape[-1]):
+        total = total + e[..., j:j + 1]
+    return e / total
 
 
 def kv_head_index(heads: int, kv_heads: int, kv_div: int | None = None) -> np.ndarray:
@@ -515,12 +564,12 @@ def attention_s8(q, k, v, quant: AttentionQuant, causal="none", kv_heads=None, k
     assert np.abs(scores).max(initial=0) < 2**30, "scores exceed the int32 range the kernel assumes"
     m = np.where(visible, scores, np.iinfo(np.int64).min).max(axis=-1, keepdims=True, initial=np.iinfo(np.int64).min)
     e = np.where(visible, exp2_weights(np.where(visible, m - scores, 0), quant), 0)
-    l = e.sum(axis=-1, keepdims=True)
+    weight_sum = e.sum(axis=-1, keepdims=True)
     acc = e @ (v.astype(np.int64) - quant.v_zp)
-    assert l.max(initial=0) < 2**31 and np.abs(acc).max(initial=0) < 2**31, "sums exceed int32"
-    inv = np.where(l > 0, (1 << ATTENTION_RECIP_BITS) // np.maximum(l, 1), 0)
+    assert weight_sum.max(initial=0) < 2**31 and np.abs(acc).max(initial=0) < 2**31, "sums exceed int32"
+    inv = np.where(weight_sum > 0, (1 << ATTENTION_RECIP_BITS) // np.maximum(weight_sum, 1), 0)
     w = (acc * inv) >> (ATTENTION_RECIP_BITS - ATTENTION_MEAN_BITS)
     shift = quant.out_shift + ATTENTION_MEAN_BITS
     y = quant.out_zp + ((w * quant.out_mul + (1 << (shift - 1))) >> shift)
-    y = np.where(l > 0, y, quant.out_zp)
+    y = np.where(weight_sum > 0, y, quant.out_zp)
     return _clamp_to_i8(y, quant.lo, quant.hi)

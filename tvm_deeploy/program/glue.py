@@ -44,8 +44,9 @@ _NAN = re.compile(r"\bnanf\b(?!\s*\()")
 # (-Werror=maybe-uninitialized for a mean over all axes): they start zeroed instead.
 _REDUCTION_BUFFER = re.compile(r"^(\s+\w+ \w+_red(?:_ptr)?\[\d+\]);$", re.MULTILINE)
 # TVM's own build of a deeploy module compiles the same C (export_library): the same fixes as compiler
-# options — the infinity literal, and the float16 storage type and conversions (program/half.py).
-EXPORT_OPTIONS = ("-Dinff=INFINITY", "-include", str(resource_dir("c_kernels") / "dpl_half.h"))
+# options — the infinity literal, the float16 storage type and conversions (program/half.py), and no fused
+# multiply-add (the kernels are bit-exact against NumPy's unfused float32; g++'s default would fuse on FMA hosts).
+EXPORT_OPTIONS = ("-Dinff=INFINITY", "-ffp-contract=off", "-include", str(resource_dir("c_kernels") / "dpl_half.h"))
 
 _PROLOGUE = """\
 /*

@@ -52,17 +52,18 @@ class ClusterCosts:
     # barriers and core 0's DMA bookkeeping (assumed).
     exp_cycles_per_key: tuple[tuple[str, int], ...] = (("int8", 10), ("float32", 30))
     attention_step_cycles: int = 300
-    # The element-wise and row-wise kernels of a transformer layer (dpl_residual_add, dpl_rms_norm,
-    # dpl_swiglu, dpl_rope), per element of their input on one core with float operands, plus per element of
-    # each int8 operand dequantized and of an int8 result quantized: measured on stories260K's int8 prompt
-    # (rv32imafc, gcc 12 -O2, qemu -icount, 1 hart); swiglu is mostly expf; rms_norm is its two passes,
-    # rms_norm_sum (the row's squares) and rms_norm_scale, apart. fork_cycles: what a fork/join over
-    # more than one core adds on the slowest hart (100-250 measured on 8 harts).
+    # The element-wise and row-wise kernels (dpl_residual_add, dpl_rms_norm, dpl_swiglu, dpl_rope, dpl_quantize,
+    # dpl_softmax_f32), per element of their input on one core with float operands, plus per element of each
+    # int8 operand dequantized and of an int8 result quantized: instructions measured by
+    # scripts/measure_elementwise.py (rv32imafc, gcc 12 -O2, qemu -icount, 1 hart); swiglu is mostly dpl_expf,
+    # swiglu_table the int8 gate's table lookup instead; rms_norm is its two passes, rms_norm_sum (the row's
+    # squares) and rms_norm_scale, apart. fork_cycles: what a fork/join over more than one core adds on the
+    # slowest hart (100-250 measured on 8 harts).
     elementwise_milli_cycles: tuple[tuple[str, int], ...] = (
-        ("residual_add", 6100), ("rms_norm", 14600), ("rms_norm_sum", 5000), ("rms_norm_scale", 9600),
-        ("swiglu", 99000), ("rope", 11200), ("quantize", 5000))
-    dequantize_milli_cycles: int = 6000
-    quantize_milli_cycles: int = 30000
+        ("residual_add", 6000), ("rms_norm", 11800), ("rms_norm_sum", 4000), ("rms_norm_scale", 7000),
+        ("swiglu", 41000), ("swiglu_table", 11000), ("rope", 10200), ("quantize", 3400), ("softmax", 44400))
+    dequantize_milli_cycles: int = 3000
+    quantize_milli_cycles: int = 5100
     fork_cycles: int = 200
 
     def elementwise_cycles(self, kind: str, elements: int, dequantized: int = 0, quantized: int = 0) -> int:

@@ -37,7 +37,8 @@ def kernel_sources() -> str:
     from .platform_header import HEADER_NAME, render  # generated from the Python constants, not read
 
     folder = resource_dir("c_kernels")
-    headers = ("dpl_hal.h", "dpl_npu.h", "dpl_kernel_args.h", "dpl_kernels.h")  # each before its includers
+    # each before its includers
+    headers = ("dpl_hal.h", "dpl_npu.h", "dpl_kernel_args.h", "dpl_math.h", "dpl_kernels.h")
     parts = [folder / name for name in headers] + sorted(folder.glob("*.c"))
     return (f"/* ---- {HEADER_NAME} (generated) ---- */\n{render()}\n"
             + "".join(_strip_local_includes(p) for p in parts))

@@ -1,11 +1,12 @@
 """A standalone softmax over the last axis, fp32 -> `dpl_softmax_f32`, untiled (it reads its operand
-where it is)."""
+where it is), rows split over the cores."""
 
 from __future__ import annotations
 
 from tvm.relax.dpl import is_op, wildcard
 
 from ...emit.ops import _emit_softmax
+from ...plan.engines import plan_on_cores
 from .. import reference
 from ..describe import describe_softmax
 from ..registry import Family, register
@@ -17,9 +18,9 @@ def softmax_pattern():
 
 
 def plan(spec: SoftmaxSpec, platform) -> dict:
-    return {"engine": "cluster", "tile": None, "tile_axes": None, "tiles": 1, "cores": 1, "l1_bytes": 0,
-            "single_buffered": [], "dma_in_bytes": 0, "dma_out_bytes": 0, "dma_bytes": 0, "dma_lower_bound": 0,
-            "modelled_cycles": {}, "solver_status": "untiled", "tiling": None}
+    costs = platform.cluster_costs
+    return plan_on_cores(lambda cores: costs.elementwise_cycles(spec.kind, -(-spec.rows // cores) * spec.cols),
+                         platform)
 
 
 FAMILY = register(Family(

@@ -1,6 +1,7 @@
 """SwiGLU: silu(a) * b of two same-shape activations, each fp32 or a dequantized int8 tensor (the int8 linear
 layers before it), optionally followed by a per-tensor quantize to int8 (the linear layer after it) ->
-`dpl_swiglu`, elements split over the cores. Llama's feed-forward gate, w2(silu(w1 x) * w3 x)."""
+`dpl_swiglu`, elements split over the cores; an int8 gate's silu comes from a table of its 256 values.
+Llama's feed-forward gate, w2(silu(w1 x) * w3 x)."""
 
 from __future__ import annotations
 
@@ -78,16 +79,18 @@ def describe(tree: CallTree, root) -> SwigluSpec:
 
 
 def plan(spec: SwigluSpec, platform) -> dict:
-    dequantized = (spec.a_quant is not None) + (spec.b_quant is not None)
+    kind = "swiglu" if spec.a_quant is None else "swiglu_table"  # an int8 gate's silu is looked up
     costs = platform.cluster_costs
-    return plan_on_cores(lambda cores: costs.elementwise_cycles(spec.kind, -(-spec.elements // cores), dequantized,
+    return plan_on_cores(lambda cores: costs.elementwise_cycles(kind, -(-spec.elements // cores),
+                                                               dequantized=int(spec.b_quant is not None),
                                                                quantized=int(spec.y_quant is not None)), platform)
 
 
 def emit(body, spec: SwigluSpec) -> None:
     a, b = body.operand("a", spec.a), body.operand("b", spec.b)
-    quants = [body.quant(name, getattr(spec, name)) for name in ("a_quant", "b_quant", "y_quant")]
-    body.lines.append(f"  dpl_swiglu({a}, {quants[0]}, {b}, {quants[1]}, out, {quants[2]}, {spec.elements}, "
+    a_silu = "NULL" if spec.a_quant is None else body.constant("silu", reference.silu_table(spec.a_quant), "float32")
+    quants = [body.quant(name, getattr(spec, name)) for name in ("b_quant", "y_quant")]
+    body.lines.append(f"  dpl_swiglu({a}, {a_silu}, {b}, {quants[0]}, out, {quants[1]}, {spec.elements}, "
                       f"{body.fn.plan['cores']});")
 
 
