@@ -23,7 +23,7 @@
 /* columns whose bias and column correction are kept at a time (stack bytes: 4 per column) */
 #define GS8_CHUNK 64
 /* the widest register block: row i of a block's sums is s[GS8_WIDE * i ...] */
-#define GS8_WIDE 16
+#define GS8_WIDE DPL_GEMM_S8_BLOCK
 /* the longest reduction whose pairs of rows are packed into one word per k (stack bytes: 4 per k) */
 #define GS8_PACK_K 256
 
@@ -453,14 +453,26 @@ static const uint32_t *gs8_col_add(const int8_t *b, int32_t bstep, int32_t bcol,
   return buffer;
 }
 
+int32_t dpl_gemm_s8_row_sum(const int8_t *a, int32_t k_dim) { return gs8_sum(a, 1, k_dim); }
+
 /* Whether gs8_store_fixed_high applies to the columns n0 .. n0 + cols - 1. */
-static int32_t gs8_high_shifts(const dpl_requant_t *rq, int32_t n0, int32_t cols) {
+int32_t dpl_gemm_s8_high_shifts(const dpl_requant_t *rq, int32_t n0, int32_t cols) {
   int32_t j;
   if (!rq || rq->mode != DPL_REQUANT_FIXED || rq->lo > rq->hi) return 0;
   for (j = 0; j < cols; ++j) {
     if (rq->shift[n0 + j] <= 32) return 0;
   }
   return 1;
+}
+
+void dpl_gemm_s8_store(const int32_t *s, int32_t rows, int32_t width, const uint32_t *row_corr,
+                       const uint32_t *col_add, int32_t n, void *y, int32_t ldy, const dpl_requant_t *rq,
+                       int32_t high_shifts) {
+  if (high_shifts) {
+    gs8_store_fixed_high(s, rows, width, row_corr, col_add, rq->mul + n, rq->shift + n, (int8_t *)y, ldy, rq);
+  } else {
+    gs8_store_block(s, rows, width, row_corr, col_add, n, y, ldy, rq);
+  }
 }
 
 void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int32_t b_transposed,
@@ -480,7 +492,7 @@ void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int
   for (n0 = 0; n0 < n_dim; n0 += GS8_CHUNK) {
     const int32_t cols = n_dim - n0 < GS8_CHUNK ? n_dim - n0 : GS8_CHUNK;
     const uint32_t *const col_add = gs8_col_add(b, bstep, bcol, k_dim, a_zp, bias, n0, cols, col_buffer);
-    const int32_t high_shifts = gs8_high_shifts(rq, n0, cols);
+    const int32_t high_shifts = dpl_gemm_s8_high_shifts(rq, n0, cols);
     for (m0 = 0; m0 < m_dim; m0 += 2) {
       const int32_t rows = m_dim - m0 < 2 ? m_dim - m0 : 2;
       const int8_t *arow = a + m0 * lda;
@@ -494,13 +506,8 @@ void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int
         int32_t s[2 * GS8_WIDE];
         width = gs8_block(arow, lda, rows, pack && rows == 2 ? packed : 0, b + n * bcol, ldb, b_transposed,
                           n0 + cols - n, k_dim, s);
-        uint8_t *const out = (uint8_t *)y + out_elem * (m0 * ldy + n);
-        if (high_shifts) {
-          gs8_store_fixed_high(s, rows, width, row_corr, col_add + (n - n0), rq->mul + n, rq->shift + n,
-                               (int8_t *)out, ldy, rq);
-        } else {
-          gs8_store_block(s, rows, width, row_corr, col_add + (n - n0), n, out, ldy, rq);
-        }
+        dpl_gemm_s8_store(s, rows, width, row_corr, col_add + (n - n0), n, (uint8_t *)y + out_elem * (m0 * ldy + n),
+                          ldy, rq, high_shifts);
       }
     }
   }

@@ -17,6 +17,7 @@ import tvm_ffi
 from ..offload.specs import GemmSpec, summary
 from ..targets import npu
 from ..targets.platforms import Platform
+from . import lanes
 from .tiling import GemmTiling, TilingError, tile_gemm
 
 
@@ -45,23 +46,39 @@ class EngineChoice:
     reasons: tuple[tuple[str, str], ...]  # (engine, why not) of the others
 
 
+def lanes_chunk(spec: GemmSpec, platform: Platform) -> int:
+    """The k chunk of B packed in lane words (plan/lanes.py) when the cluster can run this GEMM so, else 0:
+    an int8 GEMM against one constant B without an activation zero point (folded into the bias), on a
+    platform whose cost model has the lanes kernel (one without packed SIMD)."""
+    if "int8_lanes" not in dict(platform.cluster_costs.milli_cycles_per_mac):
+        return 0
+    if spec.dtype != "int8" or not spec.b.is_const or spec.a_zp or len(spec.batch_offsets("b")) != 1:
+        return 0
+    return lanes.lanes_chunk(spec.b.const, spec.b_transposed)
+
+
+def _engine_name(tiling: GemmTiling) -> str:
+    return "cluster-lanes" if tiling.b_lanes_chunk else tiling.engine
+
+
 def choose_engine(spec: GemmSpec, platform: Platform) -> EngineChoice:
-    """Tile the GEMM for every engine that can run it and keep the one with the fewest modelled cycles."""
+    """Tile the GEMM for every engine that can run it (on the cluster with B packed in lane words where that
+    applies) and keep the one with the fewest modelled cycles."""
     candidates, reasons, errors = [], [], []
     refusal = npu_refusal(spec, platform)
-    for engine in ("cluster", "npu"):
+    for engine, b_lanes_chunk in (("cluster", lanes_chunk(spec, platform)), ("npu", 0)):
         if engine == "npu" and refusal:
             reasons.append((engine, refusal))
             continue
         try:
-            candidates.append(tile_gemm(spec, platform, engine))
+            candidates.append(tile_gemm(spec, platform, engine, b_lanes_chunk=b_lanes_chunk))
         except TilingError as err:
             reasons.append((engine, str(err)))
             errors.append(err)
     if not candidates:
         raise errors[0]
     best = min(candidates, key=lambda t: (t.modelled_cycles, t.engine))
-    return EngineChoice(best, tuple((t.engine, t.modelled_cycles) for t in candidates), tuple(reasons))
+    return EngineChoice(best, tuple((_engine_name(t), t.modelled_cycles) for t in candidates), tuple(reasons))
 
 
 def check_weight_memory(specs_on_npu: list[GemmSpec], platform: Platform) -> int:
