@@ -34,6 +34,13 @@
 #else
 #define GS8_NOINLINE
 #endif
+/* The fast store stays inline in dpl_gemm_s8's loop, though dpl_gemm_s8_store calls it too: a call per 4-column
+   block of a single row would cost a tenth of an instruction per MAC. */
+#if defined(__GNUC__)
+#define GS8_INLINE __inline__ __attribute__((always_inline))
+#else
+#define GS8_INLINE
+#endif
 
 /* Every int32 value produced by wrap-around arithmetic goes through here: uint32_t -> int32_t
    is implementation-defined above INT32_MAX; gcc (and every target we build for) wraps mod 2^32. */
@@ -76,7 +83,7 @@ static int32_t gs8_mulh(int32_t a, int32_t b) { return (int32_t)(((int64_t)a * (
    lo <= hi: gs8_scale's rounding (q >> 1) + (q & 1) is (q + 1) >> 1, and the clamp is one unsigned compare
    of t - lo (mod 2^32) against hi - lo while t is in range. About 15 instructions an output: at K = 64 a
    single-row GEMM's requantization costs a quarter of an instruction per MAC. */
-static void gs8_store_fixed_high(const int32_t *s, int32_t rows, int32_t width, const uint32_t *row_corr,
+static GS8_INLINE void gs8_store_fixed_high(const int32_t *s, int32_t rows, int32_t width, const uint32_t *row_corr,
                                  const uint32_t *col_add, const int32_t *mul, const int32_t *shift,
                                  int8_t *y, int32_t ldy, const dpl_requant_t *rq) {
   const int32_t out_zp = rq->out_zp, lo = rq->lo, hi = rq->hi;
@@ -453,10 +460,8 @@ static const uint32_t *gs8_col_add(const int8_t *b, int32_t bstep, int32_t bcol,
   return buffer;
 }
 
-int32_t dpl_gemm_s8_row_sum(const int8_t *a, int32_t k_dim) { return gs8_sum(a, 1, k_dim); }
-
 /* Whether gs8_store_fixed_high applies to the columns n0 .. n0 + cols - 1. */
-int32_t dpl_gemm_s8_high_shifts(const dpl_requant_t *rq, int32_t n0, int32_t cols) {
+static int32_t gs8_high_shifts(const dpl_requant_t *rq, int32_t n0, int32_t cols) {
   int32_t j;
   if (!rq || rq->mode != DPL_REQUANT_FIXED || rq->lo > rq->hi) return 0;
   for (j = 0; j < cols; ++j) {
@@ -465,14 +470,27 @@ int32_t dpl_gemm_s8_high_shifts(const dpl_requant_t *rq, int32_t n0, int32_t col
   return 1;
 }
 
-void dpl_gemm_s8_store(const int32_t *s, int32_t rows, int32_t width, const uint32_t *row_corr,
-                       const uint32_t *col_add, int32_t n, void *y, int32_t ldy, const dpl_requant_t *rq,
-                       int32_t high_shifts) {
+/* dpl_gemm_s8_store, kept inline in dpl_gemm_s8's loop over the blocks */
+static GS8_INLINE void gs8_store(const int32_t *s, int32_t rows, int32_t width, const uint32_t *row_corr,
+                                 const uint32_t *col_add, int32_t n, void *y, int32_t ldy, const dpl_requant_t *rq,
+                                 int32_t high_shifts) {
   if (high_shifts) {
     gs8_store_fixed_high(s, rows, width, row_corr, col_add, rq->mul + n, rq->shift + n, (int8_t *)y, ldy, rq);
   } else {
     gs8_store_block(s, rows, width, row_corr, col_add, n, y, ldy, rq);
   }
+}
+
+int32_t dpl_gemm_s8_row_sum(const int8_t *a, int32_t k_dim) { return gs8_sum(a, 1, k_dim); }
+
+int32_t dpl_gemm_s8_high_shifts(const dpl_requant_t *rq, int32_t n0, int32_t cols) {
+  return gs8_high_shifts(rq, n0, cols);
+}
+
+void dpl_gemm_s8_store(const int32_t *s, int32_t rows, int32_t width, const uint32_t *row_corr,
+                       const uint32_t *col_add, int32_t n, void *y, int32_t ldy, const dpl_requant_t *rq,
+                       int32_t high_shifts) {
+  gs8_store(s, rows, width, row_corr, col_add, n, y, ldy, rq, high_shifts);
 }
 
 void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int32_t b_transposed,
@@ -492,7 +510,7 @@ void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int
   for (n0 = 0; n0 < n_dim; n0 += GS8_CHUNK) {
     const int32_t cols = n_dim - n0 < GS8_CHUNK ? n_dim - n0 : GS8_CHUNK;
     const uint32_t *const col_add = gs8_col_add(b, bstep, bcol, k_dim, a_zp, bias, n0, cols, col_buffer);
-    const int32_t high_shifts = dpl_gemm_s8_high_shifts(rq, n0, cols);
+    const int32_t high_shifts = gs8_high_shifts(rq, n0, cols);
     for (m0 = 0; m0 < m_dim; m0 += 2) {
       const int32_t rows = m_dim - m0 < 2 ? m_dim - m0 : 2;
       const int8_t *arow = a + m0 * lda;
@@ -506,8 +524,8 @@ void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int
         int32_t s[2 * GS8_WIDE];
         width = gs8_block(arow, lda, rows, pack && rows == 2 ? packed : 0, b + n * bcol, ldb, b_transposed,
                           n0 + cols - n, k_dim, s);
-        dpl_gemm_s8_store(s, rows, width, row_corr, col_add + (n - n0), n, (uint8_t *)y + out_elem * (m0 * ldy + n),
-                          ldy, rq, high_shifts);
+        gs8_store(s, rows, width, row_corr, col_add + (n - n0), n, (uint8_t *)y + out_elem * (m0 * ldy + n), ldy, rq,
+                  high_shifts);
       }
     }
   }

@@ -47,18 +47,13 @@ class EngineChoice:
 
 
 def lanes_chunk(spec: GemmSpec, platform: Platform) -> int:
-    """The k chunk of B packed in lane words (plan/lanes.py) when the cluster can run this GEMM so, else 0:
-    an int8 GEMM against one constant B without an activation zero point (folded into the bias), on a
-    platform whose cost model has the lanes kernel (one without packed SIMD)."""
-    if "int8_lanes" not in dict(platform.cluster_costs.milli_cycles_per_mac):
+    """The k chunk of B packed in lane words (plan/lanes.py) when the cluster runs this GEMM so, else 0: an int8
+    GEMM against one constant B without an activation zero point (folded into the bias), platform.lanes on."""
+    if not platform.lanes:
         return 0
     if spec.dtype != "int8" or not spec.b.is_const or spec.a_zp or len(spec.batch_offsets("b")) != 1:
         return 0
     return lanes.lanes_chunk(spec.b.const, spec.b_transposed)
-
-
-def _engine_name(tiling: GemmTiling) -> str:
-    return "cluster-lanes" if tiling.b_lanes_chunk else tiling.engine
 
 
 def choose_engine(spec: GemmSpec, platform: Platform) -> EngineChoice:
@@ -78,7 +73,7 @@ def choose_engine(spec: GemmSpec, platform: Platform) -> EngineChoice:
     if not candidates:
         raise errors[0]
     best = min(candidates, key=lambda t: (t.modelled_cycles, t.engine))
-    return EngineChoice(best, tuple((_engine_name(t), t.modelled_cycles) for t in candidates), tuple(reasons))
+    return EngineChoice(best, tuple((t.engine, t.modelled_cycles) for t in candidates), tuple(reasons))
 
 
 def check_weight_memory(specs_on_npu: list[GemmSpec], platform: Platform) -> int:
