@@ -45,6 +45,17 @@ void dpl_gemm_s8_lanes(const int8_t *a, int32_t lda, const uint32_t *panels, int
                        int32_t ldy, int32_t m_dim, int32_t n_dim, int32_t k_dim, int32_t b_zp,
                        const dpl_requant_t *rq);
 
+/* DPL_REQUANT_FIXED of one corrected accumulator `acc` (bias and zero points in) when the column's shift is above
+   32 and lo <= hi, the case QDQ layers have: q = floor(acc * mul / 2^(shift - 1)) needs only the high word of the
+   product, the rounding (q >> 1) + (q & 1) is (q + 1) >> 1, and the clamp is one unsigned compare while the value
+   is in range. sh33 = shift - 33, range = hi - lo. >> on a negative int32 is arithmetic (gcc guarantees it). */
+static inline int32_t dpl_requant_fixed_high(int32_t acc, int32_t mul, int32_t sh33, int32_t out_zp, int32_t lo,
+                                             int32_t hi, uint32_t range) {
+  const int32_t q = (int32_t)(((int64_t)acc * (int64_t)mul) >> 32) >> sh33;
+  const int32_t t = ((q + 1) >> 1) + out_zp;
+  return (uint32_t)t - (uint32_t)lo > range ? (t < lo ? lo : hi) : t;
+}
+
 /* dpl_gemm_s8's parts that dpl_gemm_s8_lanes shares: a row's sum; whether the fast FIXED store applies to
    columns n0 .. n0 + cols - 1; the requantizing store of a block of sums (row i of s at s + i *
    DPL_GEMM_S8_BLOCK) with each row's zero-point correction and col_add[j] (bias minus column correction). */

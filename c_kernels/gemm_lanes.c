@@ -38,39 +38,118 @@ static int32_t gl_sext21(uint32_t x) { return (int32_t)(x << 11) >> 11; }
     t2 += s2;                                                                          \
   }
 
-/* The sums of one row x (k_dim activations) by `count` panels from w on: s[6 p + j] for column j of panel p. */
-static GL_NOINLINE void gl_row_1(const int8_t *row, const uint32_t *w, int32_t count, int32_t k_dim,
-                                 int32_t k_chunk, int32_t *s) {
-  const int8_t *const last = row + k_dim;
-  int32_t p;
-  for (p = 0; p < count; ++p, s += DPL_GEMM_S8_LANES_PANEL) {
-    const int8_t *x = row;
-    int32_t t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0;
-    while (x != last) {
-      const int8_t *const end = last - x > k_chunk ? x + k_chunk : last;
-      const int8_t *const group_end = x + ((end - x) & ~3);
-      uint32_t a0 = 0, b0 = 0, a1 = 0, b1 = 0;
+/* The six sums of one row (row .. last) by the panel at w into the int32_t variables t0 .. t5, w left at the
+   next panel; k_chunk steps at a time between takes. */
+#define GL_PANEL_SUMS(row, last, w, k_chunk)                                                                 \
+  int32_t t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0;                                                    \
+  {                                                                                                          \
+    const int8_t *x = row;                                                                                   \
+    while (x != last) {                                                                                      \
+      const int8_t *const end = last - x > k_chunk ? x + k_chunk : last;                                     \
+      const int8_t *const group_end = x + ((end - x) & ~3);                                                  \
+      uint32_t a0 = 0, b0 = 0, a1 = 0, b1 = 0;                                                               \
+      while (x != group_end) {                                                                               \
+        GL_STEP(0) GL_STEP(1) GL_STEP(2) GL_STEP(3)                                                          \
+        x += 4, w += 16;                                                                                     \
+      }                                                                                                      \
+      while (x != end) {                                                                                     \
+        GL_STEP(0)                                                                                           \
+        x += 1, w += 4;                                                                                      \
+      }                                                                                                      \
+      GL_TAKE(a0, b0, t0, t1, t2)                                                                            \
+      GL_TAKE(a1, b1, t3, t4, t5)                                                                            \
+    }                                                                                                        \
+  }
 #define GL_STEP(u)                                                                                      \
   {                                                                                                     \
     const uint32_t v = (uint32_t)(int32_t)x[u];                                                         \
     a0 += v * w[4 * (u)], b0 += v * w[4 * (u) + 1], a1 += v * w[4 * (u) + 2], b1 += v * w[4 * (u) + 3]; \
     GL_IN_ORDER();                                                                                      \
   }
-      while (x != group_end) {
-        GL_STEP(0) GL_STEP(1) GL_STEP(2) GL_STEP(3)
-        x += 4, w += 16;
-      }
-      while (x != end) {
-        GL_STEP(0)
-        x += 1, w += 4;
-      }
-#undef GL_STEP
-      GL_TAKE(a0, b0, t0, t1, t2)
-      GL_TAKE(a1, b1, t3, t4, t5)
-    }
+
+/* GL_PANEL_SUMS for two panels at once, w and v (the next panel), into t0 .. t11: each activation is loaded once
+   for twelve columns. */
+#define GL_PAIR_SUMS(row, last, w, v, k_chunk)                                                               \
+  int32_t t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0, t6 = 0, t7 = 0, t8 = 0, t9 = 0, t10 = 0, t11 = 0; \
+  {                                                                                                          \
+    const int8_t *x = row;                                                                                   \
+    while (x != last) {                                                                                      \
+      const int8_t *const end = last - x > k_chunk ? x + k_chunk : last;                                     \
+      const int8_t *const group_end = x + ((end - x) & ~3);                                                  \
+      uint32_t a0 = 0, b0 = 0, a1 = 0, b1 = 0, a2 = 0, b2 = 0, a3 = 0, b3 = 0;                               \
+      while (x != group_end) {                                                                               \
+        GL_PAIR_STEP(0) GL_PAIR_STEP(1) GL_PAIR_STEP(2) GL_PAIR_STEP(3)                                      \
+        x += 4, w += 16, v += 16;                                                                            \
+      }                                                                                                      \
+      while (x != end) {                                                                                     \
+        GL_PAIR_STEP(0)                                                                                      \
+        x += 1, w += 4, v += 4;                                                                              \
+      }                                                                                                      \
+      GL_TAKE(a0, b0, t0, t1, t2)                                                                            \
+      GL_TAKE(a1, b1, t3, t4, t5)                                                                            \
+      GL_TAKE(a2, b2, t6, t7, t8)                                                                            \
+      GL_TAKE(a3, b3, t9, t10, t11)                                                                          \
+    }                                                                                                        \
+  }
+#define GL_PAIR_STEP(u)                                                                                   \
+  {                                                                                                       \
+    const uint32_t z = (uint32_t)(int32_t)x[u];                                                           \
+    a0 += z * w[4 * (u)], b0 += z * w[4 * (u) + 1], a1 += z * w[4 * (u) + 2], b1 += z * w[4 * (u) + 3];  \
+    GL_IN_ORDER();                                                                                        \
+    a2 += z * v[4 * (u)], b2 += z * v[4 * (u) + 1], a3 += z * v[4 * (u) + 2], b3 += z * v[4 * (u) + 3];  \
+    GL_IN_ORDER();                                                                                        \
+  }
+
+/* The sums of one row by `count` panels from w on: s[6 p + j] for column j of panel p. */
+static GL_NOINLINE void gl_row_1(const int8_t *row, const uint32_t *w, int32_t count, int32_t k_dim,
+                                 int32_t k_chunk, int32_t *s) {
+  const int8_t *const last = row + k_dim;
+  int32_t p;
+  for (p = 0; p < count; ++p, s += DPL_GEMM_S8_LANES_PANEL) {
+    GL_PANEL_SUMS(row, last, w, k_chunk)
     s[0] = t0, s[1] = t1, s[2] = t2, s[3] = t3, s[4] = t4, s[5] = t5;
   }
 }
+
+/* One row by `width` columns (whole panels but maybe the last) requantized to int8 as it goes, when every shift is
+   above 32 (dpl_requant_fixed_high): no sums stored and read back. mul, shift and col_add (the bias) start at this
+   call's column 0. */
+static GL_NOINLINE void gl_row_1_fixed(const int8_t *row, const uint32_t *w, int32_t width, int32_t k_dim,
+                                       int32_t k_chunk, uint32_t row_corr, const uint32_t *col_add,
+                                       const int32_t *mul, const int32_t *shift, const dpl_requant_t *rq, int8_t *y) {
+  const int8_t *const last = row + k_dim;
+  const int32_t out_zp = rq->out_zp, lo = rq->lo, hi = rq->hi;
+  const uint32_t range = (uint32_t)hi - (uint32_t)lo;
+  int8_t *const y_end = y + width;
+#define GL_OUT(c, t)                                                                                     \
+  y[c] = (int8_t)dpl_requant_fixed_high((int32_t)((uint32_t)(t) + row_corr + col_add[c]), mul[c],       \
+                                        shift[c] - 33, out_zp, lo, hi, range);
+  while (y_end - y >= 2 * DPL_GEMM_S8_LANES_PANEL) {
+    const uint32_t *v = w + 4 * k_dim;
+    GL_PAIR_SUMS(row, last, w, v, k_chunk)
+    GL_OUT(0, t0) GL_OUT(1, t1) GL_OUT(2, t2) GL_OUT(3, t3) GL_OUT(4, t4) GL_OUT(5, t5)
+    GL_OUT(6, t6) GL_OUT(7, t7) GL_OUT(8, t8) GL_OUT(9, t9) GL_OUT(10, t10) GL_OUT(11, t11)
+    w = v, y += 2 * DPL_GEMM_S8_LANES_PANEL, col_add += 2 * DPL_GEMM_S8_LANES_PANEL;
+    mul += 2 * DPL_GEMM_S8_LANES_PANEL, shift += 2 * DPL_GEMM_S8_LANES_PANEL;
+  }
+  while (y_end - y >= DPL_GEMM_S8_LANES_PANEL) {
+    GL_PANEL_SUMS(row, last, w, k_chunk)
+    GL_OUT(0, t0) GL_OUT(1, t1) GL_OUT(2, t2) GL_OUT(3, t3) GL_OUT(4, t4) GL_OUT(5, t5)
+    y += DPL_GEMM_S8_LANES_PANEL, col_add += DPL_GEMM_S8_LANES_PANEL, mul += DPL_GEMM_S8_LANES_PANEL;
+    shift += DPL_GEMM_S8_LANES_PANEL;
+  }
+  if (y != y_end) { /* the last panel's columns */
+    int32_t c;
+    GL_PANEL_SUMS(row, last, w, k_chunk)
+    {
+      const int32_t sums[DPL_GEMM_S8_LANES_PANEL] = {t0, t1, t2, t3, t4, t5};
+      for (c = 0; c < y_end - y; ++c) GL_OUT(c, sums[c])
+    }
+  }
+#undef GL_OUT
+}
+#undef GL_STEP
+#undef GL_PAIR_STEP
 
 /* The sums of rows r0 and r0 + lda by `count` panels from w on, into s and t (as gl_row_1): the words are
    loaded once for both rows. */
@@ -145,6 +224,10 @@ void dpl_gemm_s8_lanes(const int8_t *a, int32_t lda, const uint32_t *panels, int
       int32_t s[2 * columns];
       if (rows == 2) {
         gl_rows_2(row, lda, w, count, k_dim, k_chunk, s, s + columns);
+      } else if (high_shifts) {
+        gl_row_1_fixed(row, w, width, k_dim, k_chunk, row_corr[0], col_add, rq->mul + n0, rq->shift + n0, rq,
+                       (int8_t *)y + m0 * ldy + n0);
+        continue;
       } else {
         gl_row_1(row, w, count, k_dim, k_chunk, s);
       }

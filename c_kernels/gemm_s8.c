@@ -76,41 +76,28 @@ static void gs8_put(int8_t *y, int32_t t, int32_t lo, int32_t hi) {
   *y = (int8_t)(t < lo ? lo : t > hi ? hi : t);
 }
 
-/* The high word of a * b (one mulh). */
-static int32_t gs8_mulh(int32_t a, int32_t b) { return (int32_t)(((int64_t)a * (int64_t)b) >> 32); }
-
 /* DPL_REQUANT_FIXED when every shift of the chunk is above 32 (a scale ratio below 1/4, as QDQ layers have) and
-   lo <= hi: gs8_scale's rounding (q >> 1) + (q & 1) is (q + 1) >> 1, and the clamp is one unsigned compare
-   of t - lo (mod 2^32) against hi - lo while t is in range. About 15 instructions an output: at K = 64 a
-   single-row GEMM's requantization costs a quarter of an instruction per MAC. */
+   lo <= hi: dpl_requant_fixed_high, about 15 instructions an output: at K = 64 a single-row GEMM's
+   requantization costs a quarter of an instruction per MAC. */
 static GS8_INLINE void gs8_store_fixed_high(const int32_t *s, int32_t rows, int32_t width, const uint32_t *row_corr,
-                                 const uint32_t *col_add, const int32_t *mul, const int32_t *shift,
-                                 int8_t *y, int32_t ldy, const dpl_requant_t *rq) {
+                                            const uint32_t *col_add, const int32_t *mul, const int32_t *shift,
+                                            int8_t *y, int32_t ldy, const dpl_requant_t *rq) {
   const int32_t out_zp = rq->out_zp, lo = rq->lo, hi = rq->hi;
   const uint32_t range = (uint32_t)hi - (uint32_t)lo;
   int32_t i, j;
 /* output j of the row: 4 at a time, so that every operand is an immediate offset from its pointer */
-#define GS8_FIXED_OUT(j)                                                                                    \
-  {                                                                                                         \
-    const int32_t q = gs8_mulh(gs8_to_i32((uint32_t)s[j] + r + col_add[j]), mul[j]) >> (shift[j] - 33);    \
-    int32_t t = ((q + 1) >> 1) + out_zp;                                                                    \
-    if ((uint32_t)t - (uint32_t)lo > range) t = t < lo ? lo : hi;                                           \
-    y[j] = (int8_t)t;                                                                                       \
-  }
+#define GS8_FIXED_OUT(j)                                                                                      \
+  y[j] = (int8_t)dpl_requant_fixed_high(gs8_to_i32((uint32_t)s[j] + r + col_add[j]), mul[j], shift[j] - 33, \
+                                        out_zp, lo, hi, range);
   if (rows == 2) {
     /* both rows of a column at once: its bias, multiplier and shift are loaded once */
     const uint32_t r0 = row_corr[0], r1 = row_corr[1];
     for (j = 0; j < width; ++j) {
       const uint32_t add = col_add[j];
       const int32_t m = mul[j], sh = shift[j] - 33;
-      int32_t q0 = gs8_mulh(gs8_to_i32((uint32_t)s[j] + r0 + add), m) >> sh;
-      int32_t q1 = gs8_mulh(gs8_to_i32((uint32_t)s[GS8_WIDE + j] + r1 + add), m) >> sh;
-      q0 = ((q0 + 1) >> 1) + out_zp;
-      q1 = ((q1 + 1) >> 1) + out_zp;
-      if ((uint32_t)q0 - (uint32_t)lo > range) q0 = q0 < lo ? lo : hi;
-      if ((uint32_t)q1 - (uint32_t)lo > range) q1 = q1 < lo ? lo : hi;
-      y[j] = (int8_t)q0;
-      y[ldy + j] = (int8_t)q1;
+      y[j] = (int8_t)dpl_requant_fixed_high(gs8_to_i32((uint32_t)s[j] + r0 + add), m, sh, out_zp, lo, hi, range);
+      y[ldy + j] = (int8_t)dpl_requant_fixed_high(gs8_to_i32((uint32_t)s[GS8_WIDE + j] + r1 + add), m, sh, out_zp,
+                                                  lo, hi, range);
     }
     return;
   }
