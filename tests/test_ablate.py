@@ -69,7 +69,7 @@ def test_grid_spans_every_combination_with_defaults(grid_file):
     points = load_grid(grid_file)
     assert len(points) == 8
     assert points[0] == Point(str(grid_file.parent / "mlp.onnx"), "siracusa", "tvm", 1, 256, 2048, "cpsat", "cpsat",
-                              "gcc", "-O2", "qemu")
+                              True, "gcc", "-O2", "qemu")
     assert [(p.build, p.cores, p.compiler) for p in points[-2:]] == [("cluster", 8, "gcc"), ("cluster", 8, "clang")]
     generic = parse_grid('[grid]\nmodel = ["lm:stories260K"]\nplatform = ["generic"]', grid_file.parent)
     assert [(p.cores, p.l1_kib, p.l2_kib) for p in generic] == [(1, 64, 512)]

@@ -139,3 +139,10 @@ def test_planner_packs_constant_int8_weights():
     assert plain.mcpu == "siracusa,npu=0,lanes=0"
     plain_choice = engines.choose_engine(spec, plain)
     assert plain_choice.tiling.b_lanes_chunk == 0 and plain_choice.tiling.dma_in_bytes == 64 + 64 * 48
+
+
+def test_planner_keeps_int8_weights_where_lanes_do_not_fit_l1():
+    """The packed panel of 6 columns x 64 k steps alone needs 1 KiB: at L1 = 1 KiB B stays int8 (1 x 1 tiles fit)."""
+    platform = get_platform("siracusa").with_overrides(npu=False, l1_bytes=1024)
+    choice = engines.choose_engine(_linear_spec(np.random.default_rng(0)), platform)
+    assert choice.tiling.b_lanes_chunk == 0 and choice.tiling.l1_bytes <= 1024

@@ -61,15 +61,19 @@ def choose_engine(spec: GemmSpec, platform: Platform) -> EngineChoice:
     applies) and keep the one with the fewest modelled cycles."""
     candidates, reasons, errors = [], [], []
     refusal = npu_refusal(spec, platform)
-    for engine, b_lanes_chunk in (("cluster", lanes_chunk(spec, platform)), ("npu", 0)):
+    for engine in ("cluster", "npu"):
         if engine == "npu" and refusal:
             reasons.append((engine, refusal))
             continue
-        try:
-            candidates.append(tile_gemm(spec, platform, engine, b_lanes_chunk=b_lanes_chunk))
-        except TilingError as err:
-            reasons.append((engine, str(err)))
-            errors.append(err)
+        # on the cluster, B in lane words where its larger blocks fit L1, else as stored
+        for b_lanes_chunk in dict.fromkeys((lanes_chunk(spec, platform), 0) if engine == "cluster" else (0,)):
+            try:
+                candidates.append(tile_gemm(spec, platform, engine, b_lanes_chunk=b_lanes_chunk))
+                break
+            except TilingError as err:
+                if not b_lanes_chunk:
+                    reasons.append((engine, str(err)))
+                    errors.append(err)
     if not candidates:
         raise errors[0]
     best = min(candidates, key=lambda t: (t.modelled_cycles, t.engine))
