@@ -151,21 +151,31 @@ static GL_NOINLINE void gl_row_1_fixed(const int8_t *row, const uint32_t *w, int
 #undef GL_STEP
 #undef GL_PAIR_STEP
 
-/* The sums of rows r0 and r0 + lda by `count` panels from w on, into s and t (as gl_row_1): the words are
-   loaded once for both rows. */
-static GL_NOINLINE void gl_rows_2(const int8_t *r0, int32_t lda, const uint32_t *w, int32_t count,
-                                  int32_t k_dim, int32_t k_chunk, int32_t *s, int32_t *t) {
-  const int8_t *const last = r0 + k_dim;
-  int32_t p;
-  for (p = 0; p < count; ++p, s += DPL_GEMM_S8_LANES_PANEL, t += DPL_GEMM_S8_LANES_PANEL) {
-    const int8_t *x0 = r0, *x1 = r0 + lda;
-    s[0] = s[1] = s[2] = s[3] = s[4] = s[5] = 0;
-    t[0] = t[1] = t[2] = t[3] = t[4] = t[5] = 0;
-    while (x0 != last) {
-      const int8_t *const end = last - x0 > k_chunk ? x0 + k_chunk : last;
-      const int8_t *const group_end = x0 + ((end - x0) & ~1);
-      uint32_t a0 = 0, b0 = 0, a1 = 0, b1 = 0, c0 = 0, d0 = 0, c1 = 0, d1 = 0;
-#define GL_STEP(u)                                                                          \
+/* The six sums of rows r0 and r1 (r0 .. last) by the panel at w into t0 .. t5 and u0 .. u5, w left at the next
+   panel: the words are loaded once for both rows. */
+#define GL_PANEL_SUMS_2(r0, r1, last, w, k_chunk)                                                            \
+  int32_t t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0, u0 = 0, u1 = 0, u2 = 0, u3 = 0, u4 = 0, u5 = 0;    \
+  {                                                                                                          \
+    const int8_t *x0 = r0, *x1 = r1;                                                                         \
+    while (x0 != last) {                                                                                     \
+      const int8_t *const end = last - x0 > k_chunk ? x0 + k_chunk : last;                                   \
+      const int8_t *const group_end = x0 + ((end - x0) & ~1);                                                \
+      uint32_t a0 = 0, b0 = 0, a1 = 0, b1 = 0, c0 = 0, d0 = 0, c1 = 0, d1 = 0;                               \
+      while (x0 != group_end) {                                                                              \
+        GL_STEP_2(0) GL_STEP_2(1)                                                                            \
+        x0 += 2, x1 += 2, w += 8;                                                                            \
+      }                                                                                                      \
+      if (x0 != end) {                                                                                       \
+        GL_STEP_2(0)                                                                                         \
+        x0 += 1, x1 += 1, w += 4;                                                                            \
+      }                                                                                                      \
+      GL_TAKE(a0, b0, t0, t1, t2)                                                                            \
+      GL_TAKE(a1, b1, t3, t4, t5)                                                                            \
+      GL_TAKE(c0, d0, u0, u1, u2)                                                                            \
+      GL_TAKE(c1, d1, u3, u4, u5)                                                                            \
+    }                                                                                                        \
+  }
+#define GL_STEP_2(u)                                                                        \
   {                                                                                         \
     const uint32_t v = (uint32_t)(int32_t)x0[u], z = (uint32_t)(int32_t)x1[u];              \
     uint32_t word = w[4 * (u)];                                                             \
@@ -178,22 +188,56 @@ static GL_NOINLINE void gl_rows_2(const int8_t *r0, int32_t lda, const uint32_t 
     b1 += v * word, d1 += z * word;                                                         \
     GL_IN_ORDER();                                                                          \
   }
-      while (x0 != group_end) {
-        GL_STEP(0) GL_STEP(1)
-        x0 += 2, x1 += 2, w += 8;
-      }
-      if (x0 != end) {
-        GL_STEP(0)
-        x0 += 1, x1 += 1, w += 4;
-      }
-#undef GL_STEP
-      GL_TAKE(a0, b0, s[0], s[1], s[2])
-      GL_TAKE(a1, b1, s[3], s[4], s[5])
-      GL_TAKE(c0, d0, t[0], t[1], t[2])
-      GL_TAKE(c1, d1, t[3], t[4], t[5])
-    }
+
+/* The sums of rows r0 and r0 + lda by `count` panels from w on, into s and t (as gl_row_1). */
+static GL_NOINLINE void gl_rows_2(const int8_t *r0, int32_t lda, const uint32_t *w, int32_t count,
+                                  int32_t k_dim, int32_t k_chunk, int32_t *s, int32_t *t) {
+  const int8_t *const last = r0 + k_dim;
+  int32_t p;
+  for (p = 0; p < count; ++p, s += DPL_GEMM_S8_LANES_PANEL, t += DPL_GEMM_S8_LANES_PANEL) {
+    GL_PANEL_SUMS_2(r0, r0 + lda, last, w, k_chunk)
+    s[0] = t0, s[1] = t1, s[2] = t2, s[3] = t3, s[4] = t4, s[5] = t5;
+    t[0] = u0, t[1] = u1, t[2] = u2, t[3] = u3, t[4] = u4, t[5] = u5;
   }
 }
+
+/* gl_row_1_fixed for rows r0 and r0 + lda (into y and y + ldy): a column's bias, multiplier and shift are loaded
+   once for both. */
+static GL_NOINLINE void gl_rows_2_fixed(const int8_t *r0, int32_t lda, const uint32_t *w, int32_t width,
+                                        int32_t k_dim, int32_t k_chunk, const uint32_t *row_corr,
+                                        const uint32_t *col_add, const int32_t *mul, const int32_t *shift,
+                                        const dpl_requant_t *rq, int8_t *y, int32_t ldy) {
+  const int8_t *const last = r0 + k_dim;
+  const int32_t out_zp = rq->out_zp, lo = rq->lo, hi = rq->hi;
+  const uint32_t range = (uint32_t)hi - (uint32_t)lo, corr0 = row_corr[0], corr1 = row_corr[1];
+  int8_t *const y_end = y + width;
+#define GL_OUT_2(c, t, u)                                                                                 \
+  {                                                                                                       \
+    const uint32_t add = col_add[c];                                                                      \
+    const int32_t m = mul[c], sh = shift[c] - 33;                                                         \
+    y[c] = (int8_t)dpl_requant_fixed_high((int32_t)((uint32_t)(t) + corr0 + add), m, sh, out_zp, lo, hi, range); \
+    y[ldy + (c)] = (int8_t)dpl_requant_fixed_high((int32_t)((uint32_t)(u) + corr1 + add), m, sh, out_zp, lo, hi, \
+                                                  range);                                                 \
+  }
+  while (y_end - y >= DPL_GEMM_S8_LANES_PANEL) {
+    GL_PANEL_SUMS_2(r0, r0 + lda, last, w, k_chunk)
+    GL_OUT_2(0, t0, u0) GL_OUT_2(1, t1, u1) GL_OUT_2(2, t2, u2) GL_OUT_2(3, t3, u3) GL_OUT_2(4, t4, u4)
+    GL_OUT_2(5, t5, u5)
+    y += DPL_GEMM_S8_LANES_PANEL, col_add += DPL_GEMM_S8_LANES_PANEL, mul += DPL_GEMM_S8_LANES_PANEL;
+    shift += DPL_GEMM_S8_LANES_PANEL;
+  }
+  if (y != y_end) { /* the last panel's columns */
+    int32_t c;
+    GL_PANEL_SUMS_2(r0, r0 + lda, last, w, k_chunk)
+    {
+      const int32_t first[DPL_GEMM_S8_LANES_PANEL] = {t0, t1, t2, t3, t4, t5};
+      const int32_t second[DPL_GEMM_S8_LANES_PANEL] = {u0, u1, u2, u3, u4, u5};
+      for (c = 0; c < y_end - y; ++c) GL_OUT_2(c, first[c], second[c])
+    }
+  }
+#undef GL_OUT_2
+}
+#undef GL_STEP_2
 
 /* panels whose sums are kept at a time (stack bytes: 2 rows x 4 per column) */
 #define GL_PANELS 8
@@ -222,7 +266,11 @@ void dpl_gemm_s8_lanes(const int8_t *a, int32_t lda, const uint32_t *panels, int
       const uint32_t *const w = panels + (uint32_t)(n0 / DPL_GEMM_S8_LANES_PANEL) * 4u * (uint32_t)k_dim;
       const uint32_t *const col_add = bias ? (const uint32_t *)bias + n0 : no_bias;
       int32_t s[2 * columns];
-      if (rows == 2) {
+      if (rows == 2 && high_shifts) {
+        gl_rows_2_fixed(row, lda, w, width, k_dim, k_chunk, row_corr, col_add, rq->mul + n0, rq->shift + n0, rq,
+                        (int8_t *)y + m0 * ldy + n0, ldy);
+        continue;
+      } else if (rows == 2) {
         gl_rows_2(row, lda, w, count, k_dim, k_chunk, s, s + columns);
       } else if (high_shifts) {
         gl_row_1_fixed(row, w, width, k_dim, k_chunk, row_corr[0], col_add, rq->mul + n0, rq->shift + n0, rq,
