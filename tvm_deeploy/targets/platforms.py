@@ -46,9 +46,9 @@ class ClusterCosts:
     # int8: our dpl_gemm_s8 with FIXED requantization, 64x256x64 on rv32imc, gcc 12 -O2, counted with
     # qemu -icount (3.04 instructions per MAC; tvm_deeploy/targets/kernel_count.py measures it); fp32: twice
     # that, an unmeasured allowance for the FPU's longer latency.
-    # int8_lanes: dpl_gemm_s8_lanes (a constant B packed in lane words, plan/lanes.py) measured the same way (2.49;
+    # int8_lanes: dpl_gemm_s8_lanes (a constant B packed in lane words, plan/lanes.py) measured the same way (2.45;
     # kernel_count.gemm_s8_count(64, 256, 64, requantize=True, lanes=True)).
-    milli_cycles_per_mac: tuple[tuple[str, int], ...] = (("int8", 3040), ("int8_lanes", 2490), ("float32", 6080))
+    milli_cycles_per_mac: tuple[tuple[str, int], ...] = (("int8", 3040), ("int8_lanes", 2450), ("float32", 6080))
     tile_overhead_cycles: int = 200  # fork/join over the cores and loop bookkeeping per tile (assumed)
     # Attention, per key of a row: fp32 expf, int8 a table lookup (assumed); per key block: two
     # barriers and core 0's DMA bookkeeping (assumed).
