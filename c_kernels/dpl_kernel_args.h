@@ -7,6 +7,9 @@
 
 #include <stdint.h>
 
+/* columns per panel of a B packed in lane words (tvm_deeploy/plan/lanes.py) */
+#define DPL_GEMM_S8_LANES_PANEL 6
+
 /* The element type of a kernel's operands. */
 enum dpl_dtype {
   /* float */
@@ -79,6 +82,9 @@ typedef struct dpl_gemm_plan {
   int32_t a_zp;                   /* DPL_S8 only */
   int32_t b_zp;                   /* DPL_S8 only */
   int32_t engine;                 /* enum dpl_engine */
+  int32_t b_lanes_chunk;          /* DPL_S8 on the cluster: 0, B as laid out; > 0, B packed in lane words
+(dpl_gemm_s8_lanes: panels of DPL_GEMM_S8_LANES_PANEL columns, b_transposed 0, a_zp 0),
+the sums taken out every b_lanes_chunk k steps */
 } dpl_gemm_plan_t;
 
 /* Element strides of a 4-D (batch, head, sequence, feature) view of a tensor;

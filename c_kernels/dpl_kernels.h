@@ -39,6 +39,34 @@ void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int
                  void *y, int32_t ldy, int32_t m_dim, int32_t n_dim, int32_t k_dim,
                  int32_t a_zp, int32_t b_zp, const dpl_requant_t *rq);
 
+/* dpl_gemm_s8 with a constant B packed in lane words (c_kernels/gemm_lanes.c, tvm_deeploy/plan/lanes.py):
+   panels of DPL_GEMM_S8_LANES_PANEL columns, [panel][k][4] words, the first panel at column 0 of this call; the
+   sums are taken out of the lanes every k_chunk steps. No activation zero point (folded into rq's bias). */
+void dpl_gemm_s8_lanes(const int8_t *a, int32_t lda, const uint32_t *panels, int32_t k_chunk, void *y,
+                       int32_t ldy, int32_t m_dim, int32_t n_dim, int32_t k_dim, int32_t b_zp,
+                       const dpl_requant_t *rq);
+
+/* DPL_REQUANT_FIXED of one corrected accumulator `acc` (bias and zero points in) when the column's shift is above
+   32 and lo <= hi, the case QDQ layers have: q = floor(acc * mul / 2^(shift - 1)) needs only the high word of the
+   product, the rounding (q >> 1) + (q & 1) is (q + 1) >> 1, and the clamp is one unsigned compare while the value
+   is in range. sh33 = shift - 33, range = hi - lo. >> on a negative int32 is arithmetic (gcc guarantees it). */
+static inline int32_t dpl_requant_fixed_high(int32_t acc, int32_t mul, int32_t sh33, int32_t out_zp, int32_t lo,
+                                             int32_t hi, uint32_t range) {
+  const int32_t q = (int32_t)(((int64_t)acc * (int64_t)mul) >> 32) >> sh33;
+  const int32_t t = ((q + 1) >> 1) + out_zp;
+  return (uint32_t)t - (uint32_t)lo > range ? (t < lo ? lo : hi) : t;
+}
+
+/* dpl_gemm_s8's parts that dpl_gemm_s8_lanes shares: a row's sum; whether the fast FIXED store applies to
+   columns n0 .. n0 + cols - 1; the requantizing store of a block of sums (row i of s at s + i *
+   DPL_GEMM_S8_BLOCK) with each row's zero-point correction and col_add[j] (bias minus column correction). */
+#define DPL_GEMM_S8_BLOCK 16
+int32_t dpl_gemm_s8_row_sum(const int8_t *a, int32_t k_dim);
+int32_t dpl_gemm_s8_high_shifts(const dpl_requant_t *rq, int32_t n0, int32_t cols);
+void dpl_gemm_s8_store(const int32_t *s, int32_t rows, int32_t width, const uint32_t *row_corr,
+                       const uint32_t *col_add, int32_t n, void *y, int32_t ldy, const dpl_requant_t *rq,
+                       int32_t high_shifts);
+
 /* A GEMM cut into output tiles that fit L1 (the tiler's plan), run with double-buffered DMA:
    while tile i computes, tile i+1's operands come in and tile i-1's result goes out; each tile's
    rows (or, for tiles with fewer rows than cores and at least as many columns, its columns) are

@@ -23,7 +23,7 @@
 /* columns whose bias and column correction are kept at a time (stack bytes: 4 per column) */
 #define GS8_CHUNK 64
 /* the widest register block: row i of a block's sums is s[GS8_WIDE * i ...] */
-#define GS8_WIDE 16
+#define GS8_WIDE DPL_GEMM_S8_BLOCK
 /* the longest reduction whose pairs of rows are packed into one word per k (stack bytes: 4 per k) */
 #define GS8_PACK_K 256
 
@@ -33,6 +33,13 @@
 #define GS8_NOINLINE __attribute__((noinline))
 #else
 #define GS8_NOINLINE
+#endif
+/* The fast store stays inline in dpl_gemm_s8's loop, though dpl_gemm_s8_store calls it too: a call per 4-column
+   block of a single row would cost a tenth of an instruction per MAC. */
+#if defined(__GNUC__)
+#define GS8_INLINE __inline__ __attribute__((always_inline))
+#else
+#define GS8_INLINE
 #endif
 
 /* Every int32 value produced by wrap-around arithmetic goes through here: uint32_t -> int32_t
@@ -69,41 +76,28 @@ static void gs8_put(int8_t *y, int32_t t, int32_t lo, int32_t hi) {
   *y = (int8_t)(t < lo ? lo : t > hi ? hi : t);
 }
 
-/* The high word of a * b (one mulh). */
-static int32_t gs8_mulh(int32_t a, int32_t b) { return (int32_t)(((int64_t)a * (int64_t)b) >> 32); }
-
 /* DPL_REQUANT_FIXED when every shift of the chunk is above 32 (a scale ratio below 1/4, as QDQ layers have) and
-   lo <= hi: gs8_scale's rounding (q >> 1) + (q & 1) is (q + 1) >> 1, and the clamp is one unsigned compare
-   of t - lo (mod 2^32) against hi - lo while t is in range. About 15 instructions an output: at K = 64 a
-   single-row GEMM's requantization costs a quarter of an instruction per MAC. */
-static void gs8_store_fixed_high(const int32_t *s, int32_t rows, int32_t width, const uint32_t *row_corr,
-                                 const uint32_t *col_add, const int32_t *mul, const int32_t *shift,
-                                 int8_t *y, int32_t ldy, const dpl_requant_t *rq) {
+   lo <= hi: dpl_requant_fixed_high, about 15 instructions an output: at K = 64 a single-row GEMM's
+   requantization costs a quarter of an instruction per MAC. */
+static GS8_INLINE void gs8_store_fixed_high(const int32_t *s, int32_t rows, int32_t width, const uint32_t *row_corr,
+                                            const uint32_t *col_add, const int32_t *mul, const int32_t *shift,
+                                            int8_t *y, int32_t ldy, const dpl_requant_t *rq) {
   const int32_t out_zp = rq->out_zp, lo = rq->lo, hi = rq->hi;
   const uint32_t range = (uint32_t)hi - (uint32_t)lo;
   int32_t i, j;
 /* output j of the row: 4 at a time, so that every operand is an immediate offset from its pointer */
-#define GS8_FIXED_OUT(j)                                                                                    \
-  {                                                                                                         \
-    const int32_t q = gs8_mulh(gs8_to_i32((uint32_t)s[j] + r + col_add[j]), mul[j]) >> (shift[j] - 33);    \
-    int32_t t = ((q + 1) >> 1) + out_zp;                                                                    \
-    if ((uint32_t)t - (uint32_t)lo > range) t = t < lo ? lo : hi;                                           \
-    y[j] = (int8_t)t;                                                                                       \
-  }
+#define GS8_FIXED_OUT(j)                                                                                      \
+  y[j] = (int8_t)dpl_requant_fixed_high(gs8_to_i32((uint32_t)s[j] + r + col_add[j]), mul[j], shift[j] - 33, \
+                                        out_zp, lo, hi, range);
   if (rows == 2) {
     /* both rows of a column at once: its bias, multiplier and shift are loaded once */
     const uint32_t r0 = row_corr[0], r1 = row_corr[1];
     for (j = 0; j < width; ++j) {
       const uint32_t add = col_add[j];
       const int32_t m = mul[j], sh = shift[j] - 33;
-      int32_t q0 = gs8_mulh(gs8_to_i32((uint32_t)s[j] + r0 + add), m) >> sh;
-      int32_t q1 = gs8_mulh(gs8_to_i32((uint32_t)s[GS8_WIDE + j] + r1 + add), m) >> sh;
-      q0 = ((q0 + 1) >> 1) + out_zp;
-      q1 = ((q1 + 1) >> 1) + out_zp;
-      if ((uint32_t)q0 - (uint32_t)lo > range) q0 = q0 < lo ? lo : hi;
-      if ((uint32_t)q1 - (uint32_t)lo > range) q1 = q1 < lo ? lo : hi;
-      y[j] = (int8_t)q0;
-      y[ldy + j] = (int8_t)q1;
+      y[j] = (int8_t)dpl_requant_fixed_high(gs8_to_i32((uint32_t)s[j] + r0 + add), m, sh, out_zp, lo, hi, range);
+      y[ldy + j] = (int8_t)dpl_requant_fixed_high(gs8_to_i32((uint32_t)s[GS8_WIDE + j] + r1 + add), m, sh, out_zp,
+                                                  lo, hi, range);
     }
     return;
   }
@@ -463,6 +457,29 @@ static int32_t gs8_high_shifts(const dpl_requant_t *rq, int32_t n0, int32_t cols
   return 1;
 }
 
+/* dpl_gemm_s8_store, kept inline in dpl_gemm_s8's loop over the blocks */
+static GS8_INLINE void gs8_store(const int32_t *s, int32_t rows, int32_t width, const uint32_t *row_corr,
+                                 const uint32_t *col_add, int32_t n, void *y, int32_t ldy, const dpl_requant_t *rq,
+                                 int32_t high_shifts) {
+  if (high_shifts) {
+    gs8_store_fixed_high(s, rows, width, row_corr, col_add, rq->mul + n, rq->shift + n, (int8_t *)y, ldy, rq);
+  } else {
+    gs8_store_block(s, rows, width, row_corr, col_add, n, y, ldy, rq);
+  }
+}
+
+int32_t dpl_gemm_s8_row_sum(const int8_t *a, int32_t k_dim) { return gs8_sum(a, 1, k_dim); }
+
+int32_t dpl_gemm_s8_high_shifts(const dpl_requant_t *rq, int32_t n0, int32_t cols) {
+  return gs8_high_shifts(rq, n0, cols);
+}
+
+void dpl_gemm_s8_store(const int32_t *s, int32_t rows, int32_t width, const uint32_t *row_corr,
+                       const uint32_t *col_add, int32_t n, void *y, int32_t ldy, const dpl_requant_t *rq,
+                       int32_t high_shifts) {
+  gs8_store(s, rows, width, row_corr, col_add, n, y, ldy, rq, high_shifts);
+}
+
 void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int32_t b_transposed,
                  void *y, int32_t ldy, int32_t m_dim, int32_t n_dim, int32_t k_dim,
                  int32_t a_zp, int32_t b_zp, const dpl_requant_t *rq) {
@@ -494,13 +511,8 @@ void dpl_gemm_s8(const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb, int
         int32_t s[2 * GS8_WIDE];
         width = gs8_block(arow, lda, rows, pack && rows == 2 ? packed : 0, b + n * bcol, ldb, b_transposed,
                           n0 + cols - n, k_dim, s);
-        uint8_t *const out = (uint8_t *)y + out_elem * (m0 * ldy + n);
-        if (high_shifts) {
-          gs8_store_fixed_high(s, rows, width, row_corr, col_add + (n - n0), rq->mul + n, rq->shift + n,
-                               (int8_t *)out, ldy, rq);
-        } else {
-          gs8_store_block(s, rows, width, row_corr, col_add + (n - n0), n, out, ldy, rq);
-        }
+        gs8_store(s, rows, width, row_corr, col_add + (n - n0), n, (uint8_t *)y + out_elem * (m0 * ldy + n), ldy, rq,
+                  high_shifts);
       }
     }
   }

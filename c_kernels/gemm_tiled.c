@@ -59,9 +59,18 @@ static void gt_fetch_a(const dpl_gemm_plan_t *p, const gt_tile_t *tile, const ui
   dpl_dma_start_1d(job, dst, src, (uint32_t)tile->rows * (uint32_t)p->k * elem, DPL_DMA_TO_L1);
 }
 
+/* Bytes of a lane-packed B block of `cols` columns (whole panels, all of k). */
+static uint32_t gt_lanes_bytes(const dpl_gemm_plan_t *p, int32_t cols) {
+  const uint32_t panels = (uint32_t)(cols + DPL_GEMM_S8_LANES_PANEL - 1) / DPL_GEMM_S8_LANES_PANEL;
+  return panels * (uint32_t)p->k * 4u * (uint32_t)sizeof(uint32_t);
+}
+
 static void gt_fetch_b(const dpl_gemm_plan_t *p, const gt_tile_t *tile, const uint8_t *b, uint32_t elem,
                        uint8_t *dst, dpl_dma_job_t *job) {
-  if (p->b_transposed) {
+  if (p->b_lanes_chunk) {
+    /* tile->n0 is a whole number of panels: the block is the panels' words, one transfer */
+    dpl_dma_start_1d(job, dst, b + gt_lanes_bytes(p, tile->n0), gt_lanes_bytes(p, tile->cols), DPL_DMA_TO_L1);
+  } else if (p->b_transposed) {
     const uint8_t *src = b + ((uint32_t)tile->b_off + (uint32_t)tile->n0 * (uint32_t)p->k) * elem;
     dpl_dma_start_1d(job, dst, src, (uint32_t)tile->cols * (uint32_t)p->k * elem, DPL_DMA_TO_L1);
   } else {
@@ -95,8 +104,8 @@ static void gt_npu_tile(const gt_work_t *w, const int8_t *weights) {
 
 /* One core's share of a tile: a contiguous range of rows, or of columns when the tile has fewer
    rows than cores but at least as many columns. A column share is a whole number of gemm_s8's
-   register blocks (8 columns, or 4 when the tile is narrower than 8 per core): a single-row share
-   left with odd columns would run them one at a time, at twice the instructions per MAC. */
+   register blocks (8 columns, or 4 when the tile is narrower than 8 per core; a lane-packed B's panels):
+   a single-row share left with odd columns would run them one at a time, at twice the instructions per MAC. */
 static void gt_core(void *arg) {
   const gt_work_t *w = (const gt_work_t *)arg;
   const dpl_gemm_plan_t *p = w->plan;
@@ -107,7 +116,7 @@ static void gt_core(void *arg) {
   int32_t ldb;
   if (w->rows < w->cores && w->cols >= w->cores) {
     const int32_t even = (w->cols + w->cores - 1) / w->cores;
-    const int32_t block = even > 4 ? 8 : 4;
+    const int32_t block = p->b_lanes_chunk ? DPL_GEMM_S8_LANES_PANEL : even > 4 ? 8 : 4;
     const int32_t share = (even + block - 1) / block * block;
     c0 = core * share;
     c1 = c0 + share < w->cols ? c0 + share : w->cols;
@@ -140,8 +149,14 @@ static void gt_core(void *arg) {
       if (rq_sub.shift) rq_sub.shift += col;
       rq = &rq_sub;
     }
-    dpl_gemm_s8(a_blk + r0 * k, k, b_blk + (p->b_transposed ? c0 * k : c0), ldb, p->b_transposed,
-                y_sub, w->cols, r1 - r0, c1 - c0, k, p->a_zp, p->b_zp, rq);
+    if (p->b_lanes_chunk) {
+      const uint32_t *panels = (const uint32_t *)(const void *)(w->b_blk + gt_lanes_bytes(p, c0));
+      dpl_gemm_s8_lanes(a_blk + r0 * k, k, panels, p->b_lanes_chunk, y_sub, w->cols, r1 - r0, c1 - c0, k,
+                        p->b_zp, rq);
+    } else {
+      dpl_gemm_s8(a_blk + r0 * k, k, b_blk + (p->b_transposed ? c0 * k : c0), ldb, p->b_transposed,
+                  y_sub, w->cols, r1 - r0, c1 - c0, k, p->a_zp, p->b_zp, rq);
+    }
   }
 }
 

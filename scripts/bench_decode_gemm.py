@@ -5,8 +5,9 @@
 One dpl_gemm_s8 call on one hart (rv32imc, gcc -O2, `tvm_deeploy.targets.kernel_count`), requantized to
 int8 with the fixed-point scaling QDQ layers use, for M = 1..4 rows (a decode step's token, or a few),
 K = 64 and N = 32, 64, 256 (B as [k, n]) and N = 64 with B transposed ([n, k]); N = 32 and 8 are a
-core's share of a split GEMV. Each call is checked against the NumPy reference (errors must be 0).
-Prints a table and writes JSON.
+core's share of a split GEMV. Beside each [k, n] row, the same GEMM on dpl_gemm_s8_lanes with B packed in lane
+words (plan/lanes.py; 2.67x the weight bytes). Each call is checked against the NumPy reference (errors must
+be 0). Prints a table and writes JSON.
 """
 
 from __future__ import annotations
@@ -31,15 +32,17 @@ def main(argv=None) -> int:
         print(f"missing {', '.join(missing)}: run scripts/setup.sh", file=sys.stderr)
         return 2
     rows = []
-    print(f"{'M':>2} {'N':>4} {'B':>3} {'instructions':>13} {'per MAC':>8} errors")
+    print(f"{'M':>2} {'N':>4} {'B':>5} {'instructions':>13} {'per MAC':>8} errors")
     for m in (1, 2, 3, 4):
         for n, transposed in SHAPES:
-            count = kernel_count.gemm_s8_count(m, n, args.k, transposed=transposed, requantize=True)
-            rows.append({"m": m, "n": n, "k": args.k, "b_transposed": transposed, "isa": "rv32imc",
-                         "instructions": count.instructions, "per_mac": round(count.per_mac, 3),
-                         "errors": count.errors})
-            print(f"{m:>2} {n:>4} {'T' if transposed else '':>3} {count.instructions:>13,} {count.per_mac:>8.3f} "
-                  f"{count.errors}", flush=True)
+            for lanes in (False, True) if not transposed else (False,):
+                count = kernel_count.gemm_s8_count(m, n, args.k, transposed=transposed, requantize=True, lanes=lanes)
+                layout = "lanes" if lanes else "T" if transposed else ""
+                rows.append({"m": m, "n": n, "k": args.k, "b_transposed": transposed, "b_lanes": lanes,
+                             "isa": "rv32imc", "instructions": count.instructions,
+                             "per_mac": round(count.per_mac, 3), "errors": count.errors})
+                print(f"{m:>2} {n:>4} {layout:>5} {count.instructions:>13,} {count.per_mac:>8.3f} {count.errors}",
+                      flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     print(f"wrote {args.json}")

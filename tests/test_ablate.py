@@ -69,7 +69,7 @@ def test_grid_spans_every_combination_with_defaults(grid_file):
     points = load_grid(grid_file)
     assert len(points) == 8
     assert points[0] == Point(str(grid_file.parent / "mlp.onnx"), "siracusa", "tvm", 1, 256, 2048, "cpsat", "cpsat",
-                              "gcc", "-O2", "qemu")
+                              True, "gcc", "-O2", "qemu")
     assert [(p.build, p.cores, p.compiler) for p in points[-2:]] == [("cluster", 8, "gcc"), ("cluster", 8, "clang")]
     generic = parse_grid('[grid]\nmodel = ["lm:stories260K"]\nplatform = ["generic"]', grid_file.parent)
     assert [(p.cores, p.l1_kib, p.l2_kib) for p in generic] == [(1, 64, 512)]
@@ -99,19 +99,22 @@ def test_impossible_points_are_skipped_with_the_reason(grid_file, tmp_path):
     assert (row["status"], row["reason"]) == ("skipped", "platform generic has no NPU")
 
 
-def test_the_tiler_and_planner_switches_reach_the_build(grid_file, tmp_path):
-    """A greedy-tiled, TVM-planned point builds, runs correctly and says which tiler it ran."""
-    text = "[grid]\nmodel = ['mlp.onnx']\ntiler = ['greedy']\nplanner = ['tvm']\nrun = ['host']"
-    (point,) = parse_grid(text, grid_file.parent)
-    row = run_point(point, tmp_path)
-    assert (row["status"], row["tiler"], row["planner"]) == ("ok", "greedy", "tvm")
-    assert "greedy" in row["solver_status"].split("/") and "optimal" not in row["solver_status"]
+def test_the_tiler_planner_and_lanes_switches_reach_the_build(grid_file, tmp_path):
+    """A greedy-tiled, TVM-planned point builds, runs correctly and says which tiler it ran; with lanes off its
+    int8 weights are stored as int8, fewer bytes than packed in lane words."""
+    text = "[grid]\nmodel = ['mlp.onnx']\ntiler = ['greedy']\nplanner = ['tvm']\nrun = ['host']\nlanes = [true, false]"
+    packed, plain = (run_point(point, tmp_path / str(point.lanes)) for point in parse_grid(text, grid_file.parent))
+    for row in (packed, plain):
+        assert (row["status"], row["tiler"], row["planner"]) == ("ok", "greedy", "tvm")
+        assert "greedy" in row["solver_status"].split("/") and "optimal" not in row["solver_status"]
+    assert (packed["lanes"], plain["lanes"]) == (True, False)
+    assert packed["weight_bytes"] > plain["weight_bytes"]
 
 
 def _row(build, cores, instructions, status="ok"):
     return {"model": "m.onnx", "platform": "siracusa", "build": build, "cores": cores, "l1_kib": 256, "l2_kib": 2048,
-            "tiler": "cpsat", "planner": "cpsat", "compiler": "gcc", "opt": "-O2", "run": "qemu", "status": status,
-            "reason": "", "instructions": instructions}
+            "tiler": "cpsat", "planner": "cpsat", "lanes": True, "compiler": "gcc", "opt": "-O2", "run": "qemu",
+            "status": status, "reason": "", "instructions": instructions}
 
 
 def test_speedup_over_tvm_alone_and_summary():

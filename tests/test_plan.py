@@ -43,8 +43,9 @@ def test_planned_ir_is_the_partitioned_ir_with_the_plan_attribute():
     t = tile_gemm(spec, platform_of(target), "cluster")  # what the tiler decides for this GEMM
     tiling = {name: list(v) if isinstance(v, tuple) else v
               for name, v in dataclasses.asdict(t).items() if name != "solver_seconds"}
-    plan = {"engine": "cluster", "tile": [4, 5, 8], "tile_axes": ["m", "n", "k"], "tiles": 1, "cores": 8,
-            "l1_bytes": t.l1_bytes, "single_buffered": [n for n, s in (("a", t.l1_a), ("b", t.l1_b)) if s[0] == s[1]],
+    plan = {"engine": "cluster", "b_layout": "as stored", "tile": [4, 5, 8], "tile_axes": ["m", "n", "k"], "tiles": 1,
+            "cores": 8, "l1_bytes": t.l1_bytes,
+            "single_buffered": [n for n, s in (("a", t.l1_a), ("b", t.l1_b)) if s[0] == s[1]],
             "dma_in_bytes": 4 * 8 * 4 + 8 * 5 * 4, "dma_out_bytes": 4 * 5 * 4, "dma_bytes": 368,
             "dma_lower_bound": 368, "modelled_cycles": {"cluster": t.modelled_cycles}, "solver_status": "optimal",
             "tiling": tiling}

@@ -31,6 +31,7 @@ AXES = {
     "l2_kib": (None, None),
     "tiler": (TILERS[0], TILERS),  # the platforms' defaults first
     "planner": (PLANNERS[0], PLANNERS),
+    "lanes": (True, (True, False)),  # constant int8 weights packed in lane words (plan/lanes.py)
     "compiler": ("gcc", ("gcc", "clang")),
     "opt": ("-O2", ("-O2", "-O3", "-Os")),
     "run": ("qemu", ("qemu", "host")),
@@ -52,6 +53,7 @@ class Point:
     l2_kib: int
     tiler: str
     planner: str
+    lanes: bool
     compiler: str
     opt: str
     run: str
@@ -62,7 +64,7 @@ class Point:
     @property
     def label(self) -> str:
         return (f"{Path(self.model).name} {self.build} {self.cores}c L1 {self.l1_kib} L2 {self.l2_kib} "
-                f"{self.tiler}/{self.planner} {self.compiler} {self.opt} {self.run}")
+                f"{self.tiler}/{self.planner}{'' if self.lanes else ' no-lanes'} {self.compiler} {self.opt} {self.run}")
 
     def skip_reason(self) -> str | None:
         """Why the point cannot run, or None."""

@@ -11,7 +11,7 @@ from .grid import AXES
 LEADING = (*AXES, "status", "reason", "errors", "instructions", "kernel_instructions", "glue_instructions",
            "speedup_over_tvm")
 # the axes TVM alone does not depend on: its baseline is shared across them
-BASELINE_FREE = ("build", "cores", "tiler")
+BASELINE_FREE = ("build", "cores", "tiler", "lanes")
 
 
 def cost(row: dict) -> float | None:

@@ -29,7 +29,8 @@ def _target(point: Point):
     import tvm_deeploy
 
     return tvm_deeploy.target(point.platform, l1_bytes=point.l1_kib * KIB, l2_bytes=point.l2_kib * KIB,
-                              cores=point.cores, npu=point.build == "npu", tiler=point.tiler, planner=point.planner)
+                              cores=point.cores, npu=point.build == "npu", tiler=point.tiler, planner=point.planner,
+                              lanes=point.lanes)
 
 
 def _language_model(name: str):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..plan.lanes import LANES_PANEL
 from ..targets.resources import resource_dir
 from .c import Enum, Field, Struct, declaration
 
@@ -70,6 +71,9 @@ GEMM_PLAN = Struct("dpl_gemm_plan", "The tiler's plan of one GEMM (dpl_gemm_tile
     Field("a_zp", "int32_t", "DPL_S8 only", default=0),
     Field("b_zp", "int32_t", "DPL_S8 only", default=0),
     Field("engine", "int32_t", "enum dpl_engine"),
+    Field("b_lanes_chunk", "int32_t", "DPL_S8 on the cluster: 0, B as laid out; > 0, B packed in lane words\n"
+          "(dpl_gemm_s8_lanes: panels of DPL_GEMM_S8_LANES_PANEL columns, b_transposed 0, a_zp 0),\n"
+          "the sums taken out every b_lanes_chunk k steps", default=0),
 ))
 
 STRIDES = Struct(
@@ -124,6 +128,8 @@ def header_source() -> str:
             " * kernels in dpl_kernels.h and their enums. Generated code fills the structs by member name.\n"
             " */\n"
             "#ifndef DPL_KERNEL_ARGS_H\n#define DPL_KERNEL_ARGS_H\n\n#include <stdint.h>\n\n"
+            "/* columns per panel of a B packed in lane words (tvm_deeploy/plan/lanes.py) */\n"
+            f"#define DPL_GEMM_S8_LANES_PANEL {LANES_PANEL}\n\n"
             f"{declarations}\n\n#endif /* DPL_KERNEL_ARGS_H */\n")
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from ..offload.functions import Function
 from ..offload.reference import EXP2_LUT
 from ..offload.specs import AttentionSpec, GemmSpec, Operand, OpSpec, SoftmaxSpec, Strides, summary
+from ..plan import lanes
 from ..targets import npu
 from ..targets.resources import hal_source, kernel_sources
 from .c import C_TYPES, c_array, c_shape, initializer, render
@@ -104,6 +105,8 @@ def _emit_gemm(body: _Body, spec: GemmSpec) -> None:
     if tiling.engine == "npu":  # packed for, and placed in, the NPU's weight memory
         b = body.constant("npu_weights", npu.pack_weights(spec.b.const, spec.b_transposed), "int8",
                           "DPL_NPU_WEIGHTS")
+    elif tiling.b_lanes_chunk:
+        b = body.constant("b_lanes", lanes.pack_lanes(spec.b.const, spec.b_transposed), "uint32")
     else:
         b = body.operand("b", spec.b)
     batch = len(spec.batch_offsets("a"))
@@ -126,10 +129,11 @@ def _emit_gemm(body: _Body, spec: GemmSpec) -> None:
         "tile_m": tiling.tile_m, "tile_n": tiling.tile_n, "batch": batch, "a_batch_offsets": a_offsets,
         "b_batch_offsets": b_offsets, "l1_a": tiling.l1_a, "l1_b": tiling.l1_b, "l1_y": tiling.l1_y,
         "cores": tiling.cores, "a_zp": spec.a_zp, "b_zp": spec.b_zp,
-        "engine": ENGINE[tiling.engine]})
+        "engine": ENGINE[tiling.engine], "b_lanes_chunk": tiling.b_lanes_chunk})
     body.declare(
         f"/* {tiling.tiles} tiles of {tiling.tile_m}x{tiling.tile_n} on "
-        f"{'the NPU' if tiling.engine == 'npu' else f'{tiling.cores} cores'}, "
+        f"{'the NPU' if tiling.engine == 'npu' else f'{tiling.cores} cores'}"
+        f"{f', B in lane words (sums out every {tiling.b_lanes_chunk} k)' if tiling.b_lanes_chunk else ''}, "
         f"{tiling.l1_bytes} bytes of L1, DMA {tiling.dma_in_bytes} in / {tiling.dma_out_bytes} out */\n"
         f"static const {GEMM_PLAN.name} {sym}_plan = {plan};")
     body.lines.append(f"  dpl_gemm_tiled(&{sym}_plan, DPL_L1, {a}, {b}, out, {bias}, {rq});")

@@ -17,6 +17,7 @@ import tvm_ffi
 from ..offload.specs import GemmSpec, summary
 from ..targets import npu
 from ..targets.platforms import Platform
+from . import lanes
 from .tiling import GemmTiling, TilingError, tile_gemm
 
 
@@ -45,19 +46,34 @@ class EngineChoice:
     reasons: tuple[tuple[str, str], ...]  # (engine, why not) of the others
 
 
+def lanes_chunk(spec: GemmSpec, platform: Platform) -> int:
+    """The k chunk of B packed in lane words (plan/lanes.py) when the cluster runs this GEMM so, else 0: an int8
+    GEMM against one constant B without an activation zero point (folded into the bias), platform.lanes on."""
+    if not platform.lanes:
+        return 0
+    if spec.dtype != "int8" or not spec.b.is_const or spec.a_zp or len(spec.batch_offsets("b")) != 1:
+        return 0
+    return lanes.lanes_chunk(spec.b.const, spec.b_transposed)
+
+
 def choose_engine(spec: GemmSpec, platform: Platform) -> EngineChoice:
-    """Tile the GEMM for every engine that can run it and keep the one with the fewest modelled cycles."""
+    """Tile the GEMM for every engine that can run it (on the cluster with B packed in lane words where that
+    applies) and keep the one with the fewest modelled cycles."""
     candidates, reasons, errors = [], [], []
     refusal = npu_refusal(spec, platform)
     for engine in ("cluster", "npu"):
         if engine == "npu" and refusal:
             reasons.append((engine, refusal))
             continue
-        try:
-            candidates.append(tile_gemm(spec, platform, engine))
-        except TilingError as err:
-            reasons.append((engine, str(err)))
-            errors.append(err)
+        # on the cluster, B in lane words where its larger blocks fit L1, else as stored
+        for b_lanes_chunk in dict.fromkeys((lanes_chunk(spec, platform), 0) if engine == "cluster" else (0,)):
+            try:
+                candidates.append(tile_gemm(spec, platform, engine, b_lanes_chunk=b_lanes_chunk))
+                break
+            except TilingError as err:
+                if not b_lanes_chunk:
+                    reasons.append((engine, str(err)))
+                    errors.append(err)
     if not candidates:
         raise errors[0]
     best = min(candidates, key=lambda t: (t.modelled_cycles, t.engine))

@@ -46,7 +46,9 @@ class ClusterCosts:
     # int8: our dpl_gemm_s8 with FIXED requantization, 64x256x64 on rv32imc, gcc 12 -O2, counted with
     # qemu -icount (3.04 instructions per MAC; tvm_deeploy/targets/kernel_count.py measures it); fp32: twice
     # that, an unmeasured allowance for the FPU's longer latency.
-    milli_cycles_per_mac: tuple[tuple[str, int], ...] = (("int8", 3040), ("float32", 6080))
+    # int8_lanes: dpl_gemm_s8_lanes (a constant B packed in lane words, plan/lanes.py) measured the same way (2.45;
+    # kernel_count.gemm_s8_count(64, 256, 64, requantize=True, lanes=True)).
+    milli_cycles_per_mac: tuple[tuple[str, int], ...] = (("int8", 3040), ("int8_lanes", 2450), ("float32", 6080))
     tile_overhead_cycles: int = 200  # fork/join over the cores and loop bookkeeping per tile (assumed)
     # Attention, per key of a row: fp32 expf, int8 a table lookup (assumed); per key block: two
     # barriers and core 0's DMA bookkeeping (assumed).
@@ -108,6 +110,9 @@ class Platform:
     npu_costs: NpuCosts = NpuCosts()
     tiler: str = TILERS[0]
     planner: str = PLANNERS[0]
+    # constant int8 weights packed in lane words for the cluster (plan/lanes.py): fewer instructions per MAC on
+    # cores without packed SIMD, for 2.67x their bytes in L2 and through the DMA
+    lanes: bool = True
 
     def level(self, name: str) -> MemoryLevel:
         for level in self.levels:
@@ -128,14 +133,15 @@ class Platform:
         for key, ours, theirs in (("l1", self.level("L1").bytes, base.level("L1").bytes),
                                   ("l2", self.level("L2").bytes, base.level("L2").bytes),
                                   ("cores", self.cores, base.cores), ("npu", int(self.npu), int(base.npu)),
-                                  ("tiler", self.tiler, base.tiler), ("planner", self.planner, base.planner)):
+                                  ("tiler", self.tiler, base.tiler), ("planner", self.planner, base.planner),
+                                  ("lanes", int(self.lanes), int(base.lanes))):
             if ours != theirs:
                 fields.append(f"{key}={ours}")
         return ",".join(fields)
 
     def with_overrides(self, l1_bytes: int | None = None, l2_bytes: int | None = None,
                        cores: int | None = None, npu: bool | None = None, tiler: str | None = None,
-                       planner: str | None = None) -> Platform:
+                       planner: str | None = None, lanes: bool | None = None) -> Platform:
         for name, value in (("l1_bytes", l1_bytes), ("l2_bytes", l2_bytes), ("cores", cores)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -148,7 +154,7 @@ class Platform:
         levels = tuple(dataclasses.replace(lv, bytes=sizes.get(lv.name) or lv.bytes) for lv in self.levels)
         return dataclasses.replace(self, levels=levels, cores=cores or self.cores,
                                    npu=self.npu if npu is None else bool(npu), tiler=tiler or self.tiler,
-                                   planner=planner or self.planner)
+                                   planner=planner or self.planner, lanes=self.lanes if lanes is None else bool(lanes))
 
 
 _CLUSTER_DMA = Dma(dims=2, max_transfer_bytes=128 * KIB, bytes_per_cycle=8, setup_cycles=30)
@@ -182,11 +188,12 @@ def parse_mcpu(mcpu: str) -> Platform:
     """The platform a target's mcpu string names, with its overrides applied."""
     name, *fields = [part.strip() for part in str(mcpu).split(",")]
     overrides = {}
-    keys = {"l1": "l1_bytes", "l2": "l2_bytes", "cores": "cores", "npu": "npu", "tiler": "tiler", "planner": "planner"}
+    keys = {"l1": "l1_bytes", "l2": "l2_bytes", "cores": "cores", "npu": "npu", "tiler": "tiler", "planner": "planner",
+            "lanes": "lanes"}
     for field in fields:
         key, _, value = field.partition("=")
         named = key in ("tiler", "planner")
         if key not in keys or not (value if named else value.isdigit()):
             raise ValueError(f"bad deeploy platform field {field!r} in mcpu {mcpu!r}")
-        overrides[keys[key]] = value if named else bool(int(value)) if key == "npu" else int(value)
+        overrides[keys[key]] = value if named else bool(int(value)) if key in ("npu", "lanes") else int(value)
     return get_platform(name).with_overrides(**overrides)

@@ -27,13 +27,14 @@ def register() -> None:
 
 def target(platform: str = DEFAULT_PLATFORM, l1_bytes: int | None = None, l2_bytes: int | None = None,
            cores: int | None = None, npu: bool | None = None, tiler: str | None = None,
-           planner: str | None = None) -> tvm.target.Target:
+           planner: str | None = None, lanes: bool | None = None) -> tvm.target.Target:
     """A deeploy target for `platform` with optional overrides, accepted by `tvm.relax.build`.
 
     tiler: "cpsat" (default) or "greedy"; planner (static memory): "cpsat" (default), "greedy" or "tvm"
-    (the buffer sharing TVM's StaticPlanBlockMemory finds)."""
+    (the buffer sharing TVM's StaticPlanBlockMemory finds); lanes (default True): constant int8 weights packed in
+    lane words for the cluster (plan/lanes.py), False keeps them int8."""
     chosen = get_platform(platform).with_overrides(l1_bytes=l1_bytes, l2_bytes=l2_bytes, cores=cores, npu=npu,
-                                                   tiler=tiler, planner=planner)
+                                                   tiler=tiler, planner=planner, lanes=lanes)
     return tvm.target.Target(_config(chosen))
 
 

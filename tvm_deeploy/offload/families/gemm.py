@@ -46,8 +46,10 @@ def plan(spec: GemmSpec, platform) -> dict:
     """Tile for every engine that can run it and keep the fastest (modelled)."""
     choice = choose_engine(spec, platform)
     t = choice.tiling
-    return {"engine": t.engine, "tile": [t.tile_m, t.tile_n, spec.k], "tile_axes": ["m", "n", "k"],
-            "tiles": t.tiles, "cores": t.cores, "l1_bytes": t.l1_bytes,
+    # B as the kernel reads it: packed in lane words (plan/lanes.py), packed for the NPU, or as the graph holds it
+    b_layout = "lanes" if t.b_lanes_chunk else "npu" if t.engine == "npu" else "as stored"
+    return {"engine": t.engine, "b_layout": b_layout, "tile": [t.tile_m, t.tile_n, spec.k],
+            "tile_axes": ["m", "n", "k"], "tiles": t.tiles, "cores": t.cores, "l1_bytes": t.l1_bytes,
             "single_buffered": [name for name, slots in (("a", t.l1_a), ("b", t.l1_b)) if slots[0] == slots[1]],
             "dma_in_bytes": t.dma_in_bytes, "dma_out_bytes": t.dma_out_bytes,
             "dma_bytes": t.dma_in_bytes + t.dma_out_bytes, "dma_lower_bound": t.dma_lower_bound,

@@ -42,6 +42,7 @@ class GemmTiling:
     modelled_cycles: int
     solver_status: str  # "optimal", "feasible (search limit)", "greedy" or "greedy (solver found none)"
     solver_seconds: float
+    b_lanes_chunk: int = 0  # > 0: B packed in lane words (plan/lanes.py), sums taken out every this many k steps
 
 
 @dataclass(frozen=True)

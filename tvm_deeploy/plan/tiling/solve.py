@@ -67,9 +67,14 @@ def _if(model, condition, value, upper, name):
     return out
 
 
+def _column_group(geo: GemmGeometry, platform: Platform, engine: str) -> int:
+    """Column blocks are whole groups of this many columns (or all columns): the NPU's channel groups, the
+    panels of a lane-packed B, else single columns."""
+    return platform.npu_costs.channel_group if engine == "npu" else geo.b_panel
+
+
 def _smallest_tile_n(geo: GemmGeometry, platform: Platform, engine: str) -> int:
-    """The NPU's column blocks are whole channel groups (or all columns)."""
-    return min(platform.npu_costs.channel_group, geo.n) if engine == "npu" else 1
+    return min(_column_group(geo, platform, engine), geo.n)
 
 
 def _check_fits(spec: GemmSpec, geo: GemmGeometry, platform: Platform, engine: str) -> None:
@@ -80,19 +85,20 @@ def _check_fits(spec: GemmSpec, geo: GemmGeometry, platform: Platform, engine: s
         raise TilingError(f"{summary(spec)}{where}: no tiling fits L1 = {platform.l1_bytes} bytes; the smallest "
                           f"(1x{tile_n} output tiles, single-buffered operands, whole reduction) needs {smallest} "
                           f"bytes of L1")
-    largest_block = max(geo.k * geo.a_elem, geo.k * geo.b_stream_elem)
+    largest_block = max(geo.k * geo.a_elem, geo.b_bytes(tile_n))
     if largest_block > platform.dma.max_transfer_bytes:
         raise TilingError(f"{summary(spec)}{where}: one row of A or column of B is {largest_block} bytes, more "
                           f"than the DMA's largest transfer of {platform.dma.max_transfer_bytes} bytes")
 
 
 def tile_gemm(spec: GemmSpec, platform: Platform, engine: str = "cluster",
-              policy: TilingPolicy = DEFAULT_POLICY) -> GemmTiling:
-    """The tile sizes with the lowest modelled cost whose tiles fit L1, for `engine`."""
+              policy: TilingPolicy = DEFAULT_POLICY, b_lanes_chunk: int = 0) -> GemmTiling:
+    """The tile sizes with the lowest modelled cost whose tiles fit L1, for `engine`; on the cluster with a
+    B packed in lane words when b_lanes_chunk > 0 (plan/lanes.py)."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; engines are {', '.join(ENGINES)}")
     check_nonzero(summary(spec), batch=math.prod(spec.batch), m=spec.m, n=spec.n, k=spec.k)
-    geo = geometry(spec, engine)
+    geo = geometry(spec, engine, b_lanes=b_lanes_chunk > 0)
     _check_fits(spec, geo, platform, engine)
     greedy_m, greedy_n, greedy_a_slots, greedy_b_slots = _greedy(geo, platform, engine)
     m, n, k, batch = geo.m, geo.n, geo.k, geo.batch
@@ -106,24 +112,27 @@ def tile_gemm(spec: GemmSpec, platform: Platform, engine: str = "cluster",
     tile_elems = _product(model, tile_m, tile_n, m * n, "tile_elems")
 
     # L1: one or two slots per streamed operand, two for the output, each within one DMA transfer.
-    b_elem = geo.b_stream_elem
+    panel = geo.b_panel
+    b_panels = tile_n if panel == 1 else _ceil_div(model, tile_n, panel, -(-n // panel), "b_panels")
+    b_block, b_whole = b_panels * (k * geo.b_panel_bytes), geo.b_bytes(n)
     a_slot = _aligned_bytes(model, tile_m * (k * geo.a_elem), m * k * geo.a_elem, "a_slot")
-    b_slot = _aligned_bytes(model, tile_n * (k * b_elem), n * k * b_elem, "b_slot")
+    b_slot = _aligned_bytes(model, b_block, b_whole, "b_slot")
     y_slot = _aligned_bytes(model, tile_elems * geo.y_elem, m * n * geo.y_elem, "y_slot")
     a_single, b_single = model.NewBoolVar("a_single"), model.NewBoolVar("b_single")
     a_l1 = _slots_bytes(model, a_slot, a_single, m * k * geo.a_elem, "a_l1")
-    b_l1 = _slots_bytes(model, b_slot, b_single, n * k * b_elem, "b_l1")
+    b_l1 = _slots_bytes(model, b_slot, b_single, b_whole, "b_l1")
     model.Add(a_l1 + b_l1 + 2 * y_slot <= l1)
     model.Add(tile_m * (k * geo.a_elem) <= dma.max_transfer_bytes)
-    model.Add(tile_n * (k * b_elem) <= dma.max_transfer_bytes)
+    model.Add(b_block <= dma.max_transfer_bytes)
     model.Add(tile_elems * geo.y_elem <= dma.max_transfer_bytes)
-    if engine == "npu":
-        # Column blocks start on whole channel groups (the packed weights' layout), unless one covers all n.
-        group = platform.npu_costs.channel_group
+    group = _column_group(geo, platform, engine)
+    if group > 1:
+        # Column blocks start on whole groups (the packed weights' layout), unless one covers all n.
         all_columns = model.NewBoolVar("all_columns")
         model.Add(tile_n == n).OnlyEnforceIf(all_columns)
         groups = model.NewIntVar(1, -(-n // group), "column_groups")
         model.Add(tile_n == group * groups).OnlyEnforceIf(all_columns.Not())
+    if engine == "npu":
         model.Add(b_single == 1)  # no B slots at all: b_l1 is 0 either way
 
     # DMA traffic and transfer count of the schedule (see gemm.GemmGeometry.dma_bytes).
@@ -146,7 +155,7 @@ def tile_gemm(spec: GemmSpec, platform: Platform, engine: str = "cluster",
         model.Add(b_fetches == batch * row_blocks).OnlyEnforceIf(one_col_block.Not())
         model.Add(b_transfers == geo.b_runs).OnlyEnforceIf(one_col_block)
         model.Add(b_transfers == batch * tiles).OnlyEnforceIf(one_col_block.Not())
-    b_bytes = b_fetches * (k * n * b_elem)
+    b_bytes = b_fetches * b_whole
     dma_bytes = a_bytes + b_bytes + batch * m * n * geo.y_elem
     setup = dma.setup_cycles * per_cycle
     a_dma = a_bytes * 1000 + a_transfers * setup
@@ -155,7 +164,7 @@ def tile_gemm(spec: GemmSpec, platform: Platform, engine: str = "cluster",
 
     compute_cost, compute_upper = _compute_cost(model, engine, platform, spec.dtype, geo, tile_m, tile_n,
                                                 tile_elems, tiles, per_cycle)
-    dma_upper = (batch * (m * k * geo.a_elem + m * k * n * b_elem + m * n * geo.y_elem) * 1000
+    dma_upper = (batch * (m * k * geo.a_elem + m * b_whole + m * n * geo.y_elem) * 1000
                  + batch * (m + 2 * m * n) * setup)
     overlapped = model.NewIntVar(0, max(dma_upper, compute_upper), "overlapped")
     model.AddMaxEquality(overlapped, [dma_cost, compute_cost])
@@ -173,7 +182,7 @@ def tile_gemm(spec: GemmSpec, platform: Platform, engine: str = "cluster",
     cycles = (solver.Value(overlapped) + solver.Value(exposed) + batch * solver.Value(tiles) * overhead) / per_cycle
     b_slots = 0 if engine == "npu" else 1 + (not solver.Value(b_single))
     return _plan(geo, engine, solver.Value(tile_m), solver.Value(tile_n), 1 + (not solver.Value(a_single)),
-                 b_slots, cores, cycles, status, seconds)
+                 b_slots, cores, cycles, status, seconds, b_lanes_chunk)
 
 
 def _greedy(geo: GemmGeometry, platform: Platform, engine: str) -> tuple[int, int, int, int]:
@@ -181,18 +190,17 @@ def _greedy(geo: GemmGeometry, platform: Platform, engine: str) -> tuple[int, in
     DMA traffic, then the fewest tiles, double-buffered first. (1, smallest tile_n) single-buffered fits
     (_check_fits), so there is always one."""
     m, n, k, dma = geo.m, geo.n, geo.k, platform.dma
-    if engine == "npu":
-        group = platform.npu_costs.channel_group
+    group = _column_group(geo, platform, engine)
+    columns = candidates(n)
+    if group > 1:
         columns = sorted({n} | {group * g for g in candidates(-(-n // group)) if group * g <= n}, reverse=True)
-        buffering = ((2, 0), (1, 0))
-    else:
-        columns, buffering = candidates(n), ((2, 2), (1, 2), (2, 1), (1, 1))
+    buffering = ((2, 0), (1, 0)) if engine == "npu" else ((2, 2), (1, 2), (2, 1), (1, 1))
     best, choice = None, None
     for tile_m in candidates(m):
         if tile_m * k * geo.a_elem > dma.max_transfer_bytes:
             continue
         for tile_n in columns:
-            largest = max(tile_n * k * geo.b_stream_elem, tile_m * tile_n * geo.y_elem)
+            largest = max(geo.b_bytes(tile_n), tile_m * tile_n * geo.y_elem)
             if largest > dma.max_transfer_bytes:
                 continue
             for rank, (a_slots, b_slots) in enumerate(buffering):
@@ -226,12 +234,13 @@ def _compute_cost(model, engine, platform, dtype, geo, tile_m, tile_n, tile_elem
     model.AddMinEquality(work, [_product(model, rows_per_core, tile_n, m * n, "row_split"),
                                 _product(model, tile_m, cols_per_core, m * n, "col_split")])
     total_work = _product(model, tiles, work, (m * n) ** 2, "total_work")
-    scale = batch * k * platform.cluster_costs.mac_milli_cycles(dtype) * platform.dma.bytes_per_cycle
+    kind = "int8_lanes" if geo.b_lanes else dtype
+    scale = batch * k * platform.cluster_costs.mac_milli_cycles(kind) * platform.dma.bytes_per_cycle
     return total_work * scale, (m * n) ** 2 * scale
 
 
 def _plan(geo: GemmGeometry, engine: str, tile_m: int, tile_n: int, a_slots: int, b_slots: int, cores: int,
-          cycles: float, status: str, seconds: float) -> GemmTiling:
+          cycles: float, status: str, seconds: float, b_lanes_chunk: int = 0) -> GemmTiling:
     a_slot, b_slot, y_slot = geo.slot_bytes(tile_m, tile_n)
     offsets, end = {}, 0
     for name, size, count in (("a", a_slot, a_slots), ("b", b_slot, b_slots), ("y", y_slot, 2)):
@@ -241,4 +250,4 @@ def _plan(geo: GemmGeometry, engine: str, tile_m: int, tile_n: int, a_slots: int
     into_l1, out_of_l1 = geo.dma_bytes(tile_m, tile_n)
     tiles = math.ceil(geo.m / tile_m) * math.ceil(geo.n / tile_n) * geo.batch
     return GemmTiling(engine, tile_m, tile_n, tiles, cores, offsets["a"], offsets["b"], offsets["y"], end,
-                      into_l1, out_of_l1, geo.lower_bound, round(cycles), status, seconds)
+                      into_l1, out_of_l1, geo.lower_bound, round(cycles), status, seconds, b_lanes_chunk)
