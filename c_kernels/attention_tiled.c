@@ -4,16 +4,30 @@
 
    One fork runs the whole call: core 0 drives the DMA, every core computes its share of each step,
    two barriers per step keep them in step:
+     all:    with a mask, its share of the keys: where the first row tile's visible keys end | barrier
      core 0: start step s+1's new blocks, wait for step s's        | barrier
-     all:    step s for (head, row) pairs core, core + cores, ...  | barrier
+     all:    step s for (head, row) pairs core, core + cores, ...  | barrier (not after the last step)
      core 0: send a finished row tile out, fetch single-buffered blocks, move to step s+1
+   The last row tile goes out after the join (a decode step is one step: one barrier, or two with a mask).
    A block goes into the slot of its operand's ring that the block in use does not occupy, so a
    prefetch never lands on data a step still reads; the slot's previous block belonged to an earlier
    step, whose transfer was waited before that step ran. */
 #include <float.h>
 #include <math.h>
+#include <string.h>
 
 #include "dpl_kernels.h"
+
+/* The row kernel for a small head dimension is inlined with the dimension a constant, its loops over
+   the features unrolled, so that the query row and the accumulator stay in registers. */
+#if defined(__GNUC__)
+#define AT_INLINE static inline __attribute__((always_inline))
+#define AT_UNROLL _Pragma("GCC unroll 16")
+#else
+#define AT_INLINE static inline
+#define AT_UNROLL
+#endif
+#define AT_REGISTER_DIM_MAX 16
 
 /* Element strides of a block in L1: what the compute reads. */
 typedef struct at_view {
@@ -46,7 +60,6 @@ typedef struct at_ctx {
   const uint8_t *q, *k, *v, *mask;
   uint8_t *o;
   uint32_t elem;             /* bytes of a Q, K, V and O element */
-  int32_t done;
   at_step_t step, next;      /* the step computing now and the one after it */
   int32_t has_next;
   at_ring_t rq, rk, rv, rm;
@@ -83,22 +96,44 @@ static const uint8_t *at_at(const uint8_t *base, const dpl_strides_t *s, int32_t
                  (uint32_t)f * (uint32_t)s->feat) * e;
 }
 
-/* One past the last key that some query row of the head block sees through the additive mask (not
-   -inf): the keys after it add nothing to any row of the block, so they are neither fetched nor scored.
-   A decode step's mask hides the cache beyond its position this way. One bound for the whole head
-   block keeps its K/V blocks the same for every row tile (resident across them). Reads the mask where
-   it lives (L2), its broadcast axes once. */
-static int32_t at_mask_end(const dpl_attention_plan_t *p, const uint8_t *mask, const at_step_t *s) {
-  const int32_t nh = p->mask.head ? s->nh : 1, nq = p->mask.seq ? p->q_len : 1;
-  int32_t hh, r, j, seen = 0;
-  for (hh = 0; hh < nh; ++hh) {
-    for (r = 0; r < nq; ++r) {
-      for (j = p->kv_len; j > seen; --j) {
-        if (!(*(const float *)(const void *)at_at(mask, &p->mask, s->b, s->h0 + hh, r, j - 1, 4) < -FLT_MAX)) {
-          seen = j;
-          break;
-        }
+/* -inf, the only float below -FLT_MAX, has one bit pattern: a key the mask hides is exactly these bits. */
+#define AT_HIDDEN_BITS 0xff800000u
+
+static int32_t at_hidden(const uint8_t *m) {
+  uint32_t bits;
+  memcpy(&bits, m, 4);
+  return bits == AT_HIDDEN_BITS;
+}
+
+/* One past the last key in [lo, hi) that a mask row (elements `stride` bytes apart) does not hide, or lo. */
+static int32_t at_last_visible(const uint8_t *row, int32_t stride, int32_t lo, int32_t hi) {
+  if (stride == 0) return hi > lo && !at_hidden(row) ? hi : lo;
+  if (stride == 4) {
+    /* a decode step's mask hides the whole cache after its position: eight keys a test */
+    for (; hi - lo >= 8; hi -= 8) {
+      const uint8_t *m = row + (uint32_t)(hi - 8) * 4u;
+      if (!(at_hidden(m + 28) && at_hidden(m + 24) && at_hidden(m + 20) && at_hidden(m + 16) &&
+            at_hidden(m + 12) && at_hidden(m + 8) && at_hidden(m + 4) && at_hidden(m))) {
+        break;
       }
+    }
+  }
+  while (hi > lo && at_hidden(row + (uint32_t)(hi - 1) * (uint32_t)stride)) --hi;
+  return hi;
+}
+
+/* One past the last key in [lo, hi) that some query row of heads h0 .. h0 + nh - 1 sees through the
+   additive mask (not -inf), or lo: the keys after it add nothing to any row of the head block, so they
+   are neither fetched nor scored. A decode step's mask hides the cache beyond its position this way.
+   One bound for the whole head block keeps its K/V blocks the same for every row tile (resident across
+   them). Reads the mask where it lives (L2), its broadcast axes once. */
+static int32_t at_mask_end(const dpl_attention_plan_t *p, const uint8_t *mask, int32_t b, int32_t h0, int32_t nh,
+                           int32_t lo, int32_t hi) {
+  const int32_t heads = p->mask.head ? nh : 1, rows = p->mask.seq ? p->q_len : 1;
+  int32_t hh, r, seen = lo;
+  for (hh = 0; hh < heads; ++hh) {
+    for (r = 0; r < rows && seen < hi; ++r) {
+      seen = at_last_visible(at_at(mask, &p->mask, b, h0 + hh, r, 0, 4), p->mask.feat * 4, seen, hi);
     }
   }
   return seen;
@@ -123,8 +158,11 @@ static void at_row_tile(const dpl_attention_plan_t *p, const uint8_t *mask, at_s
   s->nq = at_min(p->tile_q, p->q_len - s->q0);
   /* the last row sees the most keys */
   s->blocks = at_ceil_div(at_visible(p, s->q0 + s->nq - 1), p->tile_kv);
-  /* without a mask, blocks stay whole (the tiler's DMA model); with one, they end where it does */
-  if (s->qi == 0) s->kv_end = mask ? at_mask_end(p, mask, s) : p->kv_len;
+  /* without a mask, blocks stay whole (the tiler's DMA model); with one, they end where it does (the
+     first row tile's end comes from at_first) */
+  if (s->qi == 0 && s->tile > 0) {
+    s->kv_end = mask ? at_mask_end(p, mask, s->b, s->h0, s->nh, 0, p->kv_len) : p->kv_len;
+  }
   s->blocks = at_min(s->blocks, at_ceil_div(s->kv_end, p->tile_kv));
   s->passes = (p->dtype == DPL_S8 && s->blocks > 1) ? 2 : 1;
   s->pass = 0;
@@ -138,9 +176,11 @@ static void at_block(const dpl_attention_plan_t *p, at_step_t *s) {
   s->last = s->pass == s->passes - 1 && (s->ki < 0 || s->ki == s->blocks - 1);
 }
 
-static void at_first(const dpl_attention_plan_t *p, const uint8_t *mask, at_step_t *s) {
+/* The first step; kv_end: where the first row tile's visible keys end. */
+static void at_first(const dpl_attention_plan_t *p, int32_t kv_end, at_step_t *s) {
   s->b = s->hb = s->qi = s->tile = 0;
-  at_row_tile(p, mask, s);
+  s->kv_end = kv_end;
+  at_row_tile(p, 0, s);
   at_block(p, s);
 }
 
@@ -336,10 +376,7 @@ static void at_after(at_ctx_t *x) {
     at_move(&x->jo[o_slot], x->l1 + p->l1_o[o_slot], at_at(x->o, &p->o, s->b, s->h0, s->q0, 0, x->elem), &p->o, s->nh,
             s->nq, p->v_dim, x->elem, 0, 1);
   }
-  if (!x->has_next) {
-    x->done = 1;
-    return;
-  }
+  if (!x->has_next) return;
   at_fetch_if_new(x, &x->rk, &x->next, 0, 1);
   at_fetch_if_new(x, &x->rv, &x->next, 1, 1);
   at_fetch_mask_for(x, &x->next, 1);
@@ -407,6 +444,82 @@ static void at_row_f32(const at_ctx_t *x, int32_t hl, int32_t r, float *scores) 
     /* divide (not multiply by 1/sum), like TVM's softmax; no visible key: 0 */
     for (c = 0; c < dv; ++c) acc[c * of] = sum == 0.0f ? 0.0f : acc[c * of] / sum;
   }
+}
+
+/* at_row_f32 where every block's features are contiguous in L1 and qk_dim == v_dim == dim, a constant
+   once inlined (at most AT_REGISTER_DIM_MAX): the same operations in the same order, the query row and
+   the accumulator in registers. */
+AT_INLINE void at_row_f32_dim(const at_ctx_t *x, int32_t hl, int32_t r, float *scores, const int32_t dim) {
+  const dpl_attention_plan_t *p = x->p;
+  const at_step_t *s = &x->step;
+  float *state = (float *)(void *)(x->l1 + p->l1_state) + 2 * (hl * p->tile_q + r); /* max, sum */
+  float *out = (float *)(void *)x->o_blk + hl * x->ov.head + r * x->ov.seq;       /* the running sums */
+  float acc[AT_REGISTER_DIM_MAX];
+  int32_t j, c, visible;
+  if (s->first) {
+    state[0] = -INFINITY;
+    state[1] = 0.0f;
+  }
+  AT_UNROLL
+  for (c = 0; c < dim; ++c) acc[c] = s->first ? 0.0f : out[c];
+  visible = at_min(at_visible(p, s->q0 + r) - s->k0, s->nk);
+  if (visible > 0) {
+    const float *qr = (const float *)(const void *)x->q_blk + hl * x->qv.head + r * x->qv.seq;
+    const int32_t kh = at_kv_head(p, s->h0 + hl) - s->kv_lo, ks = x->kv.seq, vs = x->vv.seq;
+    const float *kr = (const float *)(const void *)x->k_blk + kh * x->kv.head;
+    const float *vr = (const float *)(const void *)x->v_blk + kh * x->vv.head;
+    const float *mr = x->m_blk ? (const float *)(const void *)x->m_blk + hl * x->mv.head + r * x->mv.seq : 0;
+    const int32_t mf = x->mv.feat;
+    const float scale = p->scale;
+    float q[AT_REGISTER_DIM_MAX], block_max = 0.0f;
+    AT_UNROLL
+    for (c = 0; c < dim; ++c) q[c] = qr[c];
+    for (j = 0; j < visible; ++j, kr += ks) {
+      float dot = 0.0f;
+      AT_UNROLL
+      for (c = 0; c < dim; ++c) dot += q[c] * kr[c];
+      dot = dot * scale;
+      if (mr) dot += mr[j * mf];
+      scores[j] = dot;
+      if (j == 0 || dot > block_max) block_max = dot;
+    }
+    if (!(block_max < -FLT_MAX)) {
+      const float old_max = state[0];
+      const float new_max = old_max > block_max ? old_max : block_max;
+      const float rescale = old_max < -FLT_MAX ? 0.0f :
+        expf(old_max - new_max);
+      float sum = state[1] * rescale;
+      if (rescale != 1.0f) {
+        AT_UNROLL
+        for (c = 0; c < dim; ++c) acc[c] *= rescale;
+      }
+      for (j = 0; j < visible; ++j, vr += vs) {
+        const float e =
+          expf(scores[j] - new_max);
+        sum += e;
+        AT_UNROLL
+        for (c = 0; c < dim; ++c) acc[c] += e * vr[c];
+      }
+      state[0] = new_max;
+      state[1] = sum;
+    }
+  }
+  if (s->last) {
+    const float sum = state[1];
+    AT_UNROLL
+    for (c = 0; c < dim; ++c) out[c] = sum == 0.0f ? 0.0f : acc[c] / sum;
+  } else {
+    AT_UNROLL
+    for (c = 0; c < dim; ++c) out[c] = acc[c];
+  }
+}
+
+/* The head dimension at_row_f32_dim runs the current step with, or 0: at_row_f32. */
+static int32_t at_register_dim(const at_ctx_t *x) {
+  const int32_t d = x->p->qk_dim;
+  const int32_t contiguous = x->qv.feat == 1 && x->ov.feat == 1 && (!x->k_blk || x->kv.feat == 1) &&
+                             (!x->v_blk || x->vv.feat == 1);
+  return contiguous && d == x->p->v_dim && (d == 4 || d == 8 || d == 16) ? d : 0;
 }
 
 /* e = 2^(DPL_EXP_LUT_BITS - e_shift) * exp(-(real distance from the row maximum)), see reference.exp2_weights */
@@ -488,10 +601,17 @@ static void at_compute(const at_ctx_t *x, int32_t core) {
   const int32_t pairs = s->nh * s->nq;
   const int32_t cores = p->cores > 1 ? p->cores : 1;
   uint8_t *scores = x->l1 + p->l1_scores + (uint32_t)core * (uint32_t)p->tile_kv * 4u;
+  const int32_t dim = p->dtype == DPL_F32 ? at_register_dim(x) : 0;
   int32_t i;
   /* interleaved, so that causal rows (later rows see more keys) spread over the cores */
   for (i = core; i < pairs; i += cores) {
-    if (p->dtype == DPL_F32) {
+    if (dim == 4) {
+      at_row_f32_dim(x, i / s->nq, i % s->nq, (float *)(void *)scores, 4);
+    } else if (dim == 8) {
+      at_row_f32_dim(x, i / s->nq, i % s->nq, (float *)(void *)scores, 8);
+    } else if (dim == 16) {
+      at_row_f32_dim(x, i / s->nq, i % s->nq, (float *)(void *)scores, 16);
+    } else if (p->dtype == DPL_F32) {
       at_row_f32(x, i / s->nq, i % s->nq, (float *)(void *)scores);
     } else {
       at_row_s8(x, i / s->nq, i % s->nq, (int32_t *)(void *)scores);
@@ -499,20 +619,53 @@ static void at_compute(const at_ctx_t *x, int32_t core) {
   }
 }
 
+/* Core 0, at the start of the fork: the first step and its blocks (kv_end: where the first row tile's
+   visible keys end). */
+static void at_start(at_ctx_t *x, int32_t kv_end) {
+  const dpl_attention_plan_t *p = x->p;
+  at_first(p, kv_end, &x->step);
+  x->next = x->step;
+  x->has_next = at_next(p, x->mask, &x->next);
+  at_fetch_q(x, &x->step, 0);
+  if (at_needs_kv(&x->step)) {
+    at_fetch_kv(x, &x->rk, &x->step, 0, 0);
+    if (x->mask) at_fetch_mask(x, &x->step, 0);
+  }
+  if (at_needs_v(&x->step)) at_fetch_kv(x, &x->rv, &x->step, 0, 1);
+}
+
 static void at_worker(void *arg) {
   at_ctx_t *x = (at_ctx_t *)arg;
+  const dpl_attention_plan_t *p = x->p;
   const int32_t core = dpl_core_id();
-  if (core == 0) at_before(x);
+  int32_t kv_end = p->kv_len, last;
+  if (x->mask) {
+    /* where the first row tile's visible keys end: each core scans its share of the keys, the
+       bounds meet in the cores' score buffers */
+    int32_t *found = (int32_t *)(void *)(x->l1 + p->l1_scores);
+    const int32_t stride = p->tile_kv, cores = dpl_core_count();
+    int32_t lo, hi, c;
+    dpl_core_share(p->kv_len, &lo, &hi);
+    hi = at_mask_end(p, x->mask, 0, 0, at_min(p->tile_h, p->heads), lo, hi);
+    found[core * stride] = hi > lo ? hi : 0; /* lo: no key of the share visible */
+    dpl_barrier();
+    for (kv_end = 0, c = 0; c < cores; ++c) kv_end = found[c * stride] > kv_end ? found[c * stride] : kv_end;
+  }
+  if (core == 0) {
+    at_start(x, kv_end);
+    at_before(x);
+  }
   dpl_barrier();
   for (;;) {
+    last = !x->has_next; /* core 0 changes it only after the barrier below */
     at_compute(x, core);
+    if (last) break;
     dpl_barrier();
     if (core == 0) {
       at_after(x);
-      if (!x->done) at_before(x);
+      at_before(x);
     }
     dpl_barrier();
-    if (x->done) break;
   }
 }
 
@@ -549,7 +702,6 @@ void dpl_attention_tiled(const dpl_attention_plan_t *plan, uint8_t *l1, const vo
   x.mask = p->dtype == DPL_F32 ? (const uint8_t *)(const void *)mask : 0;
   x.o = (uint8_t *)o;
   x.elem = p->dtype == DPL_F32 ? 4u : 1u;
-  x.done = 0;
   at_ring_init(&x.rq, p->l1_q);
   at_ring_init(&x.rk, p->l1_k);
   at_ring_init(&x.rv, p->l1_v);
@@ -561,20 +713,12 @@ void dpl_attention_tiled(const dpl_attention_plan_t *plan, uint8_t *l1, const vo
   }
   x.jlut = x.rq.job[0];
 
-  /* the first step's blocks, and the exp2 table */
-  at_first(p, x.mask, &x.step);
-  x.next = x.step;
-  x.has_next = at_next(p, x.mask, &x.next);
-  at_fetch_q(&x, &x.step, 0);
-  if (at_needs_kv(&x.step)) {
-    at_fetch_kv(&x, &x.rk, &x.step, 0, 0);
-    if (x.mask) at_fetch_mask(&x, &x.step, 0);
-  }
-  if (at_needs_v(&x.step)) at_fetch_kv(&x, &x.rv, &x.step, 0, 1);
+  /* int8: the exp2 table */
   if (p->dtype == DPL_S8) dpl_dma_start_1d(&x.jlut, l1 + p->l1_lut, exp2_lut, DPL_EXP2_LUT_BYTES, DPL_DMA_TO_L1);
   dpl_dma_wait(&x.jlut);
 
   dpl_cluster_fork(p->cores > 1 ? p->cores : 1, at_worker, &x);
+  at_after(&x); /* the last row tile goes out */
 
   for (i = 0; i < 2; ++i) {
     dpl_dma_wait(&x.rq.job[i]);
