@@ -99,26 +99,27 @@ static const uint8_t *at_at(const uint8_t *base, const dpl_strides_t *s, int32_t
 /* -inf, the only float below -FLT_MAX, has one bit pattern: a key the mask hides is exactly these bits. */
 #define AT_HIDDEN_BITS 0xff800000u
 
-static int32_t at_hidden(const uint8_t *m) {
+static int32_t at_hidden(const float *m) {
+  const float f = *m; /* loaded as a float: memcpy from m itself would not know its alignment */
   uint32_t bits;
-  memcpy(&bits, m, 4);
+  memcpy(&bits, &f, 4);
   return bits == AT_HIDDEN_BITS;
 }
 
-/* One past the last key in [lo, hi) that a mask row (elements `stride` bytes apart) does not hide, or lo. */
-static int32_t at_last_visible(const uint8_t *row, int32_t stride, int32_t lo, int32_t hi) {
+/* One past the last key in [lo, hi) that a mask row (elements `stride` apart) does not hide, or lo. */
+static int32_t at_last_visible(const float *row, int32_t stride, int32_t lo, int32_t hi) {
   if (stride == 0) return hi > lo && !at_hidden(row) ? hi : lo;
-  if (stride == 4) {
+  if (stride == 1) {
     /* a decode step's mask hides the whole cache after its position: eight keys a test */
     for (; hi - lo >= 8; hi -= 8) {
-      const uint8_t *m = row + (uint32_t)(hi - 8) * 4u;
-      if (!(at_hidden(m + 28) && at_hidden(m + 24) && at_hidden(m + 20) && at_hidden(m + 16) &&
-            at_hidden(m + 12) && at_hidden(m + 8) && at_hidden(m + 4) && at_hidden(m))) {
+      const float *m = row + hi - 8;
+      if (!(at_hidden(m + 7) && at_hidden(m + 6) && at_hidden(m + 5) && at_hidden(m + 4) && at_hidden(m + 3) &&
+            at_hidden(m + 2) && at_hidden(m + 1) && at_hidden(m))) {
         break;
       }
     }
   }
-  while (hi > lo && at_hidden(row + (uint32_t)(hi - 1) * (uint32_t)stride)) --hi;
+  while (hi > lo && at_hidden(row + (hi - 1) * stride)) --hi;
   return hi;
 }
 
@@ -133,7 +134,8 @@ static int32_t at_mask_end(const dpl_attention_plan_t *p, const uint8_t *mask, i
   int32_t hh, r, seen = lo;
   for (hh = 0; hh < heads; ++hh) {
     for (r = 0; r < rows && seen < hi; ++r) {
-      seen = at_last_visible(at_at(mask, &p->mask, b, h0 + hh, r, 0, 4), p->mask.feat * 4, seen, hi);
+      const float *row = (const float *)(const void *)at_at(mask, &p->mask, b, h0 + hh, r, 0, 4);
+      seen = at_last_visible(row, p->mask.feat, seen, hi);
     }
   }
   return seen;
