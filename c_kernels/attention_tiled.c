@@ -449,65 +449,130 @@ static void at_row_f32(const at_ctx_t *x, int32_t hl, int32_t r, float *scores) 
 }
 
 /* at_row_f32 where every block's features are contiguous in L1 and qk_dim == v_dim == dim, a constant
-   once inlined (at most AT_REGISTER_DIM_MAX): the same operations in the same order, the query row and
-   the accumulator in registers. */
-AT_INLINE void at_row_f32_dim(const at_ctx_t *x, int32_t hl, int32_t r, float *scores, const int32_t dim) {
+   once inlined (at most AT_REGISTER_DIM_MAX): the same operations in the same order, the query rows and
+   the accumulator in registers. Two query heads of one K/V head can be scored together, each key row
+   loaded once for both. */
+
+/* One (head, row) pair of the current step. */
+typedef struct at_row {
+  float *state;         /* max, sum */
+  float *out;           /* the running sums (the O block) */
+  const float *q, *m;   /* the query row; its mask row or NULL */
+  const float *k, *v;   /* its K/V head's block */
+  int32_t visible;      /* keys of the block the row sees */
+} at_row_t;
+
+static at_row_t at_row(const at_ctx_t *x, int32_t hl, int32_t r) {
   const dpl_attention_plan_t *p = x->p;
   const at_step_t *s = &x->step;
-  float *state = (float *)(void *)(x->l1 + p->l1_state) + 2 * (hl * p->tile_q + r); /* max, sum */
-  float *out = (float *)(void *)x->o_blk + hl * x->ov.head + r * x->ov.seq;       /* the running sums */
-  float acc[AT_REGISTER_DIM_MAX];
-  int32_t j, c, visible;
+  const int32_t kh = at_kv_head(p, s->h0 + hl) - s->kv_lo;
+  at_row_t row;
+  row.state = (float *)(void *)(x->l1 + p->l1_state) + 2 * (hl * p->tile_q + r);
+  row.out = (float *)(void *)x->o_blk + hl * x->ov.head + r * x->ov.seq;
+  row.q = (const float *)(const void *)x->q_blk + hl * x->qv.head + r * x->qv.seq;
+  row.m = x->m_blk ? (const float *)(const void *)x->m_blk + hl * x->mv.head + r * x->mv.seq : 0;
+  row.k = (const float *)(const void *)x->k_blk + kh * x->kv.head;
+  row.v = (const float *)(const void *)x->v_blk + kh * x->vv.head;
+  row.visible = at_min(at_visible(p, s->q0 + r) - s->k0, s->nk);
   if (s->first) {
-    state[0] = -INFINITY;
-    state[1] = 0.0f;
+    row.state[0] = -INFINITY;
+    row.state[1] = 0.0f;
   }
+  return row;
+}
+
+/* The row's scores (q . k) * scale (+ mask) into scores[]; returns their maximum, seeded from score 0 so
+   that a NaN propagates. Needs visible > 0. */
+AT_INLINE float at_scores_dim(const at_ctx_t *x, const at_row_t *a, float *scores, const int32_t dim) {
+  const int32_t ks = x->kv.seq, mf = x->mv.feat;
+  const float scale = x->p->scale;
+  const float *kr = a->k, *mr = a->m;
+  float q[AT_REGISTER_DIM_MAX], block_max = 0.0f;
+  int32_t j, c;
+  AT_UNROLL
+  for (c = 0; c < dim; ++c) q[c] = a->q[c];
+  for (j = 0; j < a->visible; ++j, kr += ks) {
+    float dot = 0.0f;
+    AT_UNROLL
+    for (c = 0; c < dim; ++c) dot += q[c] * kr[c];
+    dot = dot * scale;
+    if (mr) dot += mr[j * mf];
+    scores[j] = dot;
+    if (j == 0 || dot > block_max) block_max = dot;
+  }
+  return block_max;
+}
+
+/* at_scores_dim for two rows of one K/V head and one query row (so the same visible keys). */
+AT_INLINE void at_scores2_dim(const at_ctx_t *x, const at_row_t *a, const at_row_t *b, float *sa, float *sb,
+                              float *max_a, float *max_b, const int32_t dim) {
+  const int32_t ks = x->kv.seq, mf = x->mv.feat;
+  const float scale = x->p->scale;
+  const float *kr = a->k, *ma = a->m, *mb = b->m;
+  float qa[AT_REGISTER_DIM_MAX], qb[AT_REGISTER_DIM_MAX], top_a = 0.0f, top_b = 0.0f;
+  int32_t j, c;
+  AT_UNROLL
+  for (c = 0; c < dim; ++c) {
+    qa[c] = a->q[c];
+    qb[c] = b->q[c];
+  }
+  for (j = 0; j < a->visible; ++j, kr += ks) {
+    float dot_a = 0.0f, dot_b = 0.0f;
+    AT_UNROLL
+    for (c = 0; c < dim; ++c) {
+      dot_a += qa[c] * kr[c];
+      dot_b += qb[c] * kr[c];
+    }
+    dot_a = dot_a * scale;
+    dot_b = dot_b * scale;
+    if (ma) {
+      dot_a += ma[j * mf];
+      dot_b += mb[j * mf];
+    }
+    sa[j] = dot_a;
+    sb[j] = dot_b;
+    if (j == 0 || dot_a > top_a) top_a = dot_a;
+    if (j == 0 || dot_b > top_b) top_b = dot_b;
+  }
+  *max_a = top_a;
+  *max_b = top_b;
+}
+
+/* The online softmax over the row's scored keys (maximum block_max) and their weighted V rows, then,
+   at the row tile's last step, the division by the sum. */
+AT_INLINE void at_weigh_dim(const at_ctx_t *x, const at_row_t *a, const float *scores, float block_max,
+                            const int32_t dim) {
+  const at_step_t *s = &x->step;
+  const int32_t vs = x->vv.seq;
+  float *state = a->state, *out = a->out;
+  float acc[AT_REGISTER_DIM_MAX];
+  int32_t j, c;
   AT_UNROLL
   for (c = 0; c < dim; ++c) acc[c] = s->first ? 0.0f : out[c];
-  visible = at_min(at_visible(p, s->q0 + r) - s->k0, s->nk);
-  if (visible > 0) {
-    const float *qr = (const float *)(const void *)x->q_blk + hl * x->qv.head + r * x->qv.seq;
-    const int32_t kh = at_kv_head(p, s->h0 + hl) - s->kv_lo, ks = x->kv.seq, vs = x->vv.seq;
-    const float *kr = (const float *)(const void *)x->k_blk + kh * x->kv.head;
-    const float *vr = (const float *)(const void *)x->v_blk + kh * x->vv.head;
-    const float *mr = x->m_blk ? (const float *)(const void *)x->m_blk + hl * x->mv.head + r * x->mv.seq : 0;
-    const int32_t mf = x->mv.feat;
-    const float scale = p->scale;
-    float q[AT_REGISTER_DIM_MAX], block_max = 0.0f;
-    AT_UNROLL
-    for (c = 0; c < dim; ++c) q[c] = qr[c];
-    for (j = 0; j < visible; ++j, kr += ks) {
-      float dot = 0.0f;
+  if (a->visible > 0 && !(block_max < -FLT_MAX)) { /* some visible score is above -inf */
+    const float *vr = a->v;
+    const float old_max = state[0];
+    const float new_max = old_max > block_max ? old_max : block_max;
+    const float rescale = old_max < -FLT_MAX ? 0.0f :
+      expf(old_max - new_max);
+    float sum = state[1] * rescale;
+    if (rescale != 1.0f) {
       AT_UNROLL
-      for (c = 0; c < dim; ++c) dot += q[c] * kr[c];
-      dot = dot * scale;
-      if (mr) dot += mr[j * mf];
-      scores[j] = dot;
-      if (j == 0 || dot > block_max) block_max = dot;
+      for (c = 0; c < dim; ++c) acc[c] *= rescale;
     }
-    if (!(block_max < -FLT_MAX)) {
-      const float old_max = state[0];
-      const float new_max = old_max > block_max ? old_max : block_max;
-      const float rescale = old_max < -FLT_MAX ? 0.0f :
-        expf(old_max - new_max);
-      float sum = state[1] * rescale;
-      if (rescale != 1.0f) {
-        AT_UNROLL
-        for (c = 0; c < dim; ++c) acc[c] *= rescale;
-      }
-      for (j = 0; j < visible; ++j, vr += vs) {
-        const float e =
-          expf(scores[j] - new_max);
-        sum += e;
-        AT_UNROLL
-        for (c = 0; c < dim; ++c) acc[c] += e * vr[c];
-      }
-      state[0] = new_max;
-      state[1] = sum;
+    for (j = 0; j < a->visible; ++j, vr += vs) {
+      const float e =
+        expf(scores[j] - new_max);
+      sum += e;
+      AT_UNROLL
+      for (c = 0; c < dim; ++c) acc[c] += e * vr[c];
     }
+    state[0] = new_max;
+    state[1] = sum;
   }
   if (s->last) {
     const float sum = state[1];
+    /* divide (not multiply by 1/sum), like TVM's softmax; no visible key: 0 */
     AT_UNROLL
     for (c = 0; c < dim; ++c) out[c] = sum == 0.0f ? 0.0f : acc[c] / sum;
   } else {
@@ -516,12 +581,51 @@ AT_INLINE void at_row_f32_dim(const at_ctx_t *x, int32_t hl, int32_t r, float *s
   }
 }
 
-/* The head dimension at_row_f32_dim runs the current step with, or 0: at_row_f32. */
+/* This core's units of the current step, interleaved over the cores: (head, row) pairs, or with `pairs`
+   two heads of one row, scored together when they read the same K/V head. scores: room for two blocks
+   of keys when pairs. */
+AT_INLINE void at_units_dim(const at_ctx_t *x, int32_t core, int32_t cores, int32_t pairs, float *scores,
+                            const int32_t dim) {
+  const dpl_attention_plan_t *p = x->p;
+  const at_step_t *s = &x->step;
+  const int32_t units = (pairs ? (s->nh + 1) / 2 : s->nh) * s->nq;
+  int32_t i, hl;
+  for (i = core; i < units; i += cores) {
+    const int32_t r = i % s->nq, first = pairs ? 2 * (i / s->nq) : i / s->nq;
+    const int32_t end = at_min(first + (pairs ? 2 : 1), s->nh);
+    if (end - first == 2 && at_kv_head(p, s->h0 + first) == at_kv_head(p, s->h0 + first + 1)) {
+      const at_row_t a = at_row(x, first, r), b = at_row(x, first + 1, r);
+      float *scores_b = scores + p->tile_kv, max_a = 0.0f, max_b = 0.0f;
+      if (a.visible > 0) at_scores2_dim(x, &a, &b, scores, scores_b, &max_a, &max_b, dim);
+      at_weigh_dim(x, &a, scores, max_a, dim);
+      at_weigh_dim(x, &b, scores_b, max_b, dim);
+      continue;
+    }
+    for (hl = first; hl < end; ++hl) {
+      const at_row_t a = at_row(x, hl, r);
+      const float block_max = a.visible > 0 ? at_scores_dim(x, &a, scores, dim) : 0.0f;
+      at_weigh_dim(x, &a, scores, block_max, dim);
+    }
+  }
+}
+
+/* The head dimension at_units_dim runs the current step with, or 0: at_row_f32. */
 static int32_t at_register_dim(const at_ctx_t *x) {
   const int32_t d = x->p->qk_dim;
   const int32_t contiguous = x->qv.feat == 1 && x->ov.feat == 1 && (!x->k_blk || x->kv.feat == 1) &&
                              (!x->v_blk || x->vv.feat == 1);
   return contiguous && d == x->p->v_dim && (d == 4 || d == 8 || d == 16) ? d : 0;
+}
+
+/* at_units_dim with its dimension a constant. */
+static void at_units(const at_ctx_t *x, int32_t core, int32_t cores, int32_t pairs, float *scores, int32_t dim) {
+  if (dim == 4) {
+    at_units_dim(x, core, cores, pairs, scores, 4);
+  } else if (dim == 8) {
+    at_units_dim(x, core, cores, pairs, scores, 8);
+  } else {
+    at_units_dim(x, core, cores, pairs, scores, 16);
+  }
 }
 
 /* e = 2^(DPL_EXP_LUT_BITS - e_shift) * exp(-(real distance from the row maximum)), see reference.exp2_weights */
@@ -597,23 +701,25 @@ static void at_row_s8(const at_ctx_t *x, int32_t hl, int32_t r, int32_t *scores)
   }
 }
 
+/* Float scores per core in l1_scores: two query heads of a K/V head are scored together when
+   kv_div >= 2 (tvm_deeploy/plan/tiling/attention.py sizes the buffer alike). */
+static int32_t at_score_rows(const dpl_attention_plan_t *p) { return p->dtype == DPL_F32 && p->kv_div >= 2 ? 2 : 1; }
+
 static void at_compute(const at_ctx_t *x, int32_t core) {
   const dpl_attention_plan_t *p = x->p;
   const at_step_t *s = &x->step;
-  const int32_t pairs = s->nh * s->nq;
   const int32_t cores = p->cores > 1 ? p->cores : 1;
-  uint8_t *scores = x->l1 + p->l1_scores + (uint32_t)core * (uint32_t)p->tile_kv * 4u;
+  uint8_t *scores = x->l1 + p->l1_scores + (uint32_t)(core * at_score_rows(p)) * (uint32_t)p->tile_kv * 4u;
   const int32_t dim = p->dtype == DPL_F32 ? at_register_dim(x) : 0;
   int32_t i;
+  if (dim) {
+    /* pairs of query heads only with at least two units of work per core: they halve the units */
+    at_units(x, core, cores, at_score_rows(p) == 2 && s->nh * s->nq >= 2 * cores, (float *)(void *)scores, dim);
+    return;
+  }
   /* interleaved, so that causal rows (later rows see more keys) spread over the cores */
-  for (i = core; i < pairs; i += cores) {
-    if (dim == 4) {
-      at_row_f32_dim(x, i / s->nq, i % s->nq, (float *)(void *)scores, 4);
-    } else if (dim == 8) {
-      at_row_f32_dim(x, i / s->nq, i % s->nq, (float *)(void *)scores, 8);
-    } else if (dim == 16) {
-      at_row_f32_dim(x, i / s->nq, i % s->nq, (float *)(void *)scores, 16);
-    } else if (p->dtype == DPL_F32) {
+  for (i = core; i < s->nh * s->nq; i += cores) {
+    if (p->dtype == DPL_F32) {
       at_row_f32(x, i / s->nq, i % s->nq, (float *)(void *)scores);
     } else {
       at_row_s8(x, i / s->nq, i % s->nq, (int32_t *)(void *)scores);

@@ -131,6 +131,12 @@ class AttentionGeometry:
     # -- what a tiling costs -----------------------------------------------------------------
 
     @property
+    def score_rows(self) -> int:
+        """Blocks of float scores per core: fp32 scores two query heads of a K/V head together when
+        kv_div >= 2 (c_kernels/attention_tiled.c, at_score_rows)."""
+        return 2 if self.dtype == "float32" and self.kv_div >= 2 else 1
+
+    @property
     def state_words(self) -> int:
         """4-byte words of running state per (head, row): fp32 max and sum (the sum of weighted V
         accumulates in the O slot); int8 max, sum and the int32 accumulator."""
@@ -153,7 +159,7 @@ class AttentionGeometry:
             "mask": aligned(heads.mask_heads_max * self.mask_block(tile_q, tile_kv) * 4),
             "o": aligned(rows * self.v_dim * self.elem),
             "state": aligned(rows * self.state_words * 4),
-            "scores": aligned(self.cores * tile_kv * 4),
+            "scores": aligned(self.cores * self.score_rows * tile_kv * 4),
             "lut": LUT_BYTES if self.dtype == "int8" else 0,
         }
 

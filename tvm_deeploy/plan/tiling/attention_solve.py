@@ -152,7 +152,7 @@ def tile_attention(spec: AttentionSpec, platform: Platform, policy: TilingPolicy
     m_slot = md.aligned(mask_slot_elems * 4, mask_elements_max * 4, "mask_slot")
     o_slot = md.aligned(rows * (dv * e), H * Q * dv * e, "o_slot")
     state = md.aligned(rows * (geo.state_words * 4), H * Q * geo.state_words * 4, "state")
-    scores = md.aligned(tkv * (cores * 4), cores * KV * 4, "scores")
+    scores = md.aligned(tkv * (cores * geo.score_rows * 4), cores * geo.score_rows * KV * 4, "scores")
     kv_upper = 2 * (spec.kv_heads * KV * (d + dv) * e + 2 * ALIGN)
     kv_l1 = m.NewIntVar(0, kv_upper, "kv_l1")
     m.Add(kv_l1 == k_slot + v_slot).OnlyEnforceIf(single)
