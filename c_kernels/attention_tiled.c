@@ -777,20 +777,12 @@ static void at_worker(void *arg) {
   }
 }
 
+/* A ring with nothing held or pending (its views and transfers are written before they are read). */
 static void at_ring_init(at_ring_t *ring, const uint32_t off[2]) {
-  int32_t i;
   ring->single = off[0] == off[1];
   ring->slot = ring->next = 0;
   ring->held[0] = -1;
-  ring->held[1] = ring->held[2] = 0;
-  for (i = 0; i < 2; ++i) {
-    ring->view[i].head = ring->view[i].seq = ring->view[i].feat = 0;
-    ring->job[i].dst = 0;
-    ring->job[i].src = 0;
-    ring->job[i].row_bytes = ring->job[i].rows = ring->job[i].dst_stride = ring->job[i].src_stride = 0;
-    ring->job[i].direction = 0;
-    ring->job[i].pending = 0;
-  }
+  ring->job[0].pending = ring->job[1].pending = 0;
 }
 
 void dpl_attention_tiled(const dpl_attention_plan_t *plan, uint8_t *l1, const void *q, const void *k,
@@ -815,11 +807,7 @@ void dpl_attention_tiled(const dpl_attention_plan_t *plan, uint8_t *l1, const vo
   at_ring_init(&x.rv, p->l1_v);
   at_ring_init(&x.rm, p->l1_mask);
   x.rq.single = 0; /* Q always has two slots */
-  for (i = 0; i < 2; ++i) {
-    x.jo[i] = x.rq.job[i];
-    x.o_view[i] = x.rq.view[i];
-  }
-  x.jlut = x.rq.job[0];
+  x.jo[0].pending = x.jo[1].pending = x.jlut.pending = 0;
 
   /* int8: the exp2 table */
   if (p->dtype == DPL_S8) dpl_dma_start_1d(&x.jlut, l1 + p->l1_lut, exp2_lut, DPL_EXP2_LUT_BYTES, DPL_DMA_TO_L1);
