@@ -57,8 +57,10 @@ typedef struct at_ring {
 typedef struct at_ctx {
   const dpl_attention_plan_t *p;
   uint8_t *l1;
-  const uint8_t *q, *k, *v, *mask;
+  const uint8_t *q, *k, *v, *mask; /* mask NULL: none, or one whose visible keys all add 0 */
   uint8_t *o;
+  int32_t mask_row;          /* the mask is one row, broadcast over batch, heads and query rows */
+  int32_t row_end;           /* such a mask's end of visible keys (every row tile's), or -1 */
   uint32_t elem;             /* bytes of a Q, K, V and O element */
   at_step_t step, next;      /* the step computing now and the one after it */
   int32_t has_next;
@@ -106,6 +108,14 @@ static int32_t at_hidden(const float *m) {
   return bits == AT_HIDDEN_BITS;
 }
 
+/* +0 or -0: adding it leaves a score's value (a -0 score becomes +0, the same weight) */
+static int32_t at_zero(const float *m) {
+  const float f = *m;
+  uint32_t bits;
+  memcpy(&bits, &f, 4);
+  return (bits & 0x7fffffffu) == 0;
+}
+
 /* One past the last key in [lo, hi) that a mask row (elements `stride` apart) does not hide, or lo. */
 static int32_t at_last_visible(const float *row, int32_t stride, int32_t lo, int32_t hi) {
   if (stride == 0) return hi > lo && !at_hidden(row) ? hi : lo;
@@ -121,6 +131,22 @@ static int32_t at_last_visible(const float *row, int32_t stride, int32_t lo, int
   }
   while (hi > lo && at_hidden(row + (hi - 1) * stride)) --hi;
   return hi;
+}
+
+/* The first key in [lo, hi) of a mask row (elements `stride` apart) that is not +-0, or hi. */
+static int32_t at_first_nonzero(const float *row, int32_t stride, int32_t lo, int32_t hi) {
+  if (stride == 0) return lo < hi && at_zero(row) ? hi : lo;
+  if (stride == 1) {
+    for (; hi - lo >= 8; lo += 8) {
+      const float *m = row + lo;
+      if (!(at_zero(m) && at_zero(m + 1) && at_zero(m + 2) && at_zero(m + 3) && at_zero(m + 4) && at_zero(m + 5) &&
+            at_zero(m + 6) && at_zero(m + 7))) {
+        break;
+      }
+    }
+  }
+  while (lo < hi && at_zero(row + lo * stride)) ++lo;
+  return lo;
 }
 
 /* One past the last key in [lo, hi) that some query row of heads h0 .. h0 + nh - 1 sees through the
@@ -144,7 +170,8 @@ static int32_t at_mask_end(const dpl_attention_plan_t *p, const uint8_t *mask, i
 /* ------------------------------------------------------------------------------------------ */
 /* the schedule */
 
-static void at_row_tile(const dpl_attention_plan_t *p, const uint8_t *mask, at_step_t *s) {
+static void at_row_tile(const at_ctx_t *x, at_step_t *s) {
+  const dpl_attention_plan_t *p = x->p;
   int32_t h, lo, hi;
   s->h0 = s->hb * p->tile_h;
   s->nh = at_min(p->tile_h, p->heads - s->h0);
@@ -161,9 +188,13 @@ static void at_row_tile(const dpl_attention_plan_t *p, const uint8_t *mask, at_s
   /* the last row sees the most keys */
   s->blocks = at_ceil_div(at_visible(p, s->q0 + s->nq - 1), p->tile_kv);
   /* without a mask, blocks stay whole (the tiler's DMA model); with one, they end where it does (the
-     first row tile's end comes from at_first) */
+     first row tile's end comes from at_first, and a mask of one row has one end for all) */
   if (s->qi == 0 && s->tile > 0) {
-    s->kv_end = mask ? at_mask_end(p, mask, s->b, s->h0, s->nh, 0, p->kv_len) : p->kv_len;
+    if (x->row_end >= 0) {
+      s->kv_end = x->row_end;
+    } else {
+      s->kv_end = x->mask ? at_mask_end(p, x->mask, s->b, s->h0, s->nh, 0, p->kv_len) : p->kv_len;
+    }
   }
   s->blocks = at_min(s->blocks, at_ceil_div(s->kv_end, p->tile_kv));
   s->passes = (p->dtype == DPL_S8 && s->blocks > 1) ? 2 : 1;
@@ -179,15 +210,16 @@ static void at_block(const dpl_attention_plan_t *p, at_step_t *s) {
 }
 
 /* The first step; kv_end: where the first row tile's visible keys end. */
-static void at_first(const dpl_attention_plan_t *p, int32_t kv_end, at_step_t *s) {
+static void at_first(const at_ctx_t *x, int32_t kv_end, at_step_t *s) {
   s->b = s->hb = s->qi = s->tile = 0;
   s->kv_end = kv_end;
-  at_row_tile(p, 0, s);
-  at_block(p, s);
+  at_row_tile(x, s);
+  at_block(x->p, s);
 }
 
 /* Advance to the next step; 0 when s was the last. */
-static int32_t at_next(const dpl_attention_plan_t *p, const uint8_t *mask, at_step_t *s) {
+static int32_t at_next(const at_ctx_t *x, at_step_t *s) {
+  const dpl_attention_plan_t *p = x->p;
   if (s->ki >= 0 && s->ki + 1 < s->blocks) {
     ++s->ki;
   } else if (s->pass + 1 < s->passes) {
@@ -202,7 +234,7 @@ static int32_t at_next(const dpl_attention_plan_t *p, const uint8_t *mask, at_st
       }
     }
     ++s->tile;
-    at_row_tile(p, mask, s);
+    at_row_tile(x, s);
   }
   at_block(p, s);
   return 1;
@@ -387,7 +419,7 @@ static void at_after(at_ctx_t *x) {
   x->rv.slot = x->rv.next;
   x->rm.slot = x->rm.next;
   x->step = x->next;
-  x->has_next = at_next(p, x->mask, &x->next);
+  x->has_next = at_next(x, &x->next);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -730,10 +762,9 @@ static void at_compute(const at_ctx_t *x, int32_t core) {
 /* Core 0, at the start of the fork: the first step and its blocks (kv_end: where the first row tile's
    visible keys end). */
 static void at_start(at_ctx_t *x, int32_t kv_end) {
-  const dpl_attention_plan_t *p = x->p;
-  at_first(p, kv_end, &x->step);
+  at_first(x, kv_end, &x->step);
   x->next = x->step;
-  x->has_next = at_next(p, x->mask, &x->next);
+  x->has_next = at_next(x, &x->next);
   at_fetch_q(x, &x->step, 0);
   if (at_needs_kv(&x->step)) {
     at_fetch_kv(x, &x->rk, &x->step, 0, 0);
@@ -742,23 +773,44 @@ static void at_start(at_ctx_t *x, int32_t kv_end) {
   if (at_needs_v(&x->step)) at_fetch_kv(x, &x->rv, &x->step, 0, 1);
 }
 
+/* Bytes 4-byte words apart of the cores' slots in l1_scores (at least 2, for at_find_end). */
+static int32_t at_core_words(const dpl_attention_plan_t *p) {
+  const int32_t words = at_score_rows(p) * p->tile_kv;
+  return words > 2 ? words : 2;
+}
+
+/* All cores, with a mask: where the first row tile's visible keys end, each core scanning its share of
+   the keys (the shares' ends and first non-zero keys meet in the cores' score slots). A mask of one row
+   that is +-0 up to that end adds nothing: core 0 drops it (no mask blocks, no additions). */
+static int32_t at_find_end(at_ctx_t *x, int32_t core) {
+  const dpl_attention_plan_t *p = x->p;
+  int32_t *found = (int32_t *)(void *)(x->l1 + p->l1_scores);
+  const int32_t words = at_core_words(p), cores = dpl_core_count();
+  int32_t lo, hi, end, c, nonzero;
+  dpl_core_share(p->kv_len, &lo, &hi);
+  end = at_mask_end(p, x->mask, 0, 0, at_min(p->tile_h, p->heads), lo, hi);
+  found[core * words] = end > lo ? end : 0; /* lo: no key of the share visible */
+  nonzero = x->mask_row ? at_first_nonzero((const float *)(const void *)x->mask, p->mask.feat, lo, hi) : lo;
+  found[core * words + 1] = nonzero < hi ? nonzero : p->kv_len; /* hi: the share is +-0 throughout */
+  dpl_barrier();
+  end = 0;
+  nonzero = p->kv_len;
+  for (c = 0; c < cores; ++c) {
+    end = found[c * words] > end ? found[c * words] : end;
+    nonzero = found[c * words + 1] < nonzero ? found[c * words + 1] : nonzero;
+  }
+  if (core == 0 && x->mask_row) {
+    x->row_end = end;
+    if (nonzero >= end) x->mask = 0;
+  }
+  return end;
+}
+
 static void at_worker(void *arg) {
   at_ctx_t *x = (at_ctx_t *)arg;
-  const dpl_attention_plan_t *p = x->p;
   const int32_t core = dpl_core_id();
-  int32_t kv_end = p->kv_len, last;
-  if (x->mask) {
-    /* where the first row tile's visible keys end: each core scans its share of the keys, the
-       bounds meet in the cores' score buffers */
-    int32_t *found = (int32_t *)(void *)(x->l1 + p->l1_scores);
-    const int32_t stride = p->tile_kv, cores = dpl_core_count();
-    int32_t lo, hi, c;
-    dpl_core_share(p->kv_len, &lo, &hi);
-    hi = at_mask_end(p, x->mask, 0, 0, at_min(p->tile_h, p->heads), lo, hi);
-    found[core * stride] = hi > lo ? hi : 0; /* lo: no key of the share visible */
-    dpl_barrier();
-    for (kv_end = 0, c = 0; c < cores; ++c) kv_end = found[c * stride] > kv_end ? found[c * stride] : kv_end;
-  }
+  const int32_t kv_end = x->mask ? at_find_end(x, core) : x->p->kv_len;
+  int32_t last;
   if (core == 0) {
     at_start(x, kv_end);
     at_before(x);
@@ -800,6 +852,9 @@ void dpl_attention_tiled(const dpl_attention_plan_t *plan, uint8_t *l1, const vo
   x.k = (const uint8_t *)k;
   x.v = (const uint8_t *)v;
   x.mask = p->dtype == DPL_F32 ? (const uint8_t *)(const void *)mask : 0;
+  x.mask_row = (!p->mask.batch || p->batch == 1) && (!p->mask.head || p->heads == 1) &&
+               (!p->mask.seq || p->q_len == 1);
+  x.row_end = -1;
   x.o = (uint8_t *)o;
   x.elem = p->dtype == DPL_F32 ? 4u : 1u;
   at_ring_init(&x.rq, p->l1_q);

@@ -243,6 +243,39 @@ def test_mask_end_found_by_the_cores_together(lib, data, heads, q_len, kv_len, c
         assert counters == cut_counters
 
 
+@pytest.mark.parametrize("cores", [1, 3, 8])
+@pytest.mark.parametrize("seen", [0, 1, 7, 20, 64])
+def test_a_mask_of_zeros_up_to_its_end_is_dropped(lib, seen, cores):
+    """A decode step's mask (one row: +-0 up to the position, -inf after it) adds nothing to the keys it
+    shows: the kernel neither fetches nor adds it, so it moves the bytes, and computes the result bit for
+    bit, of attention over the cache cut there without a mask. A single non-zero key keeps the mask."""
+    rng = np.random.default_rng(seen + cores)
+    context, heads, kv_heads = 64, 8, 4
+    q = rng.standard_normal((1, heads, 1, 8)).astype(np.float32)
+    k, v = (rng.standard_normal((1, kv_heads, context, 8)).astype(np.float32) for _ in range(2))
+    row = np.where(np.arange(context) < seen, 0.0, -np.inf).astype(np.float32)
+    row[:seen:3] = -0.0
+    mask = np.broadcast_to(row.reshape(1, 1, 1, context), (1, heads, 1, context))
+    out = empty_out((1, heads, 1, 8), "float32", "bhsd")
+    counters, _ = run_kernel(lib, make_spec(q, k, v, out, mask, kv_div=2, scale=0.35), q, k, v, out, mask,
+                             tiles=(heads, 1, 32), cores=cores)
+    if not seen:
+        assert not out.any() and counters == (heads * 8 * 4, heads * 8 * 4)
+        return
+    cut = [np.ascontiguousarray(x[:, :, :seen]) for x in (k, v)]
+    cut_out = empty_out((1, heads, 1, 8), "float32", "bhsd")
+    cut_counters, _ = run_kernel(lib, make_spec(q, *cut, cut_out, kv_div=2, scale=0.35), q, *cut, cut_out,
+                                 tiles=(heads, 1, min(32, seen)), cores=cores)
+    np.testing.assert_array_equal(out, cut_out)
+    assert counters == cut_counters
+    row[seen - 1] = 0.5  # now the mask changes a score: fetched (one element per key) and added
+    kept = empty_out((1, heads, 1, 8), "float32", "bhsd")
+    kept_counters, _ = run_kernel(lib, make_spec(q, k, v, kept, mask, kv_div=2, scale=0.35), q, k, v, kept, mask,
+                                  tiles=(heads, 1, 32), cores=cores)
+    assert kept_counters[0] == cut_counters[0] + 4 * seen
+    np.testing.assert_allclose(kept, ref.attention_f32(q, k, v, 0.35, mask, kv_heads=kv_heads), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("d", [4, 8, 16])
 @pytest.mark.parametrize("cores", [1, 3])
 def test_register_rows_equal_the_strided_rows(lib, d, cores):

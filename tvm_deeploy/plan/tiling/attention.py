@@ -136,6 +136,11 @@ class AttentionGeometry:
         kv_div >= 2 (c_kernels/attention_tiled.c, at_score_rows)."""
         return 2 if self.dtype == "float32" and self.kv_div >= 2 else 1
 
+    def core_score_words(self, tile_kv: int) -> int:
+        """4-byte words of a core's slot in the scores buffer: its score blocks, and at least the two
+        words where the cores' scans of a mask meet (at_find_end)."""
+        return max(2, self.score_rows * tile_kv)
+
     @property
     def state_words(self) -> int:
         """4-byte words of running state per (head, row): fp32 max and sum (the sum of weighted V
@@ -159,7 +164,7 @@ class AttentionGeometry:
             "mask": aligned(heads.mask_heads_max * self.mask_block(tile_q, tile_kv) * 4),
             "o": aligned(rows * self.v_dim * self.elem),
             "state": aligned(rows * self.state_words * 4),
-            "scores": aligned(self.cores * self.score_rows * tile_kv * 4),
+            "scores": aligned(self.cores * self.core_score_words(tile_kv) * 4),
             "lut": LUT_BYTES if self.dtype == "int8" else 0,
         }
 
