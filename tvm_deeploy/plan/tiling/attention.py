@@ -13,6 +13,8 @@ key block of one pass. Per head block:
   mask (fp32) at every step, only along the axes it does not broadcast;
   O    once per row tile.
 A head block fetches the K/V heads from the lowest to the highest its query heads read (its span).
+A run-time mask only lowers the traffic (keys it hides from every row are not fetched; a mask of one row
+that is +-0 up to its last visible key is not fetched at all): these figures bound it.
 """
 
 from __future__ import annotations
