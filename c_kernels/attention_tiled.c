@@ -503,8 +503,8 @@ static at_row_t at_row(const at_ctx_t *x, int32_t hl, int32_t r) {
   row.out = (float *)(void *)x->o_blk + hl * x->ov.head + r * x->ov.seq;
   row.q = (const float *)(const void *)x->q_blk + hl * x->qv.head + r * x->qv.seq;
   row.m = x->m_blk ? (const float *)(const void *)x->m_blk + hl * x->mv.head + r * x->mv.seq : 0;
-  row.k = (const float *)(const void *)x->k_blk + kh * x->kv.head;
-  row.v = (const float *)(const void *)x->v_blk + kh * x->vv.head;
+  row.k = x->k_blk ? (const float *)(const void *)x->k_blk + kh * x->kv.head : 0; /* NULL: no key this step */
+  row.v = x->v_blk ? (const float *)(const void *)x->v_blk + kh * x->vv.head : 0;
   row.visible = at_min(at_visible(p, s->q0 + r) - s->k0, s->nk);
   if (s->first) {
     row.state[0] = -INFINITY;
@@ -585,16 +585,14 @@ AT_INLINE void at_weigh_dim(const at_ctx_t *x, const at_row_t *a, const float *s
     const float *vr = a->v;
     const float old_max = state[0];
     const float new_max = old_max > block_max ? old_max : block_max;
-    const float rescale = old_max < -FLT_MAX ? 0.0f :
-      expf(old_max - new_max);
+    const float rescale = old_max < -FLT_MAX ? 0.0f : expf(old_max - new_max);
     float sum = state[1] * rescale;
     if (rescale != 1.0f) {
       AT_UNROLL
       for (c = 0; c < dim; ++c) acc[c] *= rescale;
     }
     for (j = 0; j < a->visible; ++j, vr += vs) {
-      const float e =
-        expf(scores[j] - new_max);
+      const float e = expf(scores[j] - new_max);
       sum += e;
       AT_UNROLL
       for (c = 0; c < dim; ++c) acc[c] += e * vr[c];
