@@ -494,7 +494,7 @@ typedef struct at_row {
   int32_t visible;      /* keys of the block the row sees */
 } at_row_t;
 
-static at_row_t at_row(const at_ctx_t *x, int32_t hl, int32_t r) {
+AT_INLINE at_row_t at_row(const at_ctx_t *x, int32_t hl, int32_t r) {
   const dpl_attention_plan_t *p = x->p;
   const at_step_t *s = &x->step;
   const int32_t kh = at_kv_head(p, s->h0 + hl) - s->kv_lo;
@@ -587,7 +587,7 @@ AT_INLINE void at_weigh_dim(const at_ctx_t *x, const at_row_t *a, const float *s
     const float new_max = old_max > block_max ? old_max : block_max;
     const float rescale = old_max < -FLT_MAX ? 0.0f : expf(old_max - new_max);
     float sum = state[1] * rescale;
-    if (rescale != 1.0f) {
+    if (!s->first && rescale != 1.0f) { /* the first step's sums are 0 */
       AT_UNROLL
       for (c = 0; c < dim; ++c) acc[c] *= rescale;
     }
