@@ -4,16 +4,30 @@
 
    One fork runs the whole call: core 0 drives the DMA, every core computes its share of each step,
    two barriers per step keep them in step:
+     all:    with a mask, its share of the keys: where the first row tile's visible keys end | barrier
      core 0: start step s+1's new blocks, wait for step s's        | barrier
-     all:    step s for (head, row) pairs core, core + cores, ...  | barrier
+     all:    step s for (head, row) pairs core, core + cores, ...  | barrier (not after the last step)
      core 0: send a finished row tile out, fetch single-buffered blocks, move to step s+1
+   The last row tile goes out after the join (a decode step is one step: one barrier, or two with a mask).
    A block goes into the slot of its operand's ring that the block in use does not occupy, so a
    prefetch never lands on data a step still reads; the slot's previous block belonged to an earlier
    step, whose transfer was waited before that step ran. */
 #include <float.h>
 #include <math.h>
+#include <string.h>
 
 #include "dpl_kernels.h"
+
+/* The row kernel for a small head dimension is inlined with the dimension a constant, its loops over
+   the features unrolled, so that the query row and the accumulator stay in registers. */
+#if defined(__GNUC__)
+#define AT_INLINE static inline __attribute__((always_inline))
+#define AT_UNROLL _Pragma("GCC unroll 16")
+#else
+#define AT_INLINE static inline
+#define AT_UNROLL
+#endif
+#define AT_REGISTER_DIM_MAX 16
 
 /* Element strides of a block in L1: what the compute reads. */
 typedef struct at_view {
@@ -43,10 +57,11 @@ typedef struct at_ring {
 typedef struct at_ctx {
   const dpl_attention_plan_t *p;
   uint8_t *l1;
-  const uint8_t *q, *k, *v, *mask;
+  const uint8_t *q, *k, *v, *mask; /* mask NULL: none, or one whose visible keys all add 0 */
   uint8_t *o;
+  int32_t mask_row;          /* the mask is one row, broadcast over batch, heads and query rows */
+  int32_t row_end;           /* such a mask's end of visible keys (every row tile's), or -1 */
   uint32_t elem;             /* bytes of a Q, K, V and O element */
-  int32_t done;
   at_step_t step, next;      /* the step computing now and the one after it */
   int32_t has_next;
   at_ring_t rq, rk, rv, rm;
@@ -83,22 +98,70 @@ static const uint8_t *at_at(const uint8_t *base, const dpl_strides_t *s, int32_t
                  (uint32_t)f * (uint32_t)s->feat) * e;
 }
 
-/* One past the last key that some query row of the head block sees through the additive mask (not
-   -inf): the keys after it add nothing to any row of the block, so they are neither fetched nor scored.
-   A decode step's mask hides the cache beyond its position this way. One bound for the whole head
-   block keeps its K/V blocks the same for every row tile (resident across them). Reads the mask where
-   it lives (L2), its broadcast axes once. */
-static int32_t at_mask_end(const dpl_attention_plan_t *p, const uint8_t *mask, const at_step_t *s) {
-  const int32_t nh = p->mask.head ? s->nh : 1, nq = p->mask.seq ? p->q_len : 1;
-  int32_t hh, r, j, seen = 0;
-  for (hh = 0; hh < nh; ++hh) {
-    for (r = 0; r < nq; ++r) {
-      for (j = p->kv_len; j > seen; --j) {
-        if (!(*(const float *)(const void *)at_at(mask, &p->mask, s->b, s->h0 + hh, r, j - 1, 4) < -FLT_MAX)) {
-          seen = j;
-          break;
-        }
+/* -inf, the only float below -FLT_MAX, has one bit pattern: a key the mask hides is exactly these bits. */
+#define AT_HIDDEN_BITS 0xff800000u
+
+static int32_t at_hidden(const float *m) {
+  const float f = *m; /* loaded as a float: memcpy from m itself would not know its alignment */
+  uint32_t bits;
+  memcpy(&bits, &f, 4);
+  return bits == AT_HIDDEN_BITS;
+}
+
+/* +0 or -0: adding it leaves a score's value (a -0 score becomes +0, the same weight) */
+static int32_t at_zero(const float *m) {
+  const float f = *m;
+  uint32_t bits;
+  memcpy(&bits, &f, 4);
+  return (bits & 0x7fffffffu) == 0;
+}
+
+/* One past the last key in [lo, hi) that a mask row (elements `stride` apart) does not hide, or lo. */
+static int32_t at_last_visible(const float *row, int32_t stride, int32_t lo, int32_t hi) {
+  if (stride == 0) return hi > lo && !at_hidden(row) ? hi : lo;
+  if (stride == 1) {
+    /* a decode step's mask hides the whole cache after its position: eight keys a test */
+    for (; hi - lo >= 8; hi -= 8) {
+      const float *m = row + hi - 8;
+      if (!(at_hidden(m + 7) && at_hidden(m + 6) && at_hidden(m + 5) && at_hidden(m + 4) && at_hidden(m + 3) &&
+            at_hidden(m + 2) && at_hidden(m + 1) && at_hidden(m))) {
+        break;
       }
+    }
+  }
+  while (hi > lo && at_hidden(row + (hi - 1) * stride)) --hi;
+  return hi;
+}
+
+/* The first key in [lo, hi) of a mask row (elements `stride` apart) that is not +-0, or hi. */
+static int32_t at_first_nonzero(const float *row, int32_t stride, int32_t lo, int32_t hi) {
+  if (stride == 0) return lo < hi && at_zero(row) ? hi : lo;
+  if (stride == 1) {
+    for (; hi - lo >= 8; lo += 8) {
+      const float *m = row + lo;
+      if (!(at_zero(m) && at_zero(m + 1) && at_zero(m + 2) && at_zero(m + 3) && at_zero(m + 4) && at_zero(m + 5) &&
+            at_zero(m + 6) && at_zero(m + 7))) {
+        break;
+      }
+    }
+  }
+  while (lo < hi && at_zero(row + lo * stride)) ++lo;
+  return lo;
+}
+
+/* One past the last key in [lo, hi) that some query row of heads h0 .. h0 + nh - 1 sees through the
+   additive mask (not -inf), or lo: the keys after it add nothing to any row of the head block, so they
+   are neither fetched nor scored. A decode step's mask hides the cache beyond its position this way.
+   One bound for the whole head block keeps its K/V blocks the same for every row tile (resident across
+   them). Reads the mask where it lives (L2), its broadcast axes once. */
+static int32_t at_mask_end(const dpl_attention_plan_t *p, const uint8_t *mask, int32_t b, int32_t h0, int32_t nh,
+                           int32_t lo, int32_t hi) {
+  const int32_t heads = p->mask.head ? nh : 1, rows = p->mask.seq ? p->q_len : 1;
+  int32_t hh, r, seen = lo;
+  for (hh = 0; hh < heads; ++hh) {
+    for (r = 0; r < rows && seen < hi; ++r) {
+      const float *row = (const float *)(const void *)at_at(mask, &p->mask, b, h0 + hh, r, 0, 4);
+      seen = at_last_visible(row, p->mask.feat, seen, hi);
     }
   }
   return seen;
@@ -107,7 +170,8 @@ static int32_t at_mask_end(const dpl_attention_plan_t *p, const uint8_t *mask, c
 /* ------------------------------------------------------------------------------------------ */
 /* the schedule */
 
-static void at_row_tile(const dpl_attention_plan_t *p, const uint8_t *mask, at_step_t *s) {
+static void at_row_tile(const at_ctx_t *x, at_step_t *s) {
+  const dpl_attention_plan_t *p = x->p;
   int32_t h, lo, hi;
   s->h0 = s->hb * p->tile_h;
   s->nh = at_min(p->tile_h, p->heads - s->h0);
@@ -123,8 +187,15 @@ static void at_row_tile(const dpl_attention_plan_t *p, const uint8_t *mask, at_s
   s->nq = at_min(p->tile_q, p->q_len - s->q0);
   /* the last row sees the most keys */
   s->blocks = at_ceil_div(at_visible(p, s->q0 + s->nq - 1), p->tile_kv);
-  /* without a mask, blocks stay whole (the tiler's DMA model); with one, they end where it does */
-  if (s->qi == 0) s->kv_end = mask ? at_mask_end(p, mask, s) : p->kv_len;
+  /* without a mask, blocks stay whole (the tiler's DMA model); with one, they end where it does (the
+     first row tile's end comes from at_first, and a mask of one row has one end for all) */
+  if (s->qi == 0 && s->tile > 0) {
+    if (x->row_end >= 0) {
+      s->kv_end = x->row_end;
+    } else {
+      s->kv_end = x->mask ? at_mask_end(p, x->mask, s->b, s->h0, s->nh, 0, p->kv_len) : p->kv_len;
+    }
+  }
   s->blocks = at_min(s->blocks, at_ceil_div(s->kv_end, p->tile_kv));
   s->passes = (p->dtype == DPL_S8 && s->blocks > 1) ? 2 : 1;
   s->pass = 0;
@@ -138,14 +209,17 @@ static void at_block(const dpl_attention_plan_t *p, at_step_t *s) {
   s->last = s->pass == s->passes - 1 && (s->ki < 0 || s->ki == s->blocks - 1);
 }
 
-static void at_first(const dpl_attention_plan_t *p, const uint8_t *mask, at_step_t *s) {
+/* The first step; kv_end: where the first row tile's visible keys end. */
+static void at_first(const at_ctx_t *x, int32_t kv_end, at_step_t *s) {
   s->b = s->hb = s->qi = s->tile = 0;
-  at_row_tile(p, mask, s);
-  at_block(p, s);
+  s->kv_end = kv_end;
+  at_row_tile(x, s);
+  at_block(x->p, s);
 }
 
 /* Advance to the next step; 0 when s was the last. */
-static int32_t at_next(const dpl_attention_plan_t *p, const uint8_t *mask, at_step_t *s) {
+static int32_t at_next(const at_ctx_t *x, at_step_t *s) {
+  const dpl_attention_plan_t *p = x->p;
   if (s->ki >= 0 && s->ki + 1 < s->blocks) {
     ++s->ki;
   } else if (s->pass + 1 < s->passes) {
@@ -160,7 +234,7 @@ static int32_t at_next(const dpl_attention_plan_t *p, const uint8_t *mask, at_st
       }
     }
     ++s->tile;
-    at_row_tile(p, mask, s);
+    at_row_tile(x, s);
   }
   at_block(p, s);
   return 1;
@@ -336,10 +410,7 @@ static void at_after(at_ctx_t *x) {
     at_move(&x->jo[o_slot], x->l1 + p->l1_o[o_slot], at_at(x->o, &p->o, s->b, s->h0, s->q0, 0, x->elem), &p->o, s->nh,
             s->nq, p->v_dim, x->elem, 0, 1);
   }
-  if (!x->has_next) {
-    x->done = 1;
-    return;
-  }
+  if (!x->has_next) return;
   at_fetch_if_new(x, &x->rk, &x->next, 0, 1);
   at_fetch_if_new(x, &x->rv, &x->next, 1, 1);
   at_fetch_mask_for(x, &x->next, 1);
@@ -348,7 +419,7 @@ static void at_after(at_ctx_t *x) {
   x->rv.slot = x->rv.next;
   x->rm.slot = x->rm.next;
   x->step = x->next;
-  x->has_next = at_next(p, x->mask, &x->next);
+  x->has_next = at_next(x, &x->next);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -406,6 +477,184 @@ static void at_row_f32(const at_ctx_t *x, int32_t hl, int32_t r, float *scores) 
     const float sum = state[1];
     /* divide (not multiply by 1/sum), like TVM's softmax; no visible key: 0 */
     for (c = 0; c < dv; ++c) acc[c * of] = sum == 0.0f ? 0.0f : acc[c * of] / sum;
+  }
+}
+
+/* at_row_f32 where every block's features are contiguous in L1 and qk_dim == v_dim == dim, a constant
+   once inlined (at most AT_REGISTER_DIM_MAX): the same operations in the same order, the query rows and
+   the accumulator in registers. Two query heads of one K/V head can be scored together, each key row
+   loaded once for both. */
+
+/* One (head, row) pair of the current step. */
+typedef struct at_row {
+  float *state;         /* max, sum */
+  float *out;           /* the running sums (the O block) */
+  const float *q, *m;   /* the query row; its mask row or NULL */
+  const float *k, *v;   /* its K/V head's block */
+  int32_t visible;      /* keys of the block the row sees */
+} at_row_t;
+
+AT_INLINE at_row_t at_row(const at_ctx_t *x, int32_t hl, int32_t r) {
+  const dpl_attention_plan_t *p = x->p;
+  const at_step_t *s = &x->step;
+  const int32_t kh = at_kv_head(p, s->h0 + hl) - s->kv_lo;
+  at_row_t row;
+  row.state = (float *)(void *)(x->l1 + p->l1_state) + 2 * (hl * p->tile_q + r);
+  row.out = (float *)(void *)x->o_blk + hl * x->ov.head + r * x->ov.seq;
+  row.q = (const float *)(const void *)x->q_blk + hl * x->qv.head + r * x->qv.seq;
+  row.m = x->m_blk ? (const float *)(const void *)x->m_blk + hl * x->mv.head + r * x->mv.seq : 0;
+  row.k = x->k_blk ? (const float *)(const void *)x->k_blk + kh * x->kv.head : 0; /* NULL: no key this step */
+  row.v = x->v_blk ? (const float *)(const void *)x->v_blk + kh * x->vv.head : 0;
+  row.visible = at_min(at_visible(p, s->q0 + r) - s->k0, s->nk);
+  if (s->first) {
+    row.state[0] = -INFINITY;
+    row.state[1] = 0.0f;
+  }
+  return row;
+}
+
+/* The row's scores (q . k) * scale (+ mask) into scores[]; returns their maximum, seeded from score 0 so
+   that a NaN propagates. Needs visible > 0. */
+AT_INLINE float at_scores_dim(const at_ctx_t *x, const at_row_t *a, float *scores, const int32_t dim) {
+  const int32_t ks = x->kv.seq, mf = x->mv.feat;
+  const float scale = x->p->scale;
+  const float *kr = a->k, *mr = a->m;
+  float q[AT_REGISTER_DIM_MAX], block_max = 0.0f;
+  int32_t j, c;
+  AT_UNROLL
+  for (c = 0; c < dim; ++c) q[c] = a->q[c];
+  for (j = 0; j < a->visible; ++j, kr += ks) {
+    float dot = 0.0f;
+    AT_UNROLL
+    for (c = 0; c < dim; ++c) dot += q[c] * kr[c];
+    dot = dot * scale;
+    if (mr) dot += mr[j * mf];
+    scores[j] = dot;
+    if (j == 0 || dot > block_max) block_max = dot;
+  }
+  return block_max;
+}
+
+/* at_scores_dim for two rows of one K/V head and one query row (so the same visible keys). */
+AT_INLINE void at_scores2_dim(const at_ctx_t *x, const at_row_t *a, const at_row_t *b, float *sa, float *sb,
+                              float *max_a, float *max_b, const int32_t dim) {
+  const int32_t ks = x->kv.seq, mf = x->mv.feat;
+  const float scale = x->p->scale;
+  const float *kr = a->k, *ma = a->m, *mb = b->m;
+  float qa[AT_REGISTER_DIM_MAX], qb[AT_REGISTER_DIM_MAX], top_a = 0.0f, top_b = 0.0f;
+  int32_t j, c;
+  AT_UNROLL
+  for (c = 0; c < dim; ++c) {
+    qa[c] = a->q[c];
+    qb[c] = b->q[c];
+  }
+  for (j = 0; j < a->visible; ++j, kr += ks) {
+    float dot_a = 0.0f, dot_b = 0.0f;
+    AT_UNROLL
+    for (c = 0; c < dim; ++c) {
+      dot_a += qa[c] * kr[c];
+      dot_b += qb[c] * kr[c];
+    }
+    dot_a = dot_a * scale;
+    dot_b = dot_b * scale;
+    if (ma) {
+      dot_a += ma[j * mf];
+      dot_b += mb[j * mf];
+    }
+    sa[j] = dot_a;
+    sb[j] = dot_b;
+    if (j == 0 || dot_a > top_a) top_a = dot_a;
+    if (j == 0 || dot_b > top_b) top_b = dot_b;
+  }
+  *max_a = top_a;
+  *max_b = top_b;
+}
+
+/* The online softmax over the row's scored keys (maximum block_max) and their weighted V rows, then,
+   at the row tile's last step, the division by the sum. */
+AT_INLINE void at_weigh_dim(const at_ctx_t *x, const at_row_t *a, const float *scores, float block_max,
+                            const int32_t dim) {
+  const at_step_t *s = &x->step;
+  const int32_t vs = x->vv.seq;
+  float *state = a->state, *out = a->out;
+  float acc[AT_REGISTER_DIM_MAX];
+  int32_t j, c;
+  AT_UNROLL
+  for (c = 0; c < dim; ++c) acc[c] = s->first ? 0.0f : out[c];
+  if (a->visible > 0 && !(block_max < -FLT_MAX)) { /* some visible score is above -inf */
+    const float *vr = a->v;
+    const float old_max = state[0];
+    const float new_max = old_max > block_max ? old_max : block_max;
+    const float rescale = old_max < -FLT_MAX ? 0.0f : expf(old_max - new_max);
+    float sum = state[1] * rescale;
+    if (!s->first && rescale != 1.0f) { /* the first step's sums are 0 */
+      AT_UNROLL
+      for (c = 0; c < dim; ++c) acc[c] *= rescale;
+    }
+    for (j = 0; j < a->visible; ++j, vr += vs) {
+      const float e = expf(scores[j] - new_max);
+      sum += e;
+      AT_UNROLL
+      for (c = 0; c < dim; ++c) acc[c] += e * vr[c];
+    }
+    state[0] = new_max;
+    state[1] = sum;
+  }
+  if (s->last) {
+    const float sum = state[1];
+    /* divide (not multiply by 1/sum), like TVM's softmax; no visible key: 0 */
+    AT_UNROLL
+    for (c = 0; c < dim; ++c) out[c] = sum == 0.0f ? 0.0f : acc[c] / sum;
+  } else {
+    AT_UNROLL
+    for (c = 0; c < dim; ++c) out[c] = acc[c];
+  }
+}
+
+/* This core's units of the current step, interleaved over the cores: (head, row) pairs, or with `pairs`
+   two heads of one row, scored together when they read the same K/V head. scores: room for two blocks
+   of keys when pairs. */
+AT_INLINE void at_units_dim(const at_ctx_t *x, int32_t core, int32_t cores, int32_t pairs, float *scores,
+                            const int32_t dim) {
+  const dpl_attention_plan_t *p = x->p;
+  const at_step_t *s = &x->step;
+  const int32_t units = (pairs ? (s->nh + 1) / 2 : s->nh) * s->nq;
+  int32_t i, hl;
+  for (i = core; i < units; i += cores) {
+    const int32_t r = i % s->nq, first = pairs ? 2 * (i / s->nq) : i / s->nq;
+    const int32_t end = at_min(first + (pairs ? 2 : 1), s->nh);
+    if (end - first == 2 && at_kv_head(p, s->h0 + first) == at_kv_head(p, s->h0 + first + 1)) {
+      const at_row_t a = at_row(x, first, r), b = at_row(x, first + 1, r);
+      float *scores_b = scores + p->tile_kv, max_a = 0.0f, max_b = 0.0f;
+      if (a.visible > 0) at_scores2_dim(x, &a, &b, scores, scores_b, &max_a, &max_b, dim);
+      at_weigh_dim(x, &a, scores, max_a, dim);
+      at_weigh_dim(x, &b, scores_b, max_b, dim);
+      continue;
+    }
+    for (hl = first; hl < end; ++hl) {
+      const at_row_t a = at_row(x, hl, r);
+      const float block_max = a.visible > 0 ? at_scores_dim(x, &a, scores, dim) : 0.0f;
+      at_weigh_dim(x, &a, scores, block_max, dim);
+    }
+  }
+}
+
+/* The head dimension at_units_dim runs the current step with, or 0: at_row_f32. */
+static int32_t at_register_dim(const at_ctx_t *x) {
+  const int32_t d = x->p->qk_dim;
+  const int32_t contiguous = x->qv.feat == 1 && x->ov.feat == 1 && (!x->k_blk || x->kv.feat == 1) &&
+                             (!x->v_blk || x->vv.feat == 1);
+  return contiguous && d == x->p->v_dim && (d == 4 || d == 8 || d == 16) ? d : 0;
+}
+
+/* at_units_dim with its dimension a constant. */
+static void at_units(const at_ctx_t *x, int32_t core, int32_t cores, int32_t pairs, float *scores, int32_t dim) {
+  if (dim == 4) {
+    at_units_dim(x, core, cores, pairs, scores, 4);
+  } else if (dim == 8) {
+    at_units_dim(x, core, cores, pairs, scores, 8);
+  } else {
+    at_units_dim(x, core, cores, pairs, scores, 16);
   }
 }
 
@@ -482,15 +731,24 @@ static void at_row_s8(const at_ctx_t *x, int32_t hl, int32_t r, int32_t *scores)
   }
 }
 
+/* Float scores per core in l1_scores: two query heads of a K/V head are scored together when
+   kv_div >= 2 (tvm_deeploy/plan/tiling/attention.py sizes the buffer alike). */
+static int32_t at_score_rows(const dpl_attention_plan_t *p) { return p->dtype == DPL_F32 && p->kv_div >= 2 ? 2 : 1; }
+
 static void at_compute(const at_ctx_t *x, int32_t core) {
   const dpl_attention_plan_t *p = x->p;
   const at_step_t *s = &x->step;
-  const int32_t pairs = s->nh * s->nq;
   const int32_t cores = p->cores > 1 ? p->cores : 1;
-  uint8_t *scores = x->l1 + p->l1_scores + (uint32_t)core * (uint32_t)p->tile_kv * 4u;
+  uint8_t *scores = x->l1 + p->l1_scores + (uint32_t)(core * at_score_rows(p)) * (uint32_t)p->tile_kv * 4u;
+  const int32_t dim = p->dtype == DPL_F32 ? at_register_dim(x) : 0;
   int32_t i;
+  if (dim) {
+    /* pairs of query heads only with at least two units of work per core: they halve the units */
+    at_units(x, core, cores, at_score_rows(p) == 2 && s->nh * s->nq >= 2 * cores, (float *)(void *)scores, dim);
+    return;
+  }
   /* interleaved, so that causal rows (later rows see more keys) spread over the cores */
-  for (i = core; i < pairs; i += cores) {
+  for (i = core; i < s->nh * s->nq; i += cores) {
     if (p->dtype == DPL_F32) {
       at_row_f32(x, i / s->nq, i % s->nq, (float *)(void *)scores);
     } else {
@@ -499,37 +757,82 @@ static void at_compute(const at_ctx_t *x, int32_t core) {
   }
 }
 
+/* Core 0, at the start of the fork: the first step and its blocks (kv_end: where the first row tile's
+   visible keys end). */
+static void at_start(at_ctx_t *x, int32_t kv_end) {
+  at_first(x, kv_end, &x->step);
+  x->next = x->step;
+  x->has_next = at_next(x, &x->next);
+  at_fetch_q(x, &x->step, 0);
+  if (at_needs_kv(&x->step)) {
+    at_fetch_kv(x, &x->rk, &x->step, 0, 0);
+    if (x->mask) at_fetch_mask(x, &x->step, 0);
+  }
+  if (at_needs_v(&x->step)) at_fetch_kv(x, &x->rv, &x->step, 0, 1);
+}
+
+/* Bytes 4-byte words apart of the cores' slots in l1_scores (at least 2, for at_find_end). */
+static int32_t at_core_words(const dpl_attention_plan_t *p) {
+  const int32_t words = at_score_rows(p) * p->tile_kv;
+  return words > 2 ? words : 2;
+}
+
+/* All cores, with a mask: where the first row tile's visible keys end, each core scanning its share of
+   the keys (the shares' ends and first non-zero keys meet in the cores' score slots). A mask of one row
+   that is +-0 up to that end adds nothing: core 0 drops it (no mask blocks, no additions). */
+static int32_t at_find_end(at_ctx_t *x, int32_t core) {
+  const dpl_attention_plan_t *p = x->p;
+  int32_t *found = (int32_t *)(void *)(x->l1 + p->l1_scores);
+  const int32_t words = at_core_words(p), cores = dpl_core_count();
+  int32_t lo, hi, end, c, nonzero;
+  dpl_core_share(p->kv_len, &lo, &hi);
+  end = at_mask_end(p, x->mask, 0, 0, at_min(p->tile_h, p->heads), lo, hi);
+  found[core * words] = end > lo ? end : 0; /* lo: no key of the share visible */
+  nonzero = x->mask_row ? at_first_nonzero((const float *)(const void *)x->mask, p->mask.feat, lo, hi) : lo;
+  found[core * words + 1] = nonzero < hi ? nonzero : p->kv_len; /* hi: the share is +-0 throughout */
+  dpl_barrier();
+  end = 0;
+  nonzero = p->kv_len;
+  for (c = 0; c < cores; ++c) {
+    end = found[c * words] > end ? found[c * words] : end;
+    nonzero = found[c * words + 1] < nonzero ? found[c * words + 1] : nonzero;
+  }
+  if (core == 0 && x->mask_row) {
+    x->row_end = end;
+    if (nonzero >= end) x->mask = 0;
+  }
+  return end;
+}
+
 static void at_worker(void *arg) {
   at_ctx_t *x = (at_ctx_t *)arg;
   const int32_t core = dpl_core_id();
-  if (core == 0) at_before(x);
+  const int32_t kv_end = x->mask ? at_find_end(x, core) : x->p->kv_len;
+  int32_t last;
+  if (core == 0) {
+    at_start(x, kv_end);
+    at_before(x);
+  }
   dpl_barrier();
   for (;;) {
+    last = !x->has_next; /* core 0 changes it only after the barrier below */
     at_compute(x, core);
+    if (last) break;
     dpl_barrier();
     if (core == 0) {
       at_after(x);
-      if (!x->done) at_before(x);
+      at_before(x);
     }
     dpl_barrier();
-    if (x->done) break;
   }
 }
 
+/* A ring with nothing held or pending (its views and transfers are written before they are read). */
 static void at_ring_init(at_ring_t *ring, const uint32_t off[2]) {
-  int32_t i;
   ring->single = off[0] == off[1];
   ring->slot = ring->next = 0;
   ring->held[0] = -1;
-  ring->held[1] = ring->held[2] = 0;
-  for (i = 0; i < 2; ++i) {
-    ring->view[i].head = ring->view[i].seq = ring->view[i].feat = 0;
-    ring->job[i].dst = 0;
-    ring->job[i].src = 0;
-    ring->job[i].row_bytes = ring->job[i].rows = ring->job[i].dst_stride = ring->job[i].src_stride = 0;
-    ring->job[i].direction = 0;
-    ring->job[i].pending = 0;
-  }
+  ring->job[0].pending = ring->job[1].pending = 0;
 }
 
 void dpl_attention_tiled(const dpl_attention_plan_t *plan, uint8_t *l1, const void *q, const void *k,
@@ -547,34 +850,24 @@ void dpl_attention_tiled(const dpl_attention_plan_t *plan, uint8_t *l1, const vo
   x.k = (const uint8_t *)k;
   x.v = (const uint8_t *)v;
   x.mask = p->dtype == DPL_F32 ? (const uint8_t *)(const void *)mask : 0;
+  x.mask_row = (!p->mask.batch || p->batch == 1) && (!p->mask.head || p->heads == 1) &&
+               (!p->mask.seq || p->q_len == 1);
+  x.row_end = -1;
   x.o = (uint8_t *)o;
   x.elem = p->dtype == DPL_F32 ? 4u : 1u;
-  x.done = 0;
   at_ring_init(&x.rq, p->l1_q);
   at_ring_init(&x.rk, p->l1_k);
   at_ring_init(&x.rv, p->l1_v);
   at_ring_init(&x.rm, p->l1_mask);
   x.rq.single = 0; /* Q always has two slots */
-  for (i = 0; i < 2; ++i) {
-    x.jo[i] = x.rq.job[i];
-    x.o_view[i] = x.rq.view[i];
-  }
-  x.jlut = x.rq.job[0];
+  x.jo[0].pending = x.jo[1].pending = x.jlut.pending = 0;
 
-  /* the first step's blocks, and the exp2 table */
-  at_first(p, x.mask, &x.step);
-  x.next = x.step;
-  x.has_next = at_next(p, x.mask, &x.next);
-  at_fetch_q(&x, &x.step, 0);
-  if (at_needs_kv(&x.step)) {
-    at_fetch_kv(&x, &x.rk, &x.step, 0, 0);
-    if (x.mask) at_fetch_mask(&x, &x.step, 0);
-  }
-  if (at_needs_v(&x.step)) at_fetch_kv(&x, &x.rv, &x.step, 0, 1);
+  /* int8: the exp2 table */
   if (p->dtype == DPL_S8) dpl_dma_start_1d(&x.jlut, l1 + p->l1_lut, exp2_lut, DPL_EXP2_LUT_BYTES, DPL_DMA_TO_L1);
   dpl_dma_wait(&x.jlut);
 
   dpl_cluster_fork(p->cores > 1 ? p->cores : 1, at_worker, &x);
+  at_after(&x); /* the last row tile goes out */
 
   for (i = 0; i < 2; ++i) {
     dpl_dma_wait(&x.rq.job[i]);

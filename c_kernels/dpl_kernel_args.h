@@ -122,7 +122,7 @@ typedef struct dpl_attention_plan {
   uint32_t l1_mask[2];
   uint32_t l1_o[2];
   uint32_t l1_state;   /* per (head, row) of a tile: F32 {max, sum}; S8 {max, sum, acc[v_dim]} */
-  uint32_t l1_scores;  /* per core: tile_kv scores (4 bytes each) */
+  uint32_t l1_scores;  /* per core: tile_kv scores of 4 bytes (F32, kv_div >= 2: two blocks; at least 2) */
   uint32_t l1_lut;     /* S8: the 256-entry exp2 table */
   int32_t cores;
   float scale;         /* F32: scores = (q . k) * scale (+ mask) */

@@ -97,7 +97,8 @@ void dpl_softmax_f32(const float *x, float *y, int32_t rows, int32_t cols, int32
      second sums the integer weights (so the result does not depend on the blocking);
    - a step is one key block of one pass; Q is fetched once per row tile; K (and V, needed in the
      last pass) only when the step's (batch, head block, key block) differs from the block held;
-     the mask block every step; O goes out after the row tile's last step;
+     the mask block every step (not at all for a mask of one row that is +-0 up to the last key it
+     shows: it adds nothing); O goes out after the row tile's last step;
    - while step s computes, step s+1's new blocks come in (K and V after step s when single-
      buffered: l1_k[0] == l1_k[1]); O alternates between its two slots by row tile.
    Query head h reads K/V head (h / kv_div) % kv_heads; k and v strides are per K/V head.

@@ -66,7 +66,8 @@ def make_spec(q, k, v, out, mask=None, causal="none", kv_div=1, scale=1.0, quant
     kvh, kl, dv = k.shape[1], k.shape[2], v.shape[3]
     dtype = "int8" if q.dtype == np.int8 else "float32"
     operand = lambda x: Operand(x.shape, dtype, param=0)  # noqa: E731
-    return AttentionSpec(operand(q), operand(k), operand(v), None if mask is None else Operand(mask.shape, "float32", 0),
+    mask_operand = None if mask is None else Operand(mask.shape, "float32", 0)
+    return AttentionSpec(operand(q), operand(k), operand(v), mask_operand,
                          _strides(q), _strides(k), _strides(v), None if mask is None else _strides(mask), _strides(out),
                          out.shape, b, h, kvh, ql, kl, d, dv, scale, causal, kv_div, dtype, quant)
 
@@ -204,6 +205,99 @@ def test_keys_hidden_by_the_mask_are_skipped(lib, data, kv_heads, group, q_len, 
         assert counters[0] == cut_counters[0]
     else:  # no key visible: no K, V or mask traffic, zeros out
         assert not out.any()
+
+
+@settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), heads=st.integers(1, 4), q_len=st.integers(1, 3), kv_len=st.integers(1, 70),
+       cores=st.sampled_from([1, 3, 8]), mask_axes=st.sampled_from(["keys", "rows", "heads"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_mask_end_found_by_the_cores_together(lib, data, heads, q_len, kv_len, cores, mask_axes, seed):
+    """Masks with holes, whose last visible key lies in any core's share of the keys (or nowhere): the
+    kernel fetches the keys up to the last one some row of the head block sees and equals the reference."""
+    rng = np.random.default_rng(seed)
+    last = data.draw(st.integers(0, kv_len), label="keys up to the last visible one")
+    tile_h = data.draw(st.integers(1, heads), label="tile_h")
+    shape = {"keys": (1, 1, 1, kv_len), "rows": (1, 1, q_len, kv_len), "heads": (1, heads, q_len, kv_len)}[mask_axes]
+    m = np.where(rng.random(shape) < 0.4, -np.inf, rng.standard_normal(shape)).astype(np.float32)
+    m[..., last:] = -np.inf
+    if last:
+        m[(0,) * (len(shape) - 1) + (last - 1,)] = 0.0  # the first row of the first head sees key last - 1
+    mask = np.broadcast_to(m, (1, heads, q_len, kv_len))
+    q, k, v = (bhsd(rng, s, "float32", "bhsd") for s in ((1, heads, q_len, 8), (1, heads, kv_len, 8),
+                                                         (1, heads, kv_len, 8)))
+    out = empty_out((1, heads, q_len, 8), "float32", "bhsd")
+    spec = make_spec(q, k, v, out, mask, scale=0.5)
+    counters, predicted = run_kernel(lib, spec, q, k, v, out, mask, tiles=(tile_h, q_len, kv_len), cores=cores)
+    want = ref.attention_f32(q, k, v, 0.5, mask)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max() or 1))
+    assert counters[0] <= predicted[0] and counters[1] == predicted[1]
+    if not last:
+        assert not out.any()
+    elif mask_axes != "heads":  # every head block's keys end at `last`: the traffic and result of the cut cache
+        cut = [np.ascontiguousarray(x[:, :, :last]) for x in (k, v)]
+        cut_mask = np.broadcast_to(m[..., :last], (1, heads, q_len, last))
+        cut_out = empty_out((1, heads, q_len, 8), "float32", "bhsd")
+        cut_counters, _ = run_kernel(lib, make_spec(q, *cut, cut_out, cut_mask, scale=0.5), q, *cut, cut_out,
+                                     cut_mask, tiles=(tile_h, q_len, last), cores=cores)
+        np.testing.assert_array_equal(out, cut_out)
+        assert counters == cut_counters
+
+
+@pytest.mark.parametrize("cores", [1, 3, 8])
+@pytest.mark.parametrize("seen", [0, 1, 7, 20, 64])
+def test_a_mask_of_zeros_up_to_its_end_is_dropped(lib, seen, cores):
+    """A decode step's mask (one row: +-0 up to the position, -inf after it) adds nothing to the keys it
+    shows: the kernel neither fetches nor adds it, so it moves the bytes, and computes the result bit for
+    bit, of attention over the cache cut there without a mask. A single non-zero key keeps the mask."""
+    rng = np.random.default_rng(seen + cores)
+    context, heads, kv_heads = 64, 8, 4
+    q = rng.standard_normal((1, heads, 1, 8)).astype(np.float32)
+    k, v = (rng.standard_normal((1, kv_heads, context, 8)).astype(np.float32) for _ in range(2))
+    row = np.where(np.arange(context) < seen, 0.0, -np.inf).astype(np.float32)
+    row[:seen:3] = -0.0
+    mask = np.broadcast_to(row.reshape(1, 1, 1, context), (1, heads, 1, context))
+    out = empty_out((1, heads, 1, 8), "float32", "bhsd")
+    counters, _ = run_kernel(lib, make_spec(q, k, v, out, mask, kv_div=2, scale=0.35), q, k, v, out, mask,
+                             tiles=(heads, 1, 32), cores=cores)
+    if not seen:
+        assert not out.any() and counters == (heads * 8 * 4, heads * 8 * 4)
+        return
+    cut = [np.ascontiguousarray(x[:, :, :seen]) for x in (k, v)]
+    cut_out = empty_out((1, heads, 1, 8), "float32", "bhsd")
+    cut_counters, _ = run_kernel(lib, make_spec(q, *cut, cut_out, kv_div=2, scale=0.35), q, *cut, cut_out,
+                                 tiles=(heads, 1, min(32, seen)), cores=cores)
+    np.testing.assert_array_equal(out, cut_out)
+    assert counters == cut_counters
+    row[seen - 1] = 0.5  # now the mask changes a score: fetched (one element per key) and added
+    kept = empty_out((1, heads, 1, 8), "float32", "bhsd")
+    kept_counters, _ = run_kernel(lib, make_spec(q, k, v, kept, mask, kv_div=2, scale=0.35), q, k, v, kept, mask,
+                                  tiles=(heads, 1, 32), cores=cores)
+    assert kept_counters[0] == cut_counters[0] + 4 * seen
+    np.testing.assert_allclose(kept, ref.attention_f32(q, k, v, 0.35, mask, kv_heads=kv_heads), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("d", [4, 8, 16])
+@pytest.mark.parametrize("cores", [1, 3])
+def test_register_rows_equal_the_strided_rows(lib, d, cores):
+    """Head dims 4, 8 and 16 with features contiguous in L1 run the register-blocked row, other layouts
+    the strided one: the same operations in the same order, so bit for bit the same result (over
+    several key blocks, with a mask and causal rows)."""
+    rng = np.random.default_rng(d + cores)
+    shapes = ((1, 4, 6, d), (1, 2, 11, d), (1, 2, 11, d))
+    m = rng.standard_normal((1, 1, 6, 11)).astype(np.float32)
+    m[m < -1.0] = -np.inf
+    mask = np.broadcast_to(m, (1, 4, 6, 11))
+    q, k, v = (bhsd(rng, s, "float32", "bhsd") for s in shapes)
+    feature_major = [np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2) for x in (q, k, v)]
+    outs = []
+    for q, k, v in ((q, k, v), feature_major):  # feature-major: strided features in L1, the strided row
+        out = empty_out((1, 4, 6, d), "float32", "bhsd")
+        spec = make_spec(q, k, v, out, mask, causal="bottom_right", kv_div=2, scale=0.4)
+        run_kernel(lib, spec, q, k, v, out, mask, tiles=(3, 4, 4), cores=cores)
+        outs.append(out.copy())
+    np.testing.assert_array_equal(outs[0], outs[1])
+    want = ref.attention_f32(q, k, v, 0.4, mask, "bottom_right", 2, 2)
+    np.testing.assert_allclose(outs[0], want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int8"])

@@ -102,7 +102,7 @@ ATTENTION_PLAN = Struct("dpl_attention_plan", "The tiler's plan of one fused att
     Field("l1_q", "uint32_t", "byte offsets of the double buffers in the L1 arena", count=2),
     *(Field(f"l1_{name}", "uint32_t", count=2) for name in ("k", "v", "mask", "o")),
     Field("l1_state", "uint32_t", "per (head, row) of a tile: F32 {max, sum}; S8 {max, sum, acc[v_dim]}"),
-    Field("l1_scores", "uint32_t", "per core: tile_kv scores (4 bytes each)"),
+    Field("l1_scores", "uint32_t", "per core: tile_kv scores of 4 bytes (F32, kv_div >= 2: two blocks; at least 2)"),
     Field("l1_lut", "uint32_t", "S8: the 256-entry exp2 table"),
     Field("cores", "int32_t"),
     Field("scale", "float", "F32: scores = (q . k) * scale (+ mask)"),

@@ -13,6 +13,8 @@ key block of one pass. Per head block:
   mask (fp32) at every step, only along the axes it does not broadcast;
   O    once per row tile.
 A head block fetches the K/V heads from the lowest to the highest its query heads read (its span).
+A run-time mask only lowers the traffic (keys it hides from every row are not fetched; a mask of one row
+that is +-0 up to its last visible key is not fetched at all): these figures bound it.
 """
 
 from __future__ import annotations
@@ -131,6 +133,17 @@ class AttentionGeometry:
     # -- what a tiling costs -----------------------------------------------------------------
 
     @property
+    def score_rows(self) -> int:
+        """Blocks of float scores per core: fp32 scores two query heads of a K/V head together when
+        kv_div >= 2 (c_kernels/attention_tiled.c, at_score_rows)."""
+        return 2 if self.dtype == "float32" and self.kv_div >= 2 else 1
+
+    def core_score_words(self, tile_kv: int) -> int:
+        """4-byte words of a core's slot in the scores buffer: its score blocks, and at least the two
+        words where the cores' scans of a mask meet (at_find_end)."""
+        return max(2, self.score_rows * tile_kv)
+
+    @property
     def state_words(self) -> int:
         """4-byte words of running state per (head, row): fp32 max and sum (the sum of weighted V
         accumulates in the O slot); int8 max, sum and the int32 accumulator."""
@@ -153,7 +166,7 @@ class AttentionGeometry:
             "mask": aligned(heads.mask_heads_max * self.mask_block(tile_q, tile_kv) * 4),
             "o": aligned(rows * self.v_dim * self.elem),
             "state": aligned(rows * self.state_words * 4),
-            "scores": aligned(self.cores * tile_kv * 4),
+            "scores": aligned(self.cores * self.core_score_words(tile_kv) * 4),
             "lut": LUT_BYTES if self.dtype == "int8" else 0,
         }
 
