@@ -585,14 +585,14 @@ AT_INLINE void at_weigh_dim(const at_ctx_t *x, const at_row_t *a, const float *s
     const float *vr = a->v;
     const float old_max = state[0];
     const float new_max = old_max > block_max ? old_max : block_max;
-    const float rescale = old_max < -FLT_MAX ? 0.0f : expf(old_max - new_max);
+    const float rescale = old_max < -FLT_MAX ? 0.0f : dpl_expf(old_max - new_max);
     float sum = state[1] * rescale;
     if (!s->first && rescale != 1.0f) { /* the first step's sums are 0 */
       AT_UNROLL
       for (c = 0; c < dim; ++c) acc[c] *= rescale;
     }
     for (j = 0; j < a->visible; ++j, vr += vs) {
-      const float e = expf(scores[j] - new_max);
+      const float e = dpl_expf(scores[j] - new_max);
       sum += e;
       AT_UNROLL
       for (c = 0; c < dim; ++c) acc[c] += e * vr[c];
