@@ -153,10 +153,6 @@ static inline int8_t dpl_quantize_with(float x, dpl_quantizer_t q) {
   return (int8_t)(dpl_round_even(dpl_clampf(x / q.scale, q.lo, q.hi)) + q.zp);
 }
 
-static inline int8_t dpl_quantize_s8(float x, const dpl_quant_t *q) {
-  return dpl_quantize_with(x, dpl_quantizer(q));
-}
-
 static inline float dpl_dequantize_with(int8_t x, dpl_quantizer_t q) {
   return (float)((int32_t)x - q.zp) * q.scale;
 }
@@ -176,7 +172,7 @@ void dpl_rms_norm(const float *x, const float *weight, void *y, const dpl_quant_
 void dpl_swiglu(const void *a, const float *a_silu, const void *b, const dpl_quant_t *b_quant, void *y,
                 const dpl_quant_t *y_quant, int32_t n, int32_t cores);
 
-/* y = TVM's quantize of float x to int8 with `quant` (dpl_quantize_s8), n elements. */
+/* y = TVM's quantize of float x to int8 with `quant` (dpl_quantize_with), n elements. */
 void dpl_quantize(const float *x, const dpl_quant_t *quant, int8_t *y, int32_t n, int32_t cores);
 
 /* Rotary embedding on interleaved pairs: x [tokens][heads][half][2] (float, or int8 dequantized with

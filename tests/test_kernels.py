@@ -7,6 +7,7 @@ tolerances. The kernels are compiled once per module into a shared library and c
 from __future__ import annotations
 
 import ctypes
+import shutil
 
 import numpy as np
 import pytest
@@ -169,8 +170,9 @@ def test_compiles_as_c_and_cxx(src, tmp_path):
 def test_concatenated_sources_compile(tmp_path):
     """Generated code pastes the headers, all kernels and (for the VM on this host) the host HAL into
     one translation unit (resources.kernel_sources, hal_source): no clashing static helpers or leaking
-    macros, C and C++, and the host HAL still finds its pthread declarations although its feature
-    macro comes after other system headers."""
+    macros, C and C++ (and clang, which also flags an unused static inline function of the main file, as the
+    headers' are here), and the host HAL still finds its pthread declarations although its feature macro
+    comes after other system headers."""
     from tvm_deeploy.targets import resources
 
     text = resources.kernel_sources()
@@ -181,6 +183,8 @@ def test_concatenated_sources_compile(tmp_path):
     cat.write_text(text)
     run_checked(["gcc", *C_FLAGS, "-c", cat, "-o", tmp_path / "c.o"])  # no -I: must be self-contained
     run_checked(["g++", *CXX_FLAGS, "-c", cat, "-o", tmp_path / "cxx.o"])
+    if shutil.which("clang"):
+        run_checked(["clang", *C_FLAGS, "-c", cat, "-o", tmp_path / "clang.o"])
 
 
 # ---------------------------------------------------------------------------------------------
