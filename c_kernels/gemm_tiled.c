@@ -103,13 +103,16 @@ static void gt_npu_tile(const gt_work_t *w, const int8_t *weights) {
 }
 
 /* One core's share of a tile: a contiguous range of rows, or of columns when the tile has fewer
-   rows than cores but at least as many columns. A column share is a whole number of gemm_s8's
-   register blocks (8 columns, or 4 when the tile is narrower than 8 per core; a lane-packed B's panels):
-   a single-row share left with odd columns would run them one at a time, at twice the instructions per MAC. */
+   rows than cores but at least as many columns, handed out from the last core down. A column share is a
+   whole number of gemm_s8's register blocks (8 columns, or 4 when the tile is narrower than 8 per core; a
+   lane-packed B's panels): a single-row share left with odd columns would run them one at a time, at twice
+   the instructions per MAC. */
 static void gt_core(void *arg) {
   const gt_work_t *w = (const gt_work_t *)arg;
   const dpl_gemm_plan_t *p = w->plan;
-  const int32_t core = dpl_core_id();
+  /* shares go from the last core down: core 0, which also runs the driver's DMA and the fork, gets the
+     last share, the smallest or none when the shares do not come out even */
+  const int32_t core = w->cores - 1 - dpl_core_id();
   const int32_t k = p->k;
   int32_t r0 = 0, r1 = w->rows, c0 = 0, c1 = w->cols;
   uint8_t *y_sub;
