@@ -160,6 +160,10 @@ def _emit_attention(body: _Body, spec: AttentionSpec) -> None:
         "scale": spec.scale}
     if spec.quant is not None:
         fields.update({name: getattr(spec.quant, name) for name in ATTENTION_QUANT_FIELDS})
+    for name, dequant in (("k", spec.k_dequant), ("v", spec.v_dequant)):
+        if dequant is not None:
+            fields.update({f"{name}_dequant": 1, f"l1_{name}_f32": getattr(t, f"l1_{name}_f32"),
+                           f"{name}_dq_scale": dequant.scale, f"{name}_dq_zp": dequant.zp})
     body.declare(
         f"/* {t.tiles} row tiles of {t.tile_h} heads x {t.tile_q} queries over key blocks of {t.tile_kv}, "
         f"{t.steps} steps on {t.cores} cores, {t.l1_bytes} bytes of L1, DMA {t.dma_in_bytes} in / "

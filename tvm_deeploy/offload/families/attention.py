@@ -46,28 +46,36 @@ def _quantized(inner):
     return _out_viewed(is_op("relax.quantize")(_out_viewed(inner), is_const(), is_const()))
 
 
-def _attention_op(operand):
-    q, k, v = operand(), operand(), operand()
+def _attention_op(operand, kv_operand=None):
+    kv_operand = kv_operand or operand
+    q, k, v = operand(), kv_operand(), kv_operand()
     return is_op("relax.nn.attention")(q, k, v) | is_op("relax.nn.attention_bias")(q, k, v, wildcard())
 
 
-def _attention_chain(operand):
+def _attention_chain(operand, kv_operand=None):
     # matmul([guard] softmax([mask +] [scale *|/] matmul(Q, K^T)), V), each operand through its layout
     # ops. The guard, SDPA's where(isnan(p), 0, p), is what the kernel does anyway: a row with no visible key is 0.
-    scores = is_op("relax.matmul")(operand(scaled=True), operand(scaled=True))
+    kv_operand = kv_operand or operand
+    scores = is_op("relax.matmul")(operand(scaled=True), kv_operand(scaled=True))
     scaled = is_op("relax.divide")(scores, is_const()) | maybe("relax.multiply", scores)
     masked = add_either_order(scaled, wildcard()) | scaled
     probs = is_op("relax.nn.softmax")(masked)
     guarded = is_op("relax.where")(is_op("relax.isnan")(probs), is_const(), probs) | probs
-    return is_op("relax.matmul")(guarded, operand())
+    return is_op("relax.matmul")(guarded, kv_operand())
+
+
+def _kv_viewed(scaled: bool = False):
+    """A K or V operand of the fp32 kernel: it may be an int8 tensor dequantized on the way (an int8 KV
+    cache), which the kernel reads as int8 and dequantizes in L1."""
+    return _viewed(dequantize=True, scaled=scaled)
 
 
 def attention_pattern():
-    return _out_viewed(_attention_op(_viewed))
+    return _out_viewed(_attention_op(_viewed, _kv_viewed))
 
 
 def attention_chain_pattern():
-    return _out_viewed(_attention_chain(_viewed))
+    return _out_viewed(_attention_chain(_viewed, _kv_viewed))
 
 
 def attention_s8_pattern():
@@ -95,8 +103,10 @@ def plan(spec: AttentionSpec, platform) -> dict:
 
 
 def summary(spec: AttentionSpec) -> str:
+    int8_kv = "".join(name for name, dq in (("k", spec.k_dequant), ("v", spec.v_dequant)) if dq)
     return (f"attention {spec.dtype} batch={spec.batch} heads={spec.heads}/{spec.kv_heads} q={spec.q_len} "
-            f"kv={spec.kv_len} d={spec.qk_dim}/{spec.v_dim} causal={spec.causal}")
+            f"kv={spec.kv_len} d={spec.qk_dim}/{spec.v_dim} causal={spec.causal}"
+            + (f" int8 {int8_kv}" if int8_kv else ""))
 
 
 FAMILY = register(Family(
