@@ -163,7 +163,8 @@ def tile_attention(spec: AttentionSpec, platform: Platform, policy: TilingPolicy
     m.Add(kv_l1 == k_slot + v_slot).OnlyEnforceIf(single)
     m.Add(kv_l1 == 2 * (k_slot + v_slot)).OnlyEnforceIf(single.Not())
     lut = LUT_BYTES if spec.dtype == "int8" else 0
-    m.Add(2 * q_slot + kv_l1 + k_f32 + v_f32 + 2 * m_slot * (geo.mask is not None) + 2 * o_slot + state + scores + lut <= l1)
+    m.Add(2 * q_slot + kv_l1 + k_f32 + v_f32 + 2 * m_slot * (geo.mask is not None) + 2 * o_slot + state + scores
+          + lut <= l1)
     limit = dma.max_transfer_bytes
     m.Add(rows * (max(d, dv) * e) <= limit)
     m.Add(kv_rows * (max(d, dv) * e) <= limit)
