@@ -72,8 +72,6 @@ typedef struct at_ctx {
   int32_t mask_row;          /* the mask is one row, broadcast over batch, heads and query rows */
   int32_t row_end;           /* such a mask's end of visible keys (every row tile's), or -1 */
   uint32_t elem;             /* bytes of a Q and O element (and of K, V unless int8, see dk, dv) */
-  uint32_t k_elem, v_elem;   /* bytes of a K, V element as fetched */
-  at_dequant_t dk, dv;
   at_step_t step, next;      /* the step computing now and the one after it */
   int32_t has_next;
   at_ring_t rq, rk, rv, rm;
@@ -83,6 +81,8 @@ typedef struct at_ctx {
   const uint8_t *q_blk, *k_blk, *v_blk, *m_blk;
   uint8_t *o_blk;
   at_view_t qv, kv, vv, mv, ov;
+  uint32_t k_elem, v_elem;   /* bytes of a K, V element as fetched */
+  at_dequant_t dk, dv;       /* int8 K, V dequantized in L1 */
 } at_ctx_t;
 
 static int32_t at_min(int32_t a, int32_t b) { return a < b ? a : b; }

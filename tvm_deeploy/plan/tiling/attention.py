@@ -215,6 +215,10 @@ class AttentionGeometry:
         """Bytes of K and V one K/V head of a head block fetches."""
         return keys.k_rows * self.qk_dim * self.k_elem + keys.v_rows * self.v_dim * self.v_elem
 
+    def dequantized_elements(self, keys: KeyTraffic) -> int:
+        """Elements of int8 K and V one K/V head of a head block dequantizes in L1 (each fetched one once)."""
+        return keys.k_rows * self.qk_dim * self.int8_kv[0] + keys.v_rows * self.v_dim * self.int8_kv[1]
+
     def counts(self, tile_h: int, tile_q: int, tile_kv: int) -> tuple[int, int]:
         """(row tiles, steps) of the whole call."""
         heads, keys = self.head_blocks(tile_h), self.key_traffic(tile_q, tile_kv)

@@ -134,11 +134,12 @@ def tile_attention(spec: AttentionSpec, platform: Platform, policy: TilingPolicy
         head_rows, ("tile_h", "head_blocks", "span_sum", "span_max", "mask_heads_sum", "mask_heads_max"))
     pair_rows = [(p[0], p[1], geo.kv_bytes(t), t.mask_elements, geo.mask_block(*p), t.steps,
                   2 * t.row_tiles + t.k_fetches + t.v_fetches + t.mask_fetches,
-                  (t.key_visits - t.first_pass_visits) * key_cycles + t.first_pass_visits * first_pass_cycles)
+                  (t.key_visits - t.first_pass_visits) * key_cycles + t.first_pass_visits * first_pass_cycles,
+                  geo.dequantized_elements(t))
                  for p, t in zip(pairs, traffic)]
-    tq, tkv, kv_head_bytes, mask_elems, mask_block, steps, transfers, row_cycles = md.columns(
+    tq, tkv, kv_head_bytes, mask_elems, mask_block, steps, transfers, row_cycles, dequantized = md.columns(
         pair_rows, ("tile_q", "tile_kv", "kv_head_bytes", "mask_elements", "mask_block", "steps", "transfers",
-                    "row_cycles"))
+                    "row_cycles", "dequantized"))
 
     # L1: the buffers of tiling/attention.py's layout.
     H, Q, KV = spec.heads, spec.q_len, spec.kv_len
@@ -187,7 +188,13 @@ def tile_attention(spec: AttentionSpec, platform: Platform, policy: TilingPolicy
     rows_per_core = md.ceil_div(rows, cores, H * Q, "rows_per_core")
     block_rows = md.product(hb, rows_per_core, H * H * Q, "head_block_rows")
     cycles_upper = H * H * Q * max(t.key_visits for t in traffic) * key_cycles
-    compute = md.product(block_rows, row_cycles, cycles_upper, "compute_cycles")
+    compute = md.product(block_rows, row_cycles, cycles_upper, "row_cycles_total")
+    # int8 K/V: every fetched element dequantized once, the cores sharing each block
+    dequantize_upper = max(h.span_sum for h in head_blocks) * max(geo.dequantized_elements(t) for t in traffic)
+    dequantize_milli = md.product(span_sum, dequantized, dequantize_upper, "dequantized_elements") \
+        * costs.dequantize_milli_cycles
+    cycles_upper += dequantize_upper * costs.dequantize_milli_cycles // 1000 + 1
+    compute = compute + md.ceil_div(dequantize_milli, 1000 * cores, cycles_upper, "dequantize_cycles")
     all_steps = md.product(hb, steps, max(h.count for h in head_blocks) * max(t.steps for t in traffic), "all_steps")
     dma_upper = fixed_bytes + batch * kv_upper_bytes + batch * 4 * mask_upper + batch * setup * transfer_upper
     busiest = m.NewIntVar(0, max(dma_upper, batch * bpc * cycles_upper), "overlapped")
