@@ -179,7 +179,7 @@ def test_int8_kv_cache_is_read_by_the_fp32_kernel(int8, tmp_path, rng):
     kv_heads, group, ctx, scales, zps = 2, 2, 40, (0.05, 0.03), (3, -2)
     inputs = _decode_inputs(kv_heads, group, ctx, int8)
     mod = graph(inputs, _int8_kv_decode(kv_heads, group, int8, scales, zps))
-    assert offloaded(mod) == ["attention_chain"]
+    assert offloaded(mod) == [f"attention_chain_int8_{int8}"]
     assert _attention_summaries(mod) == [f"attention float32 batch=1 heads=4/2 q=1 kv={ctx} d=4/4 causal=none "
                                          f"int8 {int8}"]
     arrays = random_inputs(rng, inputs[:3]) + [_position_mask(ctx, 17)]
@@ -202,7 +202,7 @@ def test_int8_kv_attention_op(tmp_path, rng):
 
     inputs = [(shapes[0], "float32"), (shapes[1], "int8"), (shapes[2], "int8")]
     mod = graph(inputs, body)
-    assert offloaded(mod) == ["attention"]
+    assert offloaded(mod) == ["attention_int8_kv"]
     assert _attention_summaries(mod)[0].endswith("int8 kv")
     arrays = random_inputs(rng, inputs)
     assert_close_f32(build_and_run(mod, "deeploy", arrays, tmp_path), build_and_run(mod, "llvm", arrays, tmp_path))
@@ -242,6 +242,16 @@ def test_int8_kv_refusals_name_the_reason(tmp_path, rng):
 
     def quantized_q(bb, q, k, v, mask):
         return _int8_kv_decode(kv_heads, group)(bb, _dequantized(bb, q, 0.1, 0), k, v, mask)
+
+    def v_also_returned(bb, q, k, v, mask):  # absorbing V's dequantize would hide a value TVM still needs
+        v = _dequantized(bb, v, 0.03, 0)
+        return relax.Tuple([bb.emit(_int8_kv_decode(kv_heads, group, "k")(bb, q, k, v, mask)), v])
+
+    mod = graph(inputs, v_also_returned)
+    assert offloaded(mod) == ["attention_chain_int8_k"] and _attention_summaries(mod)[0].endswith("int8 k")
+    ours, llvm = (build_and_run(mod, target, arrays, tmp_path, "shared") for target in ("deeploy", "llvm"))
+    assert_close_f32(ours[0], llvm[0])
+    np.testing.assert_array_equal(ours[1], llvm[1])
 
     q_inputs = [((1, kv_heads * group, 1, 4), "int8")] + inputs[1:]
     assert "int8 attention needs dequantized Q, K, V and a quantized output" in _describe_refusal(q_inputs,
