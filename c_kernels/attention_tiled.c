@@ -26,9 +26,11 @@
 #if defined(__GNUC__)
 #define AT_INLINE static inline __attribute__((always_inline))
 #define AT_UNROLL _Pragma("GCC unroll 16")
+#define AT_UNROLL_4 _Pragma("GCC unroll 4")
 #else
 #define AT_INLINE static inline
 #define AT_UNROLL
+#define AT_UNROLL_4
 #endif
 #define AT_REGISTER_DIM_MAX 16
 
@@ -841,6 +843,7 @@ static void at_dequantize(const at_dequant_t *d, uint8_t *buffer, int32_t zp, fl
   int32_t i, lo, hi;
   if (!d->src) return;
   dpl_core_share(d->count, &lo, &hi);
+  AT_UNROLL_4
   for (i = lo; i < hi; ++i) out[i] = (float)((int32_t)d->src[i] - zp) * scale;
 }
 
