@@ -224,13 +224,15 @@ def emit_module(functions: list[Function], ffi_wrappers: bool = True) -> str:
     arena = ""
     if l1_bytes:
         arena = (f"/* The L1 scratchpad: every tiled op lays out its tiles from the start. */\n"
-                 f"static uint64_t dpl_l1_arena[{-(-l1_bytes // 8)}] DPL_L1_PLACEMENT;\n#define DPL_L1 ((uint8_t *)dpl_l1_arena)\n")
+                 f"static uint64_t dpl_l1_arena[{-(-l1_bytes // 8)}] DPL_L1_PLACEMENT;\n"
+                 "#define DPL_L1 ((uint8_t *)dpl_l1_arena)\n")
     if any(isinstance(f.spec, AttentionSpec) and f.spec.dtype == "int8" for f in functions):
         arena += _exp2_lut_source()
     pool = ConstantPool()
     entries = "".join(emit_function(f, pool) for f in functions)
     if pool.definitions:
-        entries = "/* The entries' constant arrays, each stored once. */\n" + "\n".join(pool.definitions) + "\n" + entries
+        entries = ("/* The entries' constant arrays, each stored once. */\n" + "\n".join(pool.definitions) + "\n"
+                   + entries)
     return render(
         "module.c.tmpl",
         host_prelude=host_prelude, host_includes=host_includes, kernels=kernel_sources(), l1_arena=arena,
