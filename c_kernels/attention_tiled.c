@@ -9,6 +9,9 @@
      all:    step s for (head, row) pairs core, core + cores, ...  | barrier (not after the last step)
      core 0: send a finished row tile out, fetch single-buffered blocks, move to step s+1
    The last row tile goes out after the join (a decode step is one step: one barrier, or two with a mask).
+   An fp32 attention over an int8 K and/or V (an int8 KV cache) fetches their blocks as int8 bytes and, at
+   a step whose block is new, the cores first dequantize it together into a float32 buffer (one more
+   barrier), exactly as TVM's dequantize computes it, so the result is that over the dequantized tensor.
    A block goes into the slot of its operand's ring that the block in use does not occupy, so a
    prefetch never lands on data a step still reads; the slot's previous block belonged to an earlier
    step, whose transfer was waited before that step ran. */
@@ -23,9 +26,11 @@
 #if defined(__GNUC__)
 #define AT_INLINE static inline __attribute__((always_inline))
 #define AT_UNROLL _Pragma("GCC unroll 16")
+#define AT_UNROLL_4 _Pragma("GCC unroll 4")
 #else
 #define AT_INLINE static inline
 #define AT_UNROLL
+#define AT_UNROLL_4
 #endif
 #define AT_REGISTER_DIM_MAX 16
 
@@ -45,6 +50,13 @@ typedef struct at_step {
   int32_t first, last;       /* first / last step of the row tile */
 } at_step_t;
 
+/* An int8 K or V dequantized in L1: the float32 buffer's block, and what a step converts into it. */
+typedef struct at_dequant {
+  int32_t held[3];           /* (batch, head block, key block) the buffer holds; batch -1: none */
+  const int8_t *src;         /* the current step's int8 block, or NULL: the buffer holds it already */
+  int32_t count;             /* its elements */
+} at_dequant_t;
+
 /* The two L1 slots of a streamed operand and the block each holds. */
 typedef struct at_ring {
   int32_t single;            /* both slots at one offset: fetch after the step that used it */
@@ -61,7 +73,7 @@ typedef struct at_ctx {
   uint8_t *o;
   int32_t mask_row;          /* the mask is one row, broadcast over batch, heads and query rows */
   int32_t row_end;           /* such a mask's end of visible keys (every row tile's), or -1 */
-  uint32_t elem;             /* bytes of a Q, K, V and O element */
+  uint32_t elem;             /* bytes of a Q and O element (and of K, V unless int8, see dk, dv) */
   at_step_t step, next;      /* the step computing now and the one after it */
   int32_t has_next;
   at_ring_t rq, rk, rv, rm;
@@ -71,6 +83,8 @@ typedef struct at_ctx {
   const uint8_t *q_blk, *k_blk, *v_blk, *m_blk;
   uint8_t *o_blk;
   at_view_t qv, kv, vv, mv, ov;
+  uint32_t k_elem, v_elem;   /* bytes of a K, V element as fetched */
+  at_dequant_t dk, dv;       /* int8 K, V dequantized in L1 */
 } at_ctx_t;
 
 static int32_t at_min(int32_t a, int32_t b) { return a < b ? a : b; }
@@ -312,9 +326,9 @@ static void at_fetch_q(at_ctx_t *x, const at_step_t *s, int32_t slot) {
 static void at_fetch_kv(at_ctx_t *x, at_ring_t *ring, const at_step_t *s, int32_t slot, int32_t is_v) {
   const dpl_attention_plan_t *p = x->p;
   const dpl_strides_t *st = is_v ? &p->v : &p->k;
-  const uint32_t off = is_v ? p->l1_v[slot] : p->l1_k[slot];
-  ring->view[slot] = at_move(&ring->job[slot], x->l1 + off, at_at(is_v ? x->v : x->k, st, s->b, s->kv_lo, s->k0, 0, x->elem),
-                             st, s->span, s->nk, is_v ? p->v_dim : p->qk_dim, x->elem, 1, 1);
+  const uint32_t off = is_v ? p->l1_v[slot] : p->l1_k[slot], e = is_v ? x->v_elem : x->k_elem;
+  ring->view[slot] = at_move(&ring->job[slot], x->l1 + off, at_at(is_v ? x->v : x->k, st, s->b, s->kv_lo, s->k0, 0, e),
+                             st, s->span, s->nk, is_v ? p->v_dim : p->qk_dim, e, 1, 1);
   ring->held[0] = s->b;
   ring->held[1] = s->hb;
   ring->held[2] = s->ki;
@@ -351,6 +365,21 @@ static void at_fetch_mask_for(at_ctx_t *x, const at_step_t *s, int32_t after) {
   at_fetch_mask(x, s, ring->next);
 }
 
+/* Core 0, for a step reading an int8 K or V block (`fetched`, dim features): the float32 buffer the compute
+   reads instead, and, when the buffer holds another block, what the cores convert into it (same layout). */
+static const uint8_t *at_dequant_block(at_ctx_t *x, at_dequant_t *d, const uint8_t *fetched, int32_t dim,
+                                       uint32_t l1_f32) {
+  const at_step_t *s = &x->step;
+  if (d->held[0] != s->b || d->held[1] != s->hb || d->held[2] != s->ki) {
+    d->held[0] = s->b;
+    d->held[1] = s->hb;
+    d->held[2] = s->ki;
+    d->src = (const int8_t *)(const void *)fetched;
+    d->count = s->span * s->nk * dim;
+  }
+  return x->l1 + l1_f32;
+}
+
 /* Core 0, before step s computes: start step s+1's new blocks in double-buffered slots, then wait
    for step s's blocks and point the compute at them. */
 static void at_before(at_ctx_t *x) {
@@ -381,10 +410,12 @@ static void at_before(at_ctx_t *x) {
   x->q_blk = x->l1 + p->l1_q[x->rq.slot];
   x->qv = x->rq.view[x->rq.slot];
   x->k_blk = x->v_blk = x->m_blk = 0;
+  x->dk.src = x->dv.src = 0;
   if (at_needs_kv(s)) {
     dpl_dma_wait(&x->rk.job[x->rk.slot]);
     x->k_blk = x->l1 + p->l1_k[x->rk.slot];
     x->kv = x->rk.view[x->rk.slot];
+    if (p->k_dequant) x->k_blk = at_dequant_block(x, &x->dk, x->k_blk, p->qk_dim, p->l1_k_f32);
     if (x->mask) {
       dpl_dma_wait(&x->rm.job[x->rm.slot]);
       x->m_blk = x->l1 + p->l1_mask[x->rm.slot];
@@ -395,6 +426,7 @@ static void at_before(at_ctx_t *x) {
     dpl_dma_wait(&x->rv.job[x->rv.slot]);
     x->v_blk = x->l1 + p->l1_v[x->rv.slot];
     x->vv = x->rv.view[x->rv.slot];
+    if (p->v_dequant) x->v_blk = at_dequant_block(x, &x->dv, x->v_blk, p->v_dim, p->l1_v_f32);
   }
   x->o_blk = x->l1 + p->l1_o[o_slot];
   x->ov = x->o_view[o_slot];
@@ -804,6 +836,17 @@ static int32_t at_find_end(at_ctx_t *x, int32_t core) {
   return end;
 }
 
+/* All cores: this core's share of a new int8 block into the float32 buffer, as TVM's dequantize computes
+   it: float32(int32(x) - zp) * scale, one rounding. */
+static void at_dequantize(const at_dequant_t *d, uint8_t *buffer, int32_t zp, float scale) {
+  float *out = (float *)(void *)buffer;
+  int32_t i, lo, hi;
+  if (!d->src) return;
+  dpl_core_share(d->count, &lo, &hi);
+  AT_UNROLL_4
+  for (i = lo; i < hi; ++i) out[i] = (float)((int32_t)d->src[i] - zp) * scale;
+}
+
 static void at_worker(void *arg) {
   at_ctx_t *x = (at_ctx_t *)arg;
   const int32_t core = dpl_core_id();
@@ -816,6 +859,11 @@ static void at_worker(void *arg) {
   dpl_barrier();
   for (;;) {
     last = !x->has_next; /* core 0 changes it only after the barrier below */
+    if (x->dk.src || x->dv.src) {
+      at_dequantize(&x->dk, x->l1 + x->p->l1_k_f32, x->p->k_dq_zp, x->p->k_dq_scale);
+      at_dequantize(&x->dv, x->l1 + x->p->l1_v_f32, x->p->v_dq_zp, x->p->v_dq_scale);
+      dpl_barrier();
+    }
     at_compute(x, core);
     if (last) break;
     dpl_barrier();
@@ -855,6 +903,10 @@ void dpl_attention_tiled(const dpl_attention_plan_t *plan, uint8_t *l1, const vo
   x.row_end = -1;
   x.o = (uint8_t *)o;
   x.elem = p->dtype == DPL_F32 ? 4u : 1u;
+  x.k_elem = p->k_dequant ? 1u : x.elem;
+  x.v_elem = p->v_dequant ? 1u : x.elem;
+  x.dk.held[0] = x.dv.held[0] = -1;
+  x.dk.src = x.dv.src = 0;
   at_ring_init(&x.rq, p->l1_q);
   at_ring_init(&x.rk, p->l1_k);
   at_ring_init(&x.rv, p->l1_v);

@@ -137,6 +137,14 @@ typedef struct dpl_attention_plan {
   int32_t out_shift;
   int32_t lo;
   int32_t hi;
+  int32_t k_dequant;   /* F32: 1, K is int8 in L2, each block dequantized in L1 into l1_k_f32 */
+  int32_t v_dequant;   /* F32: 1, V likewise (into l1_v_f32) */
+  uint32_t l1_k_f32;   /* byte offsets of the dequantized K and V blocks */
+  uint32_t l1_v_f32;
+  float k_dq_scale;    /* k = (float)(k_int8 - k_dq_zp) * k_dq_scale, TVM's dequantize */
+  int32_t k_dq_zp;
+  float v_dq_scale;
+  int32_t v_dq_zp;
 } dpl_attention_plan_t;
 
 /* A per-tensor int8 quantization, TVM's: q = clamp(nearbyint(x / scale) + zp, -128, 127),

@@ -103,8 +103,11 @@ void dpl_softmax_f32(const float *x, float *y, int32_t rows, int32_t cols, int32
      buffered: l1_k[0] == l1_k[1]); O alternates between its two slots by row tile.
    Query head h reads K/V head (h / kv_div) % kv_heads; k and v strides are per K/V head.
    DPL_F32: masked-out positions get weight 0; a row with no visible key or only -inf scores is 0.
+   DPL_F32 with k_dequant / v_dequant: K / V is int8 in L2 (an int8 KV cache); its blocks move as int8
+   and, at a step whose block is new, the cores dequantize it into l1_k_f32 / l1_v_f32 as TVM does
+   ((float)(x - zp) * scale), so the result is bit for bit that over the dequantized tensor.
    DPL_S8: the integer algorithm of tvm_deeploy/offload/reference.py (attention_s8), bit-exact; no mask. */
-/* q, k, v: float or int8_t per plan->dtype; mask: float (F32 only) or NULL; o: like q.
+/* q, k, v: float or int8_t per plan->dtype (k, v int8_t when dequantized in L1); mask: float (F32 only) or NULL; o: like q.
    exp2_lut: S8 only, reference.EXP2_LUT (256 entries), copied into L1 at l1_lut. */
 void dpl_attention_tiled(const dpl_attention_plan_t *plan, uint8_t *l1, const void *q, const void *k,
                          const void *v, const float *mask, void *o, const uint16_t *exp2_lut);

@@ -14,14 +14,18 @@ plus DMA bytes per decode token, the arena, KV-cache and weight bytes, the compi
 decode token's instructions go on the slowest hart (our kernels against TVM's glue). Every run checks its
 tokens against the NumPy reference (the fp32 one for handwritten; TVM alone: against TVM's own build in the
 VM). All run the same way: gcc -O2, qemu -icount, instructions of the slowest hart per call. Prints a table
-and writes JSON.
+and writes JSON. `--kv-cache int8` builds the int8 KV cache (microLlama then at its full context 512, which
+only the int8 cache fits in L2; the hand-written C keeps its float32 cache); `--builds` picks the builds;
+every row says its "kv_cache".
 
     python scripts/bench_slm.py [--models stories260K] [--json bench_slm.json] [--prompt-tokens 16] [--tokens 4]
+                                [--kv-cache int8] [--builds offload-1 offload-8]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -42,8 +46,11 @@ MODELS = ("microLlama", "stories260K")
 GLUE_ENGINES = ("tvm", "copy")  # steps through TVM's glue; every other engine runs our kernels
 
 
-def _checkpoint(name: str):
-    return load_checkpoint(CHECKPOINT) if name == "stories260K" else random_checkpoint(MICRO_LLAMA, seed=0)
+def _checkpoint(name: str, kv_cache: str):
+    if name == "stories260K":
+        return load_checkpoint(CHECKPOINT)
+    # an int8 cache fits microLlama's full context in L2
+    return random_checkpoint(dataclasses.replace(MICRO_LLAMA, seq_len=512 if kv_cache == "int8" else 256), seed=0)
 
 
 def _decode_split(run) -> dict:
@@ -86,14 +93,17 @@ def _bench_handwritten(name, checkpoint, prompt, n_tokens, out_dir: Path) -> dic
     }
 
 
-def _bench_model(name, checkpoint, calibration, prompt_len, n_tokens, out_dir: Path) -> list[dict]:
+def _bench_model(name, checkpoint, calibration, prompt_len, n_tokens, out_dir: Path, kv_cache: str,
+                 builds: list[str]) -> list[dict]:
     prompt = calibration[:prompt_len]
-    rows = [_bench_handwritten(name, checkpoint, prompt, n_tokens, out_dir)]
-    print(_row(rows[-1]), flush=True)
+    rows = []
+    if "handwritten" in builds:
+        rows.append({**_bench_handwritten(name, checkpoint, prompt, n_tokens, out_dir), "kv_cache": "float32"})
+        print(_row(rows[-1]), flush=True)
     quant = calibrate(checkpoint, calibration)
-    mod = build_decoder(checkpoint, prompt_len, quant)
-    reference = LlamaReference(checkpoint, quant).generate(prompt, n_tokens)
-    for build, offload, harts in BUILDS:
+    mod = build_decoder(checkpoint, prompt_len, quant, kv_cache=kv_cache)
+    reference = LlamaReference(checkpoint, quant, kv_cache=kv_cache).generate(prompt, n_tokens)
+    for build, offload, harts in (b for b in BUILDS if b[0] in builds):
         expected = reference if offload else generate_in_vm(mod, prompt, n_tokens)
         start = time.perf_counter()
         # The offloaded ops fork over the target's cores: one build per hart count.
@@ -111,7 +121,7 @@ def _bench_model(name, checkpoint, calibration, prompt_len, n_tokens, out_dir: P
             **_decode_split(run), "decode_dma_bytes_per_token": _decode_dma_bytes(run),
             "arena_bytes": memory["L2"]["arena_bytes"], "kv_cache_bytes": memory["state"]["arena_bytes"],
             "l1_bytes": memory["L1"]["arena_bytes"], "weight_bytes": exported.report["weights"]["bytes"],
-            "compile_seconds": round(compile_seconds, 1),
+            "compile_seconds": round(compile_seconds, 1), "kv_cache": kv_cache,
         })
         print(_row(rows[-1]), flush=True)
     return rows
@@ -141,6 +151,11 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=4, help="generated tokens (1 from the prompt, the rest decode)")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), metavar="NAME",
                         help=f"the models to run (default: all of {', '.join(MODELS)})")
+    parser.add_argument("--kv-cache", choices=("float32", "int8"), default="float32",
+                        help="the KV cache's type (int8: microLlama at context 512)")
+    builds = ("handwritten",) + tuple(b[0] for b in BUILDS)
+    parser.add_argument("--builds", nargs="+", choices=builds, default=list(builds), metavar="BUILD",
+                        help=f"the builds to run (default: all of {', '.join(builds)})")
     args = parser.parse_args()
     if missing_tools():
         parser.error(f"missing {', '.join(missing_tools())}: run scripts/setup.sh")
@@ -149,20 +164,22 @@ def main() -> int:
     calibration = Tokenizer.load(TOKENIZER).encode(CALIBRATION_TEXT, bos=True)
     with tempfile.TemporaryDirectory(prefix="bench-slm-") as tmp:
         for name in args.models:
-            rows += _bench_model(name, _checkpoint(name), calibration, args.prompt_tokens, args.tokens, Path(tmp))
+            rows += _bench_model(name, _checkpoint(name, args.kv_cache), calibration, args.prompt_tokens, args.tokens,
+                                 Path(tmp), args.kv_cache, args.builds)
     Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     print(f"wrote {args.json}")
     ratios = [f"{r['model']} {r['build']} {r['decode_instructions_per_token'] / _handwritten(rows, r):.2f}x"
-              for r in rows if r["build"] != "handwritten"]
-    print("decode instructions per token against the hand-written fp32 C on 1 hart: " + ", ".join(ratios))
+              for r in rows if r["build"] != "handwritten" and _handwritten(rows, r)]
+    if ratios:
+        print("decode instructions per token against the hand-written fp32 C on 1 hart: " + ", ".join(ratios))
     ok = all(r["errors"] == 0 and r["tokens"] == r["expected_tokens"] for r in rows)
     return 0 if ok else 1
 
 
-def _handwritten(rows: list[dict], row: dict) -> int:
-    """The hand-written build's decode instructions per token for the row's model."""
-    return next(r["decode_instructions_per_token"] for r in rows
-                if r["model"] == row["model"] and r["build"] == "handwritten")
+def _handwritten(rows: list[dict], row: dict) -> int | None:
+    """The hand-written build's decode instructions per token for the row's model (None: not run)."""
+    return next((r["decode_instructions_per_token"] for r in rows
+                 if r["model"] == row["model"] and r["build"] == "handwritten"), None)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ reference.attention_f32 (float64). The DMA byte counters must equal the tiler's 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 
 import numpy as np
 import pytest
@@ -88,6 +89,12 @@ def run_kernel(lib, spec: AttentionSpec, q, k, v, out, mask=None, *, tiles, core
         offsets["state"][0], offsets["scores"][0], offsets["lut"][0], cores, spec.scale,
         qt.q_zp, qt.k_zp, qt.v_zp, qt.out_zp, qt.exp_mul, qt.exp_shift, qt.e_shift, qt.out_mul, qt.out_shift,
         qt.lo, qt.hi)
+    for name, dequant in (("k", spec.k_dequant), ("v", spec.v_dequant)):
+        if dequant is not None:  # an int8 K / V dequantized in L1
+            setattr(plan, f"{name}_dequant", 1)
+            setattr(plan, f"l1_{name}_f32", offsets[f"{name}_f32"][0])
+            setattr(plan, f"{name}_dq_scale", dequant.scale)
+            setattr(plan, f"{name}_dq_zp", dequant.zp)
     guard = 64
     l1 = np.random.default_rng(arena).integers(0, 256, size=arena + 2 * guard, dtype=np.uint8)
     canary = l1.copy()
@@ -170,6 +177,60 @@ def test_tiled_matches_reference(lib, data, dtype, batch, kv_heads, group, modul
     if mask is None:
         assert counters == predicted
     else:  # keys the mask hides from every row of a tile are not fetched
+        assert counters[0] <= predicted[0] and counters[1] == predicted[1]
+
+
+@settings(max_examples=50, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), batch=st.integers(1, 2), kv_heads=st.integers(1, 3), group=st.integers(1, 3),
+       modulo=st.booleans(), q_len=st.integers(1, 5), kv_len=st.integers(1, 40), d=st.sampled_from([1, 3, 4, 8, 16]),
+       same_dv=st.booleans(), causal=st.sampled_from(["none", "top_left", "bottom_right"]),
+       cores=st.sampled_from([1, 3, 8]), kv_slots=st.sampled_from([1, 2]), layouts=st.tuples(LAYOUTS, LAYOUTS),
+       int8=st.sampled_from(["k", "v", "kv"]), mask_kind=st.sampled_from([None, "position", "full"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_int8_kv_equals_fp32_over_the_dequantized_kv(lib, data, batch, kv_heads, group, modulo, q_len, kv_len, d,
+                                                     same_dv, causal, cores, kv_slots, layouts, int8, mask_kind, seed):
+    """An fp32 attention reading K and/or V as int8 (dequantized block by block in L1) computes bit for bit
+    what it computes over the dequantized tensors, and moves a quarter of their bytes."""
+    rng = np.random.default_rng(seed)
+    heads = kv_heads * group
+    kv_div = 1 if modulo else group
+    dv = d if same_dv else data.draw(st.integers(1, 7), label="dv")
+    tiles = (data.draw(st.integers(1, heads), label="tile_h"), data.draw(st.integers(1, q_len), label="tile_q"),
+             data.draw(st.integers(1, kv_len), label="tile_kv"))
+    q = bhsd(rng, (batch, heads, q_len, d), "float32", "bhsd")
+    operands, dequant, floats = {}, {}, {}
+    for name, dim, layout in (("k", d, layouts[0]), ("v", dv, layouts[1])):
+        floats[name] = bhsd(rng, (batch, kv_heads, kv_len, dim), "float32", layout)
+        operands[name] = floats[name]
+        if name in int8:
+            operands[name] = bhsd(rng, floats[name].shape, "int8", layout)
+            dequant[name] = ref.Quant(float(np.float32(rng.uniform(0.001, 0.2))), int(rng.integers(-128, 128)))
+            floats[name][...] = ref.dequantize_s8(operands[name], dequant[name])
+    mask = None
+    if mask_kind == "position":  # a decode step's run-time mask: the cache up to a position
+        seen = data.draw(st.integers(0, kv_len), label="seen")
+        row = np.where(np.arange(kv_len) < seen, 0.0, -np.inf).astype(np.float32).reshape(1, 1, 1, kv_len)
+        mask = np.broadcast_to(row, (batch, heads, q_len, kv_len))
+    elif mask_kind == "full":
+        m = rng.standard_normal((batch, heads, q_len, kv_len)).astype(np.float32)
+        m[m < -1.2] = -np.inf
+        mask = m
+    scale = float(rng.uniform(0.1, 0.6))
+    out_f32, out = (empty_out((batch, heads, q_len, dv), "float32", "bhsd") for _ in range(2))
+    spec_f32 = make_spec(q, floats["k"], floats["v"], out_f32, mask, causal, kv_div, scale)
+    run_kernel(lib, spec_f32, q, floats["k"], floats["v"], out_f32, mask, tiles=tiles, cores=cores,
+               kv_slots=kv_slots)
+    spec = dataclasses.replace(
+        make_spec(q, operands["k"], operands["v"], out, mask, causal, kv_div, scale),
+        k=Operand(operands["k"].shape, operands["k"].dtype.name, 0), v=Operand(operands["v"].shape,
+                                                                               operands["v"].dtype.name, 0),
+        k_dequant=dequant.get("k"), v_dequant=dequant.get("v"))
+    counters, predicted = run_kernel(lib, spec, q, operands["k"], operands["v"], out, mask, tiles=tiles, cores=cores,
+                                     kv_slots=kv_slots)
+    np.testing.assert_array_equal(out, out_f32)
+    if mask is None:
+        assert counters == predicted
+    else:
         assert counters[0] <= predicted[0] and counters[1] == predicted[1]
 
 

@@ -71,6 +71,13 @@ def test_micro_llama_at_context_512_with_an_int8_kv_cache(tmp_path):
     assert state["level"] == "L2" and state["arena_bytes"] == 8 * 2 * 16 * 512 * 4
     assert {t["dtype"] for t in state["tensors"].values()} == {"int8"}
     assert exported.report["memory"]["L2"]["total_bytes"] <= exported.report["memory"]["L2"]["capacity_bytes"]
+    # decode's attention reads the int8 cache itself (dequantized in L1): TVM only writes the cache
+    decode = [op for op in exported.report["ops"] if op["function"] == "decode"]
+    assert sum(op["op"].startswith("attention float32") and op["op"].endswith("int8 kv") for op in decode) == 8
+    assert {op["op"] for op in decode if op["engine"] == "tvm" and "int8[1, 16, 512, 4]" in str(op["inputs"])} \
+        == {"kv_write_decode"}
+    # the prompt's attention still reads its projections in place (no layout op left to TVM)
+    assert not [op for op in exported.report["ops"] if op["engine"] == "tvm" and op["op"].startswith("transpose")]
     run = run_host(exported.out_dir)
     assert (run.exit_code, run.errors, list(run.tokens)) == (0, 0, expected)
 

@@ -108,6 +108,14 @@ ATTENTION_PLAN = Struct("dpl_attention_plan", "The tiler's plan of one fused att
     Field("scale", "float", "F32: scores = (q . k) * scale (+ mask)"),
     *(Field(name, "int32_t", "S8 (reference.AttentionQuant)" if name == "q_zp" else "", default=0)
       for name in ATTENTION_QUANT_FIELDS),
+    Field("k_dequant", "int32_t", "F32: 1, K is int8 in L2, each block dequantized in L1 into l1_k_f32", default=0),
+    Field("v_dequant", "int32_t", "F32: 1, V likewise (into l1_v_f32)", default=0),
+    Field("l1_k_f32", "uint32_t", "byte offsets of the dequantized K and V blocks", default=0),
+    Field("l1_v_f32", "uint32_t", default=0),
+    Field("k_dq_scale", "float", "k = (float)(k_int8 - k_dq_zp) * k_dq_scale, TVM's dequantize", default=0),
+    Field("k_dq_zp", "int32_t", default=0),
+    Field("v_dq_scale", "float", default=0),
+    Field("v_dq_zp", "int32_t", default=0),
 ))
 
 QUANT = Struct("dpl_quant", "A per-tensor int8 quantization, TVM's: q = clamp(nearbyint(x / scale) + zp, -128, 127),\n"

@@ -160,6 +160,10 @@ def _emit_attention(body: _Body, spec: AttentionSpec) -> None:
         "scale": spec.scale}
     if spec.quant is not None:
         fields.update({name: getattr(spec.quant, name) for name in ATTENTION_QUANT_FIELDS})
+    for name, dequant in (("k", spec.k_dequant), ("v", spec.v_dequant)):
+        if dequant is not None:
+            fields.update({f"{name}_dequant": 1, f"l1_{name}_f32": getattr(t, f"l1_{name}_f32"),
+                           f"{name}_dq_scale": dequant.scale, f"{name}_dq_zp": dequant.zp})
     body.declare(
         f"/* {t.tiles} row tiles of {t.tile_h} heads x {t.tile_q} queries over key blocks of {t.tile_kv}, "
         f"{t.steps} steps on {t.cores} cores, {t.l1_bytes} bytes of L1, DMA {t.dma_in_bytes} in / "
@@ -220,13 +224,15 @@ def emit_module(functions: list[Function], ffi_wrappers: bool = True) -> str:
     arena = ""
     if l1_bytes:
         arena = (f"/* The L1 scratchpad: every tiled op lays out its tiles from the start. */\n"
-                 f"static uint64_t dpl_l1_arena[{-(-l1_bytes // 8)}] DPL_L1_PLACEMENT;\n#define DPL_L1 ((uint8_t *)dpl_l1_arena)\n")
+                 f"static uint64_t dpl_l1_arena[{-(-l1_bytes // 8)}] DPL_L1_PLACEMENT;\n"
+                 "#define DPL_L1 ((uint8_t *)dpl_l1_arena)\n")
     if any(isinstance(f.spec, AttentionSpec) and f.spec.dtype == "int8" for f in functions):
         arena += _exp2_lut_source()
     pool = ConstantPool()
     entries = "".join(emit_function(f, pool) for f in functions)
     if pool.definitions:
-        entries = "/* The entries' constant arrays, each stored once. */\n" + "\n".join(pool.definitions) + "\n" + entries
+        entries = ("/* The entries' constant arrays, each stored once. */\n" + "\n".join(pool.definitions) + "\n"
+                   + entries)
     return render(
         "module.c.tmpl",
         host_prelude=host_prelude, host_includes=host_includes, kernels=kernel_sources(), l1_arena=arena,

@@ -390,6 +390,7 @@ class _Resolved:
     view: views.View
     dequantize: tuple[float, int] | None
     factor: float = 1.0
+    dequantize_call: object = None
 
 
 def _scalar(values: np.ndarray, what: str):
@@ -429,7 +430,7 @@ def _resolve(tree: CallTree, expr, scaled: bool = False) -> _Resolved:
         chain.append(call)
         cur = call.args[0]
     view = views.contiguous(static_type(cur)[0])
-    dq, factor = None, 1.0
+    dq, dq_call, factor = None, None, 1.0
     try:
         for call in reversed(chain):
             op, out_shape = call.op.name, static_type(call)[0]
@@ -451,14 +452,14 @@ def _resolve(tree: CallTree, expr, scaled: bool = False) -> _Resolved:
                     raise Unsupported("two dequantize ops on one operand")
                 scale = float(_scalar(const_array(call.args[1], "dequantize scale"), "dequantize scale"))
                 zp = int(_scalar(const_array(call.args[2], "dequantize zero point"), "dequantize zero point"))
-                dq = (scale, zp)
+                dq, dq_call = (scale, zp), call
             else:  # reshape, expand_dims, squeeze
                 view = views.reshape(view, out_shape)
             if views.shape_of(view) != out_shape:
                 raise Unsupported(f"{op}: view of shape {views.shape_of(view)}, expected {out_shape}")
     except views.ViewError as err:
         raise Unsupported(str(err)) from err
-    return _Resolved(cur, view, dq, factor)
+    return _Resolved(cur, view, dq, factor, dq_call)
 
 
 def _output_view(tree: CallTree, root):
@@ -565,11 +566,14 @@ def _finish(tree, *, q, k, v, mask_expr, out_view, out_shape, out_roles, quantiz
                   k_strides=k_strides, v_strides=v_strides, mask_strides=mask_strides, out_strides=out_strides,
                   out_shape=out_shape, batch=batch, heads=heads, kv_heads=kv_heads, q_len=q_len, kv_len=kv_len,
                   qk_dim=qk_dim, v_dim=v_dim, scale=scale, causal=causal, kv_div=kv_div)
-    if quantize is None and not any(dequantized):
-        for op in (*operands.values(), mask):
-            if op is not None and op.dtype != "float32":
-                raise Unsupported(f"attention operand of {op.dtype}")
-        return AttentionSpec(**common)
+    if quantize is None and q.dequantize is None:
+        # fp32 attention; K and V may be int8 that the kernel dequantizes in L1
+        dequant = {name: per_tensor_quant(r.dequantize_call, f"attention {name}")
+                   for name, r in (("k", k), ("v", v)) if r.dequantize is not None}
+        for name, op in (*operands.items(), ("mask", mask)):
+            if op is not None and op.dtype != ("int8" if name in dequant else "float32"):
+                raise Unsupported(f"attention {name} of {op.dtype}")
+        return AttentionSpec(**common, k_dequant=dequant.get("k"), v_dequant=dequant.get("v"))
     if quantize is None or not all(dequantized):
         raise Unsupported("int8 attention needs dequantized Q, K, V and a quantized output")
     if any(op.dtype != "int8" for op in operands.values()) or str(quantize.attrs.out_dtype) != "int8":

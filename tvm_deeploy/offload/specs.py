@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .reference import AttentionQuant, Requant
+from .reference import AttentionQuant, Quant, Requant
 from .registry import family_of
 
 
@@ -92,7 +92,9 @@ class AttentionSpec:
 
     Query head h reads K/V head ``(h // kv_div) % kv_heads``; `k_strides` and `v_strides` step over
     K/V heads of the K and V tensors as stored. fp32 ("float32"), or int8 Q, K, V and output with the
-    integer constants in `quant` (then `scale` is folded into them and there is no mask)."""
+    integer constants in `quant` (then `scale` is folded into them and there is no mask). fp32 with
+    `k_dequant` / `v_dequant`: that operand is int8 in L2, dequantized as TVM does (reference.dequantize_s8)
+    block by block in L1."""
 
     q: Operand
     k: Operand
@@ -116,6 +118,8 @@ class AttentionSpec:
     kv_div: int = 1
     dtype: str = "float32"
     quant: AttentionQuant | None = field(default=None, compare=False)
+    k_dequant: Quant | None = None
+    v_dequant: Quant | None = None
 
     kind = "attention"
 

@@ -12,6 +12,8 @@ key block of one pass. Per head block:
   V    likewise, at the steps of the last pass;
   mask (fp32) at every step, only along the axes it does not broadcast;
   O    once per row tile.
+An fp32 attention may read K and/or V as int8 (an int8 KV cache): those blocks move as int8 bytes into their
+slots, and each new block is dequantized into one float32 buffer ("k_f32", "v_f32") the compute reads.
 A head block fetches the K/V heads from the lowest to the highest its query heads read (its span).
 A run-time mask only lowers the traffic (keys it hides from every row are not fetched; a mask of one row
 that is +-0 up to its last visible key is not fetched at all): these figures bound it.
@@ -75,6 +77,7 @@ class AttentionGeometry:
     mask: tuple[bool, bool, bool] | None  # the mask varies along (head, row, key); None: no mask
     lower_bound: int
     cores: int
+    int8_kv: tuple[bool, bool] = (False, False)  # K, V int8 in L2, dequantized in L1 (fp32 only)
 
     # -- the schedule ------------------------------------------------------------------------
 
@@ -88,6 +91,15 @@ class AttentionGeometry:
         else:
             n = np.full_like(i, self.kv_len)
         return np.clip(n, 0, self.kv_len)
+
+    @property
+    def k_elem(self) -> int:
+        """Bytes of a K element as fetched (int8 when dequantized in L1)."""
+        return 1 if self.int8_kv[0] else self.elem
+
+    @property
+    def v_elem(self) -> int:
+        return 1 if self.int8_kv[1] else self.elem
 
     def kv_head(self, h: int) -> int:
         return (h // self.kv_div) % self.kv_heads
@@ -159,10 +171,13 @@ class AttentionGeometry:
         """Aligned bytes of one slot of each L1 buffer."""
         heads = self.head_blocks(tile_h)
         rows = tile_h * tile_q
+        k_elements, v_elements = heads.span_max * tile_kv * self.qk_dim, heads.span_max * tile_kv * self.v_dim
         return {
             "q": aligned(rows * self.qk_dim * self.elem),
-            "k": aligned(heads.span_max * tile_kv * self.qk_dim * self.elem),
-            "v": aligned(heads.span_max * tile_kv * self.v_dim * self.elem),
+            "k": aligned(k_elements * self.k_elem),
+            "v": aligned(v_elements * self.v_elem),
+            "k_f32": aligned(k_elements * 4) if self.int8_kv[0] else 0,
+            "v_f32": aligned(v_elements * 4) if self.int8_kv[1] else 0,
             "mask": aligned(heads.mask_heads_max * self.mask_block(tile_q, tile_kv) * 4),
             "o": aligned(rows * self.v_dim * self.elem),
             "state": aligned(rows * self.state_words * 4),
@@ -173,7 +188,8 @@ class AttentionGeometry:
     def layout(self, tile_h: int, tile_q: int, tile_kv: int, kv_slots: int = 2) -> dict[str, tuple[int, int]]:
         """Byte offsets of every L1 buffer's slots (equal offsets: one slot), and "end"."""
         sizes = self.slot_bytes(tile_h, tile_q, tile_kv)
-        counts = {"q": 2, "k": kv_slots, "v": kv_slots, "mask": 2 if self.mask else 0, "o": 2, "state": 1,
+        counts = {"q": 2, "k": kv_slots, "v": kv_slots, "k_f32": 1 if sizes["k_f32"] else 0,
+                  "v_f32": 1 if sizes["v_f32"] else 0, "mask": 2 if self.mask else 0, "o": 2, "state": 1,
                   "scores": 1, "lut": 1 if sizes["lut"] else 0}
         offsets, end = {}, 0
         for name, count in counts.items():
@@ -190,10 +206,18 @@ class AttentionGeometry:
         """(bytes into L1, bytes out of L1) of the schedule with these tiles."""
         heads, keys = self.head_blocks(tile_h), self.key_traffic(tile_q, tile_kv)
         into = (self.batch * self.heads * self.q_len * self.qk_dim * self.elem
-                + self.batch * heads.span_sum * (keys.k_rows * self.qk_dim + keys.v_rows * self.v_dim) * self.elem
+                + self.batch * heads.span_sum * self.kv_bytes(keys)
                 + self.batch * heads.mask_heads_sum * keys.mask_elements * 4
                 + (LUT_BYTES if self.dtype == "int8" else 0))
         return into, self.batch * self.heads * self.q_len * self.v_dim * self.elem
+
+    def kv_bytes(self, keys: KeyTraffic) -> int:
+        """Bytes of K and V one K/V head of a head block fetches."""
+        return keys.k_rows * self.qk_dim * self.k_elem + keys.v_rows * self.v_dim * self.v_elem
+
+    def dequantized_elements(self, keys: KeyTraffic) -> int:
+        """Elements of int8 K and V one K/V head of a head block dequantizes in L1 (each fetched one once)."""
+        return keys.k_rows * self.qk_dim * self.int8_kv[0] + keys.v_rows * self.v_dim * self.int8_kv[1]
 
     def counts(self, tile_h: int, tile_q: int, tile_kv: int) -> tuple[int, int]:
         """(row tiles, steps) of the whole call."""
@@ -221,15 +245,15 @@ def _mask_axes(spec: AttentionSpec) -> tuple[bool, bool, bool] | None:
     return (s.head != 0 and spec.heads > 1, s.seq != 0 and spec.q_len > 1, s.feat != 0 and spec.kv_len > 1)
 
 
-def _lower_bound(spec: AttentionSpec, geo_visible, elem: int) -> int:
+def _lower_bound(spec: AttentionSpec, geo: AttentionGeometry) -> int:
     """Every byte some visible score needs, loaded once, and every output byte stored once."""
-    rows = np.arange(spec.q_len)
-    visible = geo_visible(rows)
+    rows, elem = np.arange(spec.q_len), geo.elem
+    visible = geo.visible(rows)
     keys = int(visible.max(initial=0))
     kv_used = len({(h // spec.kv_div) % spec.kv_heads for h in range(spec.heads)})
     kv_batches = spec.batch if spec.k_strides.batch else 1
     total = (spec.batch * spec.heads * spec.q_len * spec.qk_dim * elem
-             + kv_batches * kv_used * keys * (spec.qk_dim + spec.v_dim) * elem
+             + kv_batches * kv_used * keys * (spec.qk_dim * geo.k_elem + spec.v_dim * geo.v_elem)
              + spec.batch * spec.heads * spec.q_len * spec.v_dim * elem)
     axes = _mask_axes(spec)
     if axes is not None:
@@ -252,8 +276,9 @@ def _lower_bound(spec: AttentionSpec, geo_visible, elem: int) -> int:
 def geometry(spec: AttentionSpec, cores: int) -> AttentionGeometry:
     elem = element_bytes(spec.dtype)
     geo = AttentionGeometry(spec.dtype, spec.batch, spec.heads, spec.kv_heads, spec.kv_div, spec.q_len,
-                            spec.kv_len, spec.qk_dim, spec.v_dim, spec.causal, elem, _mask_axes(spec), 0, cores)
-    return AttentionGeometry(**{**geo.__dict__, "lower_bound": _lower_bound(spec, geo.visible, elem)})
+                            spec.kv_len, spec.qk_dim, spec.v_dim, spec.causal, elem, _mask_axes(spec), 0, cores,
+                            (spec.k_dequant is not None, spec.v_dequant is not None))
+    return AttentionGeometry(**{**geo.__dict__, "lower_bound": _lower_bound(spec, geo)})
 
 
 __all__ = ["ALIGN", "AttentionGeometry", "HeadBlocks", "KeyTraffic", "LUT_BYTES", "candidates", "geometry"]

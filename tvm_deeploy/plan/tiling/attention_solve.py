@@ -132,21 +132,25 @@ def tile_attention(spec: AttentionSpec, platform: Platform, policy: TilingPolicy
                  for h, b in zip(heads, head_blocks)]
     th, hb, span_sum, span_max, mh_sum, mh_max = md.columns(
         head_rows, ("tile_h", "head_blocks", "span_sum", "span_max", "mask_heads_sum", "mask_heads_max"))
-    pair_rows = [(p[0], p[1], t.k_rows * d + t.v_rows * dv, t.mask_elements, geo.mask_block(*p), t.steps,
+    pair_rows = [(p[0], p[1], geo.kv_bytes(t), t.mask_elements, geo.mask_block(*p), t.steps,
                   2 * t.row_tiles + t.k_fetches + t.v_fetches + t.mask_fetches,
-                  (t.key_visits - t.first_pass_visits) * key_cycles + t.first_pass_visits * first_pass_cycles)
+                  (t.key_visits - t.first_pass_visits) * key_cycles + t.first_pass_visits * first_pass_cycles,
+                  geo.dequantized_elements(t))
                  for p, t in zip(pairs, traffic)]
-    tq, tkv, kv_elems, mask_elems, mask_block, steps, transfers, row_cycles = md.columns(
-        pair_rows, ("tile_q", "tile_kv", "kv_elements", "mask_elements", "mask_block", "steps", "transfers",
-                    "row_cycles"))
+    tq, tkv, kv_head_bytes, mask_elems, mask_block, steps, transfers, row_cycles, dequantized = md.columns(
+        pair_rows, ("tile_q", "tile_kv", "kv_head_bytes", "mask_elements", "mask_block", "steps", "transfers",
+                    "row_cycles", "dequantized"))
 
     # L1: the buffers of tiling/attention.py's layout.
     H, Q, KV = spec.heads, spec.q_len, spec.kv_len
     rows = md.product(th, tq, H * Q, "tile_rows")
     kv_rows = md.product(span_max, tkv, spec.kv_heads * KV, "kv_block_rows")
     q_slot = md.aligned(rows * (d * e), H * Q * d * e, "q_slot")
-    k_slot = md.aligned(kv_rows * (d * e), spec.kv_heads * KV * d * e, "k_slot")
-    v_slot = md.aligned(kv_rows * (dv * e), spec.kv_heads * KV * dv * e, "v_slot")
+    k_slot = md.aligned(kv_rows * (d * geo.k_elem), spec.kv_heads * KV * d * e, "k_slot")
+    v_slot = md.aligned(kv_rows * (dv * geo.v_elem), spec.kv_heads * KV * dv * e, "v_slot")
+    # int8 K/V: one float32 buffer each that the fetched blocks are dequantized into
+    k_f32 = md.aligned(kv_rows * (d * 4), spec.kv_heads * KV * d * 4, "k_f32") if geo.int8_kv[0] else 0
+    v_f32 = md.aligned(kv_rows * (dv * 4), spec.kv_heads * KV * dv * 4, "v_f32") if geo.int8_kv[1] else 0
     mask_elements_max = max(h.mask_heads_max for h in head_blocks) * max(geo.mask_block(*p) for p in pairs)
     mask_slot_elems = md.product(mh_max, mask_block, mask_elements_max, "mask_block_elements")
     m_slot = md.aligned(mask_slot_elems * 4, mask_elements_max * 4, "mask_slot")
@@ -160,7 +164,8 @@ def tile_attention(spec: AttentionSpec, platform: Platform, policy: TilingPolicy
     m.Add(kv_l1 == k_slot + v_slot).OnlyEnforceIf(single)
     m.Add(kv_l1 == 2 * (k_slot + v_slot)).OnlyEnforceIf(single.Not())
     lut = LUT_BYTES if spec.dtype == "int8" else 0
-    m.Add(2 * q_slot + kv_l1 + 2 * m_slot * (geo.mask is not None) + 2 * o_slot + state + scores + lut <= l1)
+    m.Add(2 * q_slot + kv_l1 + k_f32 + v_f32 + 2 * m_slot * (geo.mask is not None) + 2 * o_slot + state + scores
+          + lut <= l1)
     limit = dma.max_transfer_bytes
     m.Add(rows * (max(d, dv) * e) <= limit)
     m.Add(kv_rows * (max(d, dv) * e) <= limit)
@@ -168,11 +173,11 @@ def tile_attention(spec: AttentionSpec, platform: Platform, policy: TilingPolicy
 
     # DMA: Q and O once, K/V and mask per the key tables, scaled to cycles * bytes_per_cycle.
     fixed_bytes = batch * H * Q * (d + dv) * e + lut
-    kv_upper_bytes = max(h.span_sum for h in head_blocks) * max(t.k_rows * d + t.v_rows * dv for t in traffic)
-    kv_bytes = md.product(span_sum, kv_elems, kv_upper_bytes, "kv_traffic")
+    kv_upper_bytes = max(h.span_sum for h in head_blocks) * max(geo.kv_bytes(t) for t in traffic)
+    kv_bytes = md.product(span_sum, kv_head_bytes, kv_upper_bytes, "kv_traffic")
     mask_upper = max(h.mask_heads_sum for h in head_blocks) * max(t.mask_elements for t in traffic)
     mask_bytes = md.product(mh_sum, mask_elems, mask_upper, "mask_traffic")
-    dma_bytes = fixed_bytes + batch * e * kv_bytes + batch * 4 * mask_bytes
+    dma_bytes = fixed_bytes + batch * kv_bytes + batch * 4 * mask_bytes
     transfer_upper = max(h.count for h in head_blocks) * max(2 * t.row_tiles + t.k_fetches + t.v_fetches
                                                              + t.mask_fetches for t in traffic)
     all_transfers = md.product(hb, transfers, transfer_upper, "all_transfers")
@@ -183,13 +188,19 @@ def tile_attention(spec: AttentionSpec, platform: Platform, policy: TilingPolicy
     rows_per_core = md.ceil_div(rows, cores, H * Q, "rows_per_core")
     block_rows = md.product(hb, rows_per_core, H * H * Q, "head_block_rows")
     cycles_upper = H * H * Q * max(t.key_visits for t in traffic) * key_cycles
-    compute = md.product(block_rows, row_cycles, cycles_upper, "compute_cycles")
+    compute = md.product(block_rows, row_cycles, cycles_upper, "row_cycles_total")
+    # int8 K/V: every fetched element dequantized once, the cores sharing each block
+    dequantize_upper = max(h.span_sum for h in head_blocks) * max(geo.dequantized_elements(t) for t in traffic)
+    dequantize_milli = md.product(span_sum, dequantized, dequantize_upper, "dequantized_elements") \
+        * costs.dequantize_milli_cycles
+    cycles_upper += dequantize_upper * costs.dequantize_milli_cycles // 1000 + 1
+    compute = compute + md.ceil_div(dequantize_milli, 1000 * cores, cycles_upper, "dequantize_cycles")
     all_steps = md.product(hb, steps, max(h.count for h in head_blocks) * max(t.steps for t in traffic), "all_steps")
-    dma_upper = fixed_bytes + batch * e * kv_upper_bytes + batch * 4 * mask_upper + batch * setup * transfer_upper
+    dma_upper = fixed_bytes + batch * kv_upper_bytes + batch * 4 * mask_upper + batch * setup * transfer_upper
     busiest = m.NewIntVar(0, max(dma_upper, batch * bpc * cycles_upper), "overlapped")
     m.AddMaxEquality(busiest, [dma_scaled, compute * (batch * bpc)])
-    exposed = m.NewIntVar(0, batch * e * kv_upper_bytes, "kv_exposed")
-    m.Add(exposed == batch * e * kv_bytes).OnlyEnforceIf(single)
+    exposed = m.NewIntVar(0, batch * kv_upper_bytes, "kv_exposed")
+    m.Add(exposed == batch * kv_bytes).OnlyEnforceIf(single)
     m.Add(exposed == 0).OnlyEnforceIf(single.Not())
     m.Minimize(busiest + exposed + all_steps * (batch * costs.attention_step_cycles * bpc)
                + dma_bytes * (policy.dma_byte_weight * bpc))
@@ -209,4 +220,5 @@ def plan_attention(geo: AttentionGeometry, tile_h: int, tile_q: int, tile_kv: in
     tiles, steps = geo.counts(tile_h, tile_q, tile_kv)
     return AttentionTiling(tile_h, tile_q, tile_kv, tiles, steps, cores, layout["q"], layout["k"], layout["v"],
                            layout["mask"], layout["o"], layout["state"][0], layout["scores"][0], layout["lut"][0],
-                           layout["end"][0], into, out, geo.lower_bound, cycles, status, seconds)
+                           layout["end"][0], into, out, geo.lower_bound, cycles, status, seconds,
+                           layout["k_f32"][0], layout["v_f32"][0])

@@ -71,6 +71,8 @@ class AttentionTiling:
     modelled_cycles: int
     solver_status: str
     solver_seconds: float
+    l1_k_f32: int = 0  # an fp32 attention's int8 K: the float32 buffer its blocks are dequantized into
+    l1_v_f32: int = 0
 
     @property
     def single_buffered(self) -> list[str]:
