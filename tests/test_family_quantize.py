@@ -72,7 +72,7 @@ RV32_DRIVER = """
 #include "quantize_vectors.h"
 int main(void) {
   int32_t i, errors = 0;
-  for (i = 0; i < N; ++i) errors += dpl_quantize_s8(X[i % VALUES], &Q[i / VALUES]) != Y[i];
+  for (i = 0; i < N; ++i) errors += dpl_quantize_with(X[i % VALUES], dpl_quantizer(&Q[i / VALUES])) != Y[i];
   printf("quantize: %ld errors\\n", (long)errors);
   return errors != 0;
 }

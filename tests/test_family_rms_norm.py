@@ -82,7 +82,7 @@ def test_a_norm_over_two_axes_stays_in_tvm():
 
 
 def test_kernel_quantize_rounds_like_tvm(tmp_path):
-    """dpl_quantize_s8 (the int8 output of dpl_rms_norm and dpl_swiglu) rounds halves to even without libm,
+    """dpl_quantize_with (the int8 output of dpl_rms_norm and dpl_swiglu) rounds halves to even without libm,
     like TVM's quantize, and saturates."""
     values = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 0.49999997, 126.5, 127.5, -128.5, -129.5, 3e38, -3e38,
                        1e6, 0.0, -0.0], np.float32)
@@ -91,7 +91,7 @@ def test_kernel_quantize_rounds_like_tvm(tmp_path):
         f"  static const float x[{len(values)}] = {{{', '.join(f'{v!r}f' for v in values.tolist())}}};",
         "  const dpl_quant_t q[2] = {{1.0f, 0}, {0.5f, 3}};", "  int i, j;",
         f"  for (j = 0; j < 2; ++j) for (i = 0; i < {len(values)}; ++i)",
-        "    printf(\"%d\\n\", dpl_quantize_s8(x[i], &q[j]));",
+        "    printf(\"%d\\n\", dpl_quantize_with(x[i], dpl_quantizer(&q[j])));",
         "  return 0;", "}"])
     printed = [int(v) for v in run_c_program(tmp_path, "quantize", program, "-I", KERNEL_DIR, "-lm").split()]
     expected = [reference.quantize_s8(values, q) for q in (reference.Quant(1.0, 0), reference.Quant(0.5, 3))]
