@@ -8,10 +8,11 @@
      sum x A = S0 + 2^21 S1,  sum x B = S2 + 2^10 S1   (mod 2^32).
    While every |S| of the chunk stays below 2^20 (the planner picks k_chunk from the weights: 128 * sum_k |b|
    < 2^20 per column), S0 is the low 21 bits of the first sum sign-extended, S1 mod 2^11 its top 11 bits
-   after removing S0, and S2 and S1's high bits follow from the second sum the same way (gl_take).
+   after removing S0, and S2 and S1's high bits follow from the second sum the same way (GL_TAKE).
    A panel is 6 columns: 4 words per k, [panel][k][4]; the last panel's missing columns are zero weights.
    Per k step of one row: 1 activation load, 4 word loads, 4 mul, 4 add for 6 MACs (2.17 instructions per
-   MAC before loop and requantization; two rows share the word loads: 1.83). */
+   MAC before loop and requantization; 2.08 when two panels share the activation load; two rows sharing the
+   word loads: 1.83). */
 #include "dpl_kernels.h"
 
 #if defined(__GNUC__)
