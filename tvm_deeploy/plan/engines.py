@@ -56,6 +56,17 @@ def lanes_chunk(spec: GemmSpec, platform: Platform) -> int:
     return lanes.lanes_chunk(spec.b.const, spec.b_transposed)
 
 
+def _tile_on_cluster(spec: GemmSpec, platform: Platform) -> GemmTiling:
+    """The cluster's tiling, with B in lane words where its larger blocks fit L1, else B as stored."""
+    chunk = lanes_chunk(spec, platform)
+    if chunk:
+        try:
+            return tile_gemm(spec, platform, "cluster", b_lanes_chunk=chunk)
+        except TilingError:
+            pass  # the packed blocks do not fit L1
+    return tile_gemm(spec, platform, "cluster")
+
+
 def choose_engine(spec: GemmSpec, platform: Platform) -> EngineChoice:
     """Tile the GEMM for every engine that can run it (on the cluster with B packed in lane words where that
     applies) and keep the one with the fewest modelled cycles."""
@@ -65,15 +76,12 @@ def choose_engine(spec: GemmSpec, platform: Platform) -> EngineChoice:
         if engine == "npu" and refusal:
             reasons.append((engine, refusal))
             continue
-        # on the cluster, B in lane words where its larger blocks fit L1, else as stored
-        for b_lanes_chunk in dict.fromkeys((lanes_chunk(spec, platform), 0) if engine == "cluster" else (0,)):
-            try:
-                candidates.append(tile_gemm(spec, platform, engine, b_lanes_chunk=b_lanes_chunk))
-                break
-            except TilingError as err:
-                if not b_lanes_chunk:
-                    reasons.append((engine, str(err)))
-                    errors.append(err)
+        try:
+            candidates.append(_tile_on_cluster(spec, platform) if engine == "cluster"
+                              else tile_gemm(spec, platform, engine))
+        except TilingError as err:
+            reasons.append((engine, str(err)))
+            errors.append(err)
     if not candidates:
         raise errors[0]
     best = min(candidates, key=lambda t: (t.modelled_cycles, t.engine))
