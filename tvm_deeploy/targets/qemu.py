@@ -239,15 +239,18 @@ def run_host(project, sanitize: bool = False, timeout: float = DEFAULT_TIMEOUT,
     made = subprocess.run(["make", "-s", "-C", str(project), target, *make_args], capture_output=True, text=True)
     if made.returncode != 0:
         raise QemuError(f"make {target} failed in {project}:\n{made.stdout}{made.stderr}")
-    program = (project / "build" / target / f"{prefix}_test").resolve()
+    exit_code, output, seconds = run_timed((project / "build" / target / f"{prefix}_test").resolve(), timeout)
+    return HostRun(exit_code, *_errors(output), _tokens(output), output, seconds)
+
+
+def run_timed(program: Path, timeout: float) -> tuple[int, str, float]:
+    """Run a program built for this host, killed after `timeout` seconds: (exit code, output, wall seconds)."""
     start = time.perf_counter()
     try:
         ran = subprocess.run([str(program)], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise QemuError(f"{program} did not finish within {timeout:g} s") from None
-    seconds = time.perf_counter() - start
-    output = ran.stdout + ran.stderr
-    return HostRun(ran.returncode, *_errors(output), _tokens(output), output, seconds)
+    return ran.returncode, ran.stdout + ran.stderr, time.perf_counter() - start
 
 
 def _format_calls(run: QemuRun) -> list[str]:

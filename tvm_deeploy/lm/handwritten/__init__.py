@@ -13,14 +13,13 @@ Its tokens follow the fp32 NumPy reference (`lm.llama_reference.LlamaReference(c
 from __future__ import annotations
 
 import subprocess
-import time
 from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
 from ...emit.c import c_array, c_items
-from ...targets.qemu import HostRun, QemuError, QemuRun, build_program, parse, run_elf
+from ...targets.qemu import HostRun, QemuError, QemuRun, build_program, parse, run_elf, run_timed
 from ...targets.rv32 import WITH_FPU
 from ..checkpoint import Checkpoint, LlamaConfig, rope_tables
 
@@ -132,14 +131,9 @@ def run_host(folder, timeout: float = 600.0) -> HostRun:
                             str(program)], capture_output=True, text=True)
     if built.returncode != 0:
         raise QemuError(f"compiling the hand-written baseline failed:\n{built.stdout}{built.stderr}")
-    start = time.perf_counter()
-    try:
-        ran = subprocess.run([str(program)], capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise QemuError(f"{program} did not finish within {timeout:g} s") from None
-    seconds = time.perf_counter() - start
-    run = parse(ran.stdout + ran.stderr, ran.returncode, 1, [])
-    return HostRun(ran.returncode, run.errors, run.checked, run.tokens, run.output, seconds)
+    exit_code, output, seconds = run_timed(program, timeout)
+    run = parse(output, exit_code, 1, [])
+    return HostRun(exit_code, run.errors, run.checked, run.tokens, run.output, seconds)
 
 
 def run_qemu(folder, timeout: float = 600.0) -> QemuRun:
